@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set everything up first and
+# are idempotent: a second run reuses the virtual environment, the offline model and the data.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= data
+STAMP := $(VENV)/.installed-stamp
+OFFLINE := $(DATA)/offline/READY
+
+.PHONY: setup test test-fast demo ui bench clean-data
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU build of torch that lies on disk; a bare `torch` would pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+$(OFFLINE): $(STAMP) scripts/prepare_offline.py
+	$(PY) scripts/prepare_offline.py --data $(DATA)
+
+setup: $(STAMP) $(OFFLINE)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not ui"
+
+demo: setup
+	$(PY) -m infdist_assets.demo --data $(DATA)
+
+ui: setup
+	DAGSTER_HOME=$(abspath $(DATA))/dagster_home $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: setup
+	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_recovery.py

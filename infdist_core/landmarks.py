@@ -1,0 +1,158 @@
+"""Landmark-based propagation of influence (Section 4.3, Eq. 10-11).
+
+Each sample's gradient is approximated as ``g_i ~ G_L' c_i`` with coefficients from kernel ridge
+regression of the sample's proxy embedding on the landmarks' embeddings:
+
+    C = K(E_S, E_L) (K(E_L, E_L) + delta I)^{-1}          (n x l, never built unless asked)
+    p_hat = C P_L                                          (Eq. 10, all targets at once)
+
+RBF kernel ``k(x, y) = exp(-|x - y|^2 / h^2)``, ``h^2`` = median squared distance between
+landmarks times ``bandwidth_scale`` unless given; ``delta = damping * mean(diag K_LL)``.
+With ``center=True`` the landmark mean of the targets is subtracted before and added after, so
+samples far from every landmark fall back to the mean instead of to zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from infdist_core.seeding import generator
+from infdist_core.validation import as_numpy
+
+DEFAULT_CHUNK = 8192
+
+
+def squared_distances(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """``|x_i - y_j|^2`` of shape (len(X), len(Y)), clipped at 0."""
+    d = (X * X).sum(1)[:, None] + (Y * Y).sum(1)[None, :] - 2.0 * X @ Y.T
+    return np.maximum(d, 0.0)
+
+
+def median_bandwidth(E_landmarks: np.ndarray) -> float:
+    """Median squared pairwise distance between distinct landmarks (the median heuristic)."""
+    d = squared_distances(E_landmarks, E_landmarks)
+    off = d[~np.eye(len(d), dtype=bool)]
+    med = float(np.median(off)) if off.size else 1.0
+    return med if med > 0 else 1.0
+
+
+def rbf_kernel(X: np.ndarray, Y: np.ndarray, bandwidth2: float) -> np.ndarray:
+    return np.exp(-squared_distances(X, Y) / bandwidth2)
+
+
+@dataclass(frozen=True)
+class KRRModel:
+    """A fitted landmark regression: enough to propagate to any sample's embedding.
+
+    Attributes
+    ----------
+    E_landmarks : array of shape (l, e)
+    dual : array of shape (l, t)
+        ``(K_LL + delta I)^{-1} (P_L - offset)``.
+    offset : array of shape (t,)
+        Landmark mean of the targets (zeros when not centred).
+    bandwidth2, delta : float
+    """
+
+    E_landmarks: np.ndarray
+    dual: np.ndarray
+    offset: np.ndarray
+    bandwidth2: float
+    delta: float
+
+    def predict(self, E: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+        """``p_hat`` of shape (n, t) for embeddings of shape (n, e), streamed in chunks."""
+        out = np.empty((len(E), self.dual.shape[1]), dtype=np.float64)
+        for lo in range(0, len(E), chunk):
+            Kc = rbf_kernel(np.asarray(E[lo : lo + chunk], dtype=np.float64), self.E_landmarks, self.bandwidth2)
+            out[lo : lo + chunk] = Kc @ self.dual + self.offset
+        return out
+
+    def coefficients(self, E: np.ndarray, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+        """Rows of ``C`` (Eq. 10) chunk by chunk, each of shape (chunk, l)."""
+        l = len(self.E_landmarks)
+        K = rbf_kernel(self.E_landmarks, self.E_landmarks, self.bandwidth2) + self.delta * np.eye(l)
+        factor = scipy.linalg.cho_factor(K)
+        for lo in range(0, len(E), chunk):
+            Kc = rbf_kernel(np.asarray(E[lo : lo + chunk], dtype=np.float64), self.E_landmarks, self.bandwidth2)
+            yield scipy.linalg.cho_solve(factor, Kc.T).T
+
+
+def krr_fit(
+    E_landmarks: np.ndarray | torch.Tensor,
+    P_landmarks: np.ndarray | torch.Tensor,
+    damping: float = 0.01,
+    bandwidth2: float | None = None,
+    bandwidth_scale: float = 1.0,
+    center: bool = True,
+) -> KRRModel:
+    """Fit the landmark regression once for all targets (multiple right-hand sides).
+
+    Parameters
+    ----------
+    E_landmarks : array of shape (l, e)
+    P_landmarks : array of shape (l,) or (l, t)
+        Exact influence of the landmarks, per target (or gradients: any per-landmark rows).
+    damping : float
+        Ridge term relative to the mean of the kernel diagonal (paper: 0.01).
+    """
+    EL = as_numpy(E_landmarks, "E_landmarks", 2)
+    PL = as_numpy(P_landmarks, "P_landmarks", (1, 2))
+    PL = PL[:, None] if PL.ndim == 1 else PL
+    if len(PL) != len(EL):
+        raise ValueError(f"E_landmarks has {len(EL)} rows but P_landmarks has {len(PL)}")
+    if len(EL) == 0:
+        raise ValueError("at least one landmark is needed")
+    if damping < 0:
+        raise ValueError(f"damping must be >= 0, got {damping}")
+    h2 = float(bandwidth2) if bandwidth2 is not None else median_bandwidth(EL) * bandwidth_scale
+    if not h2 > 0:
+        raise ValueError(f"bandwidth must be positive, got {h2}")
+    K = rbf_kernel(EL, EL, h2)
+    delta = damping * float(np.mean(np.diag(K)))
+    offset = PL.mean(0) if center else np.zeros(PL.shape[1])
+    dual = scipy.linalg.solve(K + delta * np.eye(len(K)), PL - offset, assume_a="pos")
+    return KRRModel(EL, dual, offset, h2, delta)
+
+
+def krr_propagate(
+    E_pool: np.ndarray | torch.Tensor,
+    E_landmarks: np.ndarray | torch.Tensor,
+    P_landmarks: np.ndarray | torch.Tensor,
+    damping: float = 0.01,
+    bandwidth2: float | None = None,
+    bandwidth_scale: float = 1.0,
+    center: bool = True,
+    chunk: int = DEFAULT_CHUNK,
+) -> np.ndarray:
+    """Propagate landmark influence to every pool sample (Eq. 10).
+
+    Parameters
+    ----------
+    E_pool : array of shape (n, e)
+    E_landmarks : array of shape (l, e)
+    P_landmarks : array of shape (l, t) or (l,)
+
+    Returns
+    -------
+    p_hat : float64 array of shape (n, t) (or (n,) when P_landmarks is 1-D)
+    """
+    E = as_numpy(E_pool, "E_pool", 2)
+    model = krr_fit(E_landmarks, P_landmarks, damping, bandwidth2, bandwidth_scale, center)
+    if E.shape[1] != model.E_landmarks.shape[1]:
+        raise ValueError(f"E_pool has {E.shape[1]} columns but E_landmarks has {model.E_landmarks.shape[1]}")
+    out = model.predict(E, chunk)
+    return out[:, 0] if np.ndim(P_landmarks) == 1 else out
+
+
+def choose_landmarks(n: int, n_landmarks: int, seed: int) -> np.ndarray:
+    """Uniformly random landmark indices (sorted), as in Section 5.1."""
+    if not 0 < n_landmarks <= n:
+        raise ValueError(f"n_landmarks must be in [1, {n}] (the pool size), got {n_landmarks}")
+    perm = torch.randperm(n, generator=generator(seed, "landmarks", n))
+    return perm[:n_landmarks].sort().values.numpy().astype(np.int64)

@@ -1,0 +1,104 @@
+"""Projections: equal to a dense Hadamard oracle, inner products preserved, seeded and stable."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from infdist_core import hadamard
+from infdist_core.projection import HadamardLayout, HadamardProjector, RademacherProjector, hadamard_project_reference
+
+
+@pytest.mark.parametrize("backend", [b for b in hadamard.available_backends() if b != "cuda"])
+@pytest.mark.parametrize("in_dim,out_dim", [(128, 64), (100, 10), (1000, 50), (300, 7), (4096, 4096), (2048, 1)])
+def test_projection_equals_dense_hadamard(backend, in_dim, out_dim):
+    proj = HadamardProjector(in_dim, out_dim, seed=3, backend=backend)
+    x = torch.randn(3, in_dim, generator=torch.Generator().manual_seed(0))
+    got = proj(x)
+    want = hadamard_project_reference(proj, x)
+    assert got.shape == (3, out_dim) and got.dtype == torch.float32
+    # second call must not see the first call's workspace (padding, in-place transform)
+    torch.testing.assert_close(proj(x), want, rtol=1e-4, atol=1e-4, msg=f"{backend} differs from dense H_N")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_fwht_backends_agree(backend):
+    x = torch.randn(4, 1024, generator=torch.Generator().manual_seed(1))
+    a, b = x.clone(), x.clone()
+    hadamard.BACKENDS[backend](a)
+    hadamard.BACKENDS[hadamard.pick_backend(torch.device("cpu"))](b)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_layout_masks_just_above_power_of_two_and_pads_otherwise():
+    assert HadamardLayout.plan(1100, 64).masked and HadamardLayout.plan(1100, 64).n_hadamard == 1024
+    pad = HadamardLayout.plan(1700, 64)
+    assert not pad.masked and pad.n_hadamard == 2048
+    big = HadamardLayout.plan(5000, 64, max_dim=1024)
+    assert big.masked and big.n_hadamard == 1024
+    assert HadamardLayout.plan(2**28, 8).cols <= 2**15, "rows must fit the CUDA kernel's 2**15 limit"
+
+
+def test_hadamard_preserves_inner_products_in_expectation():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(512), rng.standard_normal(512)
+    y = 0.6 * x + 0.8 * y
+    X = torch.from_numpy(np.stack([x, y])).float()
+    est = []
+    for seed in range(300):
+        P = HadamardProjector(512, 32, seed=seed)(X)
+        est.append(float(P[0] @ P[1]))
+    est = np.array(est)
+    truth = float(x @ y)
+    stderr = est.std() / math.sqrt(len(est))
+    assert abs(est.mean() - truth) < 4 * stderr, f"mean {est.mean():.2f} vs <x,y>={truth:.2f} (se {stderr:.2f})"
+
+
+def test_masked_projection_is_unbiased_for_norms():
+    x = torch.randn(1, 1100, generator=torch.Generator().manual_seed(2))
+    norms = [float(HadamardProjector(1100, 64, seed=s)(x).square().sum()) for s in range(300)]
+    truth = float(x.square().sum())
+    assert abs(np.mean(norms) - truth) < 4 * np.std(norms) / math.sqrt(300)
+
+
+def test_same_seed_same_projection_and_different_seed_differs():
+    x = torch.randn(2, 3000)
+    a = HadamardProjector(3000, 100, seed=7)(x)
+    b = HadamardProjector(3000, 100, seed=7)(x)
+    c = HadamardProjector(3000, 100, seed=8)(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_projection_does_not_mutate_input_and_accepts_numpy():
+    x = np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)
+    keep = x.copy()
+    out = HadamardProjector(256, 16, seed=0)(x)
+    assert np.array_equal(x, keep) and out.shape == (2, 16)
+
+
+@pytest.mark.parametrize("bad", [dict(in_dim=10, out_dim=20), dict(in_dim=0, out_dim=1), dict(in_dim=16, out_dim=0)])
+def test_bad_dimensions_are_rejected(bad):
+    with pytest.raises(ValueError, match="out_dim|positive"):
+        HadamardProjector(**bad)
+
+
+def test_wrong_input_width_names_the_shape():
+    with pytest.raises(ValueError, match=r"expected last dimension 64"):
+        HadamardProjector(64, 8)(torch.zeros(2, 65))
+
+
+def test_rademacher_matches_its_matrix_blocked_or_cached():
+    x = torch.randn(3, 5000, generator=torch.Generator().manual_seed(0))
+    cached = RademacherProjector(5000, 64, seed=1)
+    RademacherProjector.CACHE_LIMIT, saved = 0, RademacherProjector.CACHE_LIMIT
+    try:
+        streamed = RademacherProjector(5000, 64, seed=1)
+    finally:
+        RademacherProjector.CACHE_LIMIT = saved
+    M = cached.matrix()
+    assert set(np.unique(M.numpy() * 8).round(6)) == {-1.0, 1.0}, "entries must be +-1/sqrt(out_dim)"
+    torch.testing.assert_close(cached(x), x @ M)
+    torch.testing.assert_close(streamed(x), x @ M, rtol=1e-4, atol=1e-4)
