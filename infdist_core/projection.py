@@ -142,19 +142,54 @@ class HadamardProjector:
             self._buffer = torch.zeros(self.layout.n_hadamard, dtype=torch.float32, device=self.device)
         return self._buffer
 
-    def _project_one(self, v: torch.Tensor) -> torch.Tensor:
-        lay = self.layout
+    def _load(self, v: torch.Tensor) -> torch.Tensor:
+        """Signed (and masked or zero-padded) copy of ``v`` in the workspace: one pass."""
         buf = self._workspace()
         if self.mask_index is not None:
             torch.mul(v.index_select(0, self.mask_index.to(v.device)), self.signs, out=buf)
         else:
             torch.mul(v, self.signs, out=buf[: self.in_dim])
             buf[self.in_dim :].zero_()  # the transform below overwrote last call's padding
+        return buf
+
+    def _transform_and_pick(self, buf: torch.Tensor) -> torch.Tensor:
+        lay = self.layout
         grid = buf.view(lay.rows, lay.cols)
         hadamard.BACKENDS[self.backend](grid)  # X <- X H_n
         picked = grid.index_select(1, self.col_index.to(buf.device))  # (m, |C|)
         out = (self._h_rows @ picked).reshape(-1)  # rows R of H_m X H_n, columns C
         return out.index_select(0, self.pick.to(out.device)).mul_(self._out_scale)
+
+    def _project_one(self, v: torch.Tensor) -> torch.Tensor:
+        return self._transform_and_pick(self._load(v))
+
+    def project_parts(self, parts: list[torch.Tensor], premultiplier: torch.Tensor | None = None) -> torch.Tensor:
+        """Project the concatenation of ``parts`` (times ``premultiplier``) without building it.
+
+        Each part is written once, signed, straight into the workspace; this replaces the copy a
+        caller would need anyway to flatten per-parameter gradients (``gradients.py``).
+        ``premultiplier`` (shape (in_dim,), e.g. the Adam scale ``a``) is folded into the signs.
+        """
+        if self.mask_index is not None:  # masking gathers across parts: flatten first
+            flat = torch.cat([p.reshape(-1) for p in parts])
+            return self._project_one(flat * premultiplier if premultiplier is not None else flat)
+        signs = self.signs if premultiplier is None else self._signed_premultiplier(premultiplier)
+        buf = self._workspace()
+        off = 0
+        for part in parts:
+            size = part.numel()
+            torch.mul(part.reshape(-1).to(buf.dtype), signs[off : off + size], out=buf[off : off + size])
+            off += size
+        if off != self.in_dim:
+            raise ValueError(f"parts hold {off} values, the projector expects in_dim={self.in_dim}")
+        buf[self.in_dim :].zero_()
+        return self._transform_and_pick(buf)
+
+    def _signed_premultiplier(self, premultiplier: torch.Tensor) -> torch.Tensor:
+        cached = getattr(self, "_premult_cache", None)
+        if cached is None or cached[0] is not premultiplier:
+            self._premult_cache = (premultiplier, self.signs * premultiplier.to(self.signs.device, torch.float32))
+        return self._premult_cache[1]
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = _as_float_tensor(x)

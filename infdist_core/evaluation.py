@@ -1,0 +1,113 @@
+"""Evaluation of a fine-tuned model: held-out target loss, GSM8K exact match (greedy, 8-shot),
+MMLU accuracy (zero-shot, answer-letter log-likelihood) and HumanEval pass@1 (tests executed in
+a separate Python process with a timeout). Subsets are seeded."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+from infdist_core.gradients import per_sample_losses
+from infdist_core.seeding import generator
+from infdist_core.tokenization import TokenizedSample, pad_batch
+
+
+def seeded_subset(rows: list, n: int | None, seed: int, name: str) -> list:
+    if n is None or n >= len(rows):
+        return rows
+    idx = torch.randperm(len(rows), generator=generator(seed, "eval-subset", name, len(rows)))[:n].sort().values
+    return [rows[i] for i in idx.tolist()]
+
+
+@torch.no_grad()
+def target_loss(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> float:
+    """Mean over samples of the mean label-token cross-entropy."""
+    device = next(model.parameters()).device
+    vals = []
+    for lo in range(0, len(samples), batch_size):
+        batch = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
+        vals.append(per_sample_losses(model, batch).cpu())
+    return float(torch.cat(vals).mean())
+
+
+@torch.no_grad()
+def _generate(model, tok, messages: list[dict], max_new_tokens: int) -> str:
+    device = next(model.parameters()).device
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    input_ids = ids["input_ids"].to(device)
+    out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)
+
+
+def extract_number(text: str) -> str | None:
+    m = re.search(r"answer is\s*\$?(-?[\d,]*\.?\d+)", text)
+    nums = [m.group(1)] if m else re.findall(r"-?[\d,]*\.?\d+", text)
+    if not nums:
+        return None
+    val = nums[-1].replace(",", "").rstrip(".")
+    try:
+        f = float(val)
+    except ValueError:
+        return None
+    return str(int(f)) if f == int(f) else str(f)
+
+
+def gsm8k_exact_match(model, tok, rows: list[dict], exemplars: list[dict], max_new_tokens: int = 192) -> float:
+    """Share of questions whose final number matches, with ``exemplars`` as prior chat turns."""
+    shots = [m for ex in exemplars for m in ex["messages"]]
+    hits = 0
+    for r in rows:
+        text = _generate(model, tok, shots + [{"role": "user", "content": r["question"]}], max_new_tokens)
+        hits += extract_number(text) == r["final"]
+    return hits / max(1, len(rows))
+
+
+@torch.no_grad()
+def mmlu_accuracy(model, tok, rows: list[dict]) -> float:
+    """Zero-shot: the letter among A-D with the highest next-token log-probability."""
+    device = next(model.parameters()).device
+    letters = [tok.encode(c, add_special_tokens=False)[0] for c in "ABCD"]
+    hits = 0
+    for r in rows:
+        q = (f"{r['question']}\nA. {r['answer_a']}\nB. {r['answer_b']}\nC. {r['answer_c']}\nD. {r['answer_d']}\n"
+             "Answer with the letter of the correct option.")
+        enc = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        logits = model(input_ids=enc["input_ids"].to(device)).logits[0, -1]
+        hits += "ABCD"[int(torch.argmax(logits[letters]))] == r["correct_answer"]
+    return hits / max(1, len(rows))
+
+
+def extract_code(text: str) -> str:
+    m = re.search(r"```(?:python)?\n(.*?)```", text, re.S)
+    return m.group(1) if m else text
+
+
+def run_humaneval_program(program: str, timeout: float) -> bool:
+    """Run one test program in a fresh isolated interpreter (``-I``, empty env, temp cwd)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            res = subprocess.run([sys.executable, "-I", "-c", program], cwd=tmp, timeout=timeout, capture_output=True,
+                                 env={"PATH": os.environ.get("PATH", ""), "no_proxy": "*", "http_proxy": "http://0.0.0.0:1",
+                                      "https_proxy": "http://0.0.0.0:1"})
+        except subprocess.TimeoutExpired:
+            return False
+    return res.returncode == 0
+
+
+def humaneval_pass_at_1(model, tok, problems: list[dict], max_new_tokens: int = 256, timeout: float = 10.0) -> float:
+    """Greedy pass@1: the completion plus the problem's tests must exit 0 within ``timeout``."""
+    passed = 0
+    for p in problems:
+        text = _generate(model, tok, [{"role": "user", "content": "Complete the following Python function.\n\n" + p["prompt"]}],
+                         max_new_tokens)
+        program = f"{p['prompt']}\n{extract_code(text)}\n\n{p['test']}\ncheck({p['entry_point']})\n"
+        passed += run_humaneval_program(program, timeout)
+    return passed / max(1, len(problems))

@@ -1,0 +1,96 @@
+"""JVP embeddings (Eq. 12): Jacobian-vector products of an intermediate output with respect to
+the parameters of the first ``n_blocks`` transformer blocks, along seeded Gaussian tangents.
+
+    h_JVP(x) = 1/|V| sum_v  d N_l(x) / d theta_l . v
+
+The tangent set V is drawn once from the seed and shared by every sample. Because the JVP is
+linear in v, the mean over V equals one JVP along the mean tangent; ``combine="mean"`` uses that
+(exactly Eq. 12 at the cost of one JVP), ``combine="concat"`` keeps one JVP per tangent.
+Outputs: ``"logits"`` (final norm + LM head after the blocks, the paper) or ``"hidden"``
+(final-norm hidden state, as the authors' released code), at the last non-padding token.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.func import functional_call, jvp
+
+from infdist_core.modeling import decoder_layers
+from infdist_core.seeding import generator
+from infdist_core.tokenization import TokenizedSample, pad_batch
+
+
+def truncated_backbone(model, n_blocks: int):
+    """The model's backbone cut after ``n_blocks`` blocks, sharing parameters (final norm kept)."""
+    base = model.model
+    n_layers = len(decoder_layers(model))
+    if not 1 <= n_blocks <= n_layers:
+        raise ValueError(f"n_blocks must be in [1, {n_layers}], got {n_blocks}")
+    sub = copy.copy(base)
+    sub._modules = dict(base._modules)
+    sub._parameters = dict(base._parameters)
+    sub._buffers = dict(base._buffers)
+    sub.layers = torch.nn.ModuleList(list(base.layers[:n_blocks]))
+    sub.config = copy.deepcopy(base.config)
+    sub.config.num_hidden_layers = n_blocks
+    return sub
+
+
+def block_tangents(sub, n_tangents: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """``n_tangents`` seeded Gaussian directions over the blocks' parameters."""
+    named = [(n, p) for n, p in sub.named_parameters() if n.startswith("layers.")]
+    out = []
+    for j in range(n_tangents):
+        out.append({
+            n: torch.randn(p.shape, generator=generator(seed, "jvp-tangent", j, n), dtype=p.dtype).to(p.device)
+            for n, p in named
+        })
+    return out
+
+
+def jvp_embeddings(
+    model,
+    samples: list[TokenizedSample],
+    pad_id: int,
+    n_blocks: int = 4,
+    n_tangents: int = 2,
+    output: str = "hidden",
+    combine: str = "mean",
+    seed: int = 0,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """JVP embeddings of shape (n, H) for ``hidden`` or (n, V) for ``logits`` (``concat``: times |V|)."""
+    if output not in ("hidden", "logits"):
+        raise ValueError(f"output must be 'hidden' or 'logits', got {output!r}")
+    if combine not in ("mean", "concat"):
+        raise ValueError(f"combine must be 'mean' or 'concat', got {combine!r}")
+    if n_tangents < 1:
+        raise ValueError(f"n_tangents must be >= 1, got {n_tangents}")
+    sub = truncated_backbone(model, n_blocks)
+    device = next(model.parameters()).device
+    tangents = block_tangents(sub, n_tangents, seed)
+    if combine == "mean":
+        tangents = [{n: sum(t[n] for t in tangents) / n_tangents for n in tangents[0]}]
+    primals = {n: p.detach() for n, p in sub.named_parameters() if n.startswith("layers.")}
+    head = model.get_output_embeddings()
+    rows = []
+    for lo in range(0, len(samples), batch_size):
+        batch = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
+        last = batch["attention_mask"].sum(1) - 1
+        ar = torch.arange(len(last), device=device)
+
+        def f(params):
+            h = functional_call(sub, params, args=(), kwargs={"input_ids": batch["input_ids"],
+                                                               "attention_mask": batch["attention_mask"]}).last_hidden_state
+            h = h[ar, last]
+            return head(h) if output == "logits" else h
+
+        outs = []
+        for t in tangents:
+            with torch.no_grad():
+                _, tan = jvp(f, (primals,), (t,))
+            outs.append(tan.float())
+        rows.append(torch.cat(outs, dim=1))
+    return torch.cat(rows).cpu()

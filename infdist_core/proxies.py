@@ -1,0 +1,95 @@
+"""Proxy embeddings for landmark propagation, behind one interface (Sec. 4.3; notes in
+``shared/notes/landmark-proxies.md``).
+
+A proxy is named by a spec string; ``+`` concatenates (each part L2-normalised first):
+
+- ``jvp-hidden[:B[:V]]``  JVP embedding, final-norm hidden output, first B blocks, V tangents
+- ``jvp-logits[:B[:V]]``  JVP embedding, next-token logits (paper), Rademacher-projected
+- ``jvp-hidden-last[:B]`` JVP through the *last* B blocks (inputs to them held fixed)
+- ``rds``                 RDS+: position-weighted mean pool of the last hidden states
+- ``grad-last[:B]``       loss gradient w.r.t. the last B blocks + final norm, Hadamard-projected
+                          (a forward pass and a backward pass that stops there)
+
+Every proxy returns L2-normalised float32 rows and its measured seconds per sample.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from infdist_core.gradients import sample_gradients
+from infdist_core.jvp import jvp_embeddings
+from infdist_core.modeling import block_pattern, decoder_layers, select_parameters
+from infdist_core.projection import HadamardProjector, RademacherProjector
+from infdist_core.tokenization import TokenizedSample, pad_batch
+
+DEFAULT_CANDIDATES = ("grad-last:1", "grad-last:2", "jvp-hidden:4:2", "rds")
+
+
+@dataclass
+class ProxyEmbedding:
+    spec: str
+    vectors: np.ndarray  # (n, e) float32, unit rows (zero rows for invalid samples)
+    seconds_per_sample: float
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(n > 0, x / np.maximum(n, 1e-30), 0.0).astype(np.float32)
+
+
+@torch.no_grad()
+def rds_embeddings(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> np.ndarray:
+    """RDS+ (Ivison et al. 2025): mean of last-layer hidden states weighted by position 1..L."""
+    device = next(model.parameters()).device
+    rows = []
+    for lo in range(0, len(samples), batch_size):
+        b = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
+        h = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state.float()
+        pos = torch.cumsum(b["attention_mask"], 1).float() * b["attention_mask"]
+        w = pos / pos.sum(1, keepdim=True)
+        rows.append((h * w[..., None]).sum(1).cpu())
+    return torch.cat(rows).numpy()
+
+
+def parse_spec(spec: str) -> tuple[str, list[int]]:
+    kind, *nums = spec.split(":")
+    return kind, [int(x) for x in nums]
+
+
+def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int) -> np.ndarray:
+    kind, nums = parse_spec(spec)
+    n_layers = len(decoder_layers(model))
+    if kind in ("jvp-hidden", "jvp-logits"):
+        blocks = nums[0] if nums else 4
+        tangents = nums[1] if len(nums) > 1 else 2
+        out = jvp_embeddings(model, samples, pad_id, n_blocks=min(blocks, n_layers), n_tangents=tangents,
+                             output=kind.split("-")[1], seed=seed, batch_size=batch_size).numpy()
+        if out.shape[1] > dim:
+            out = RademacherProjector(out.shape[1], dim, seed=seed).__call__(out).numpy()
+        return out
+    if kind == "rds":
+        return rds_embeddings(model, samples, pad_id, batch_size)
+    if kind == "grad-last":
+        blocks = min(nums[0] if nums else 1, n_layers)
+        pattern = block_pattern(model, f"last:{blocks}") + r"|^model\.norm\."
+        params = [p for _, p in select_parameters(model, pattern)]
+        in_dim = sum(p.numel() for p in params)
+        proj = HadamardProjector(in_dim, min(dim, in_dim), seed=seed, device=next(model.parameters()).device)
+        return sample_gradients(model, samples, params, proj, pad_id, batch_size=1).vectors
+    raise ValueError(f"unknown proxy embedding {spec!r}; known kinds: jvp-hidden, jvp-logits, rds, grad-last")
+
+
+def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str, dim: int = 4096, seed: int = 0,
+                  batch_size: int = 8) -> ProxyEmbedding:
+    """Embeddings of ``samples`` for the proxy ``spec`` (see module docstring)."""
+    if not samples:
+        raise ValueError("no samples to embed")
+    t0 = time.perf_counter()
+    parts = [_unit(_one(model, samples, pad_id, s, dim, seed, batch_size)) for s in spec.split("+")]
+    vec = _unit(np.concatenate(parts, axis=1)) if len(parts) > 1 else parts[0]
+    return ProxyEmbedding(spec, vec, (time.perf_counter() - t0) / len(samples))

@@ -1,0 +1,120 @@
+"""How well a proxy embedding carries landmark influence: cross-validation on the landmarks.
+
+Landmark gradients exist anyway, so holding out a fraction of them and propagating to them from
+the rest (Eq. 10, with the gradients or the scores as right-hand sides) measures the
+approximation at almost no cost. Metrics on the held-out landmarks, averaged over folds:
+
+- ``grad_cosine``: mean cosine between KRR-propagated and true gradients (the paper's Fig. 7)
+- ``mean_cosine``: the same for the trivial predictor "mean landmark gradient" (the bar to beat)
+- ``spearman``: mean over targets of Spearman(p_hat, p), p = G g_t
+- ``top10_overlap``: share of the true top-10% held-out samples found in the predicted top-10%
+
+Without target gradients (pool-side, task-independent choice) the targets are pseudo-targets:
+gradients of a few landmarks from the training fold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from infdist_core.landmarks import krr_fit
+from infdist_core.seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class KernelSetting:
+    bandwidth_scale: float = 1.0
+    damping: float = 0.01
+    center: bool = True
+
+
+DEFAULT_SETTINGS = (KernelSetting(), KernelSetting(center=False), KernelSetting(bandwidth_scale=0.5),
+                    KernelSetting(bandwidth_scale=2.0), KernelSetting(damping=0.1))
+
+
+def _spearman_cols(pred: np.ndarray, true: np.ndarray) -> float:
+    vals = []
+    for j in range(true.shape[1]):
+        if np.ptp(true[:, j]) == 0 or np.ptp(pred[:, j]) == 0:
+            vals.append(0.0)
+        else:
+            vals.append(float(spearmanr(pred[:, j], true[:, j]).statistic))
+    return float(np.mean(vals))
+
+
+def _top_overlap(pred: np.ndarray, true: np.ndarray, frac: float = 0.1) -> float:
+    m = max(1, int(round(frac * len(true))))
+    vals = [len(set(np.argsort(-pred[:, j])[:m]) & set(np.argsort(-true[:, j])[:m])) / m for j in range(true.shape[1])]
+    return float(np.mean(vals))
+
+
+def _rowcos(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    return float(np.mean((a * b).sum(1) / np.maximum(na * nb, 1e-30)))
+
+
+def cross_validate(
+    E: np.ndarray,
+    G: np.ndarray,
+    targets: np.ndarray | None = None,
+    settings: tuple[KernelSetting, ...] = (KernelSetting(),),
+    holdout: float = 0.25,
+    folds: int = 3,
+    seed: int = 0,
+    n_pseudo_targets: int = 8,
+) -> list[dict]:
+    """Held-out quality of propagating landmark influence through embeddings ``E``.
+
+    Parameters
+    ----------
+    E : array of shape (l, e), proxy embeddings of the landmarks
+    G : array of shape (l, d), their (projected, normalised) gradients
+    targets : array of shape (t, d), target gradients; None for pseudo-targets
+    """
+    E, G = np.asarray(E, np.float64), np.asarray(G, np.float64)
+    if len(E) != len(G):
+        raise ValueError(f"E has {len(E)} rows but G has {len(G)}")
+    l = len(E)
+    n_out = max(2, int(round(holdout * l)))
+    if l - n_out < 2:
+        raise ValueError(f"{l} landmarks are too few to cross-validate (need at least {n_out + 2})")
+    rows = []
+    for s in settings:
+        acc: dict[str, list[float]] = {"grad_cosine": [], "mean_cosine": [], "spearman": [], "top10_overlap": []}
+        for f in range(folds):
+            rng = np.random.default_rng(derive_seed(seed, "recovery-fold", f, l))
+            perm = rng.permutation(l)
+            test, train = perm[:n_out], perm[n_out:]
+            T = targets if targets is not None else G[rng.choice(train, min(n_pseudo_targets, len(train)), replace=False)]
+            model = krr_fit(E[train], np.concatenate([G[train], G[train] @ T.T], axis=1), damping=s.damping,
+                            bandwidth_scale=s.bandwidth_scale, center=s.center)
+            pred = model.predict(E[test])
+            g_hat, p_hat = pred[:, : G.shape[1]], pred[:, G.shape[1]:]
+            p_true = G[test] @ T.T
+            acc["grad_cosine"].append(_rowcos(g_hat, G[test]))
+            acc["mean_cosine"].append(_rowcos(np.broadcast_to(G[train].mean(0), G[test].shape), G[test]))
+            acc["spearman"].append(_spearman_cols(p_hat, p_true))
+            acc["top10_overlap"].append(_top_overlap(p_hat, p_true))
+        rows.append({**asdict(s), **{k: float(np.mean(v)) for k, v in acc.items()}, "n_landmarks": l,
+                     "n_holdout": n_out, "folds": folds, "pseudo_targets": targets is None})
+    return rows
+
+
+def choose_embedding(results: dict[str, dict], costs: dict[str, float], tolerance: float = 0.02) -> tuple[str, str]:
+    """Pick a proxy by held-out Spearman per unit cost.
+
+    Among candidates whose Spearman is within ``tolerance`` of the best, the cheapest wins.
+    ``results`` maps spec -> best cross-validation row; returns (spec, reason).
+    """
+    if not results:
+        raise ValueError("no candidate embeddings to choose from")
+    best = max(r["spearman"] for r in results.values())
+    near = [s for s, r in results.items() if r["spearman"] >= best - tolerance]
+    pick = min(near, key=lambda s: (costs.get(s, np.inf), s))
+    summary = ", ".join(f"{s}: rho={r['spearman']:.3f} @ {costs.get(s, float('nan')):.3f}s" for s, r in results.items())
+    reason = (f"best held-out Spearman {best:.3f}; {pick} is the cheapest within {tolerance} of it "
+              f"({results[pick]['spearman']:.3f}, {costs.get(pick, float('nan')):.3f} s/sample). Candidates: {summary}")
+    return pick, reason

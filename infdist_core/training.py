@@ -1,0 +1,146 @@
+"""AdamW training on tokenised samples: the brief warm-up (Sec. 5.1, App. A) and fine-tuning on
+the selected subset (linear schedule, gradient accumulation, optional per-sample loss weights,
+App. J). Deterministic given the seed."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from infdist_core.gradients import per_sample_losses
+from infdist_core.preconditioning import AdamMoments
+from infdist_core.seeding import generator
+from infdist_core.tokenization import TokenizedSample, pad_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser settings (paper, Sec. 5.1: AdamW, lr 2e-5, linear schedule, 2 epochs)."""
+
+    lr: float = 2e-5
+    """Peak learning rate, decayed linearly to 0."""
+    epochs: float = 1.0
+    """Passes over the samples (fractions allowed)."""
+    micro_batch: int = 4
+    """Samples per forward pass."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (None: as many as the epochs give)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or self.micro_batch < 1 or self.grad_accum < 1 or not self.epochs > 0:
+            raise ValueError(f"invalid TrainConfig: {self}")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float]
+    seconds: float
+    optimizer: torch.optim.Optimizer
+
+
+def train(
+    model,
+    samples: list[TokenizedSample],
+    cfg: TrainConfig,
+    pad_id: int,
+    weights: np.ndarray | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with AdamW; ``weights`` (one per sample) scale each sample's loss."""
+    if not samples:
+        raise ValueError("no samples to train on")
+    if weights is not None and len(weights) != len(samples):
+        raise ValueError(f"{len(weights)} weights for {len(samples)} samples")
+    device = next(model.parameters()).device
+    n = len(samples)
+    per_epoch = math.ceil(n / cfg.micro_batch)
+    total_micro = max(1, math.ceil(per_epoch * cfg.epochs))
+    steps = max(1, total_micro // cfg.grad_accum)
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / steps))
+    g = generator(cfg.seed, "train-order", n)
+    order: list[int] = []
+    model.train()
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for _ in range(cfg.grad_accum):
+            if len(order) < cfg.micro_batch:
+                order += torch.randperm(n, generator=g).tolist()
+            idx, order = order[: cfg.micro_batch], order[cfg.micro_batch :]
+            batch = {k: v.to(device) for k, v in pad_batch([samples[i] for i in idx], pad_id).items()}
+            per = per_sample_losses(model, batch)
+            if weights is not None:
+                per = per * torch.as_tensor(weights[idx], dtype=per.dtype, device=device)
+            loss = per.mean() / cfg.grad_accum
+            loss.backward()
+            step_loss += float(loss)
+        opt.step()
+        sched.step()
+        losses.append(step_loss)
+        if progress:
+            progress(step + 1, steps, step_loss)
+    model.eval()
+    return TrainResult(steps, losses, time.perf_counter() - t0, opt)
+
+
+def adam_moments(result: TrainResult, model, names: list[str]) -> AdamMoments:
+    """The warm-up optimizer's moments for the named parameters, flattened in that order."""
+    from infdist_core.preconditioning import moments_from_optimizer
+
+    params = dict(model.named_parameters())
+    return moments_from_optimizer(result.optimizer, [params[n] for n in names])
+
+
+def save_adam_state(result: TrainResult, model, path: str | Path) -> None:
+    """Moments of every parameter as safetensors (``<name>.exp_avg``/``.exp_avg_sq``), atomically."""
+    from safetensors.torch import save_file
+
+    group = result.optimizer.param_groups[0]
+    tensors, step = {}, None
+    for name, p in model.named_parameters():
+        st = result.optimizer.state.get(p)
+        if st:
+            tensors[f"{name}.exp_avg"] = st["exp_avg"].detach().cpu().contiguous()
+            tensors[f"{name}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
+            step = int(st["step"])
+    meta = {"step": str(step), "beta1": str(group["betas"][0]), "beta2": str(group["betas"][1]), "eps": str(group["eps"])}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_adam_moments(path: str | Path, names: list[str]) -> AdamMoments:
+    """``AdamMoments`` for ``names`` (in that order) from ``save_adam_state``'s file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        keys = set(f.keys())
+        missing = [n for n in names if f"{n}.exp_avg" not in keys]
+        if missing:
+            raise ValueError(f"{path}: no Adam state for {missing[:3]} ({len(missing)} parameters)")
+        m = torch.cat([f.get_tensor(f"{n}.exp_avg").reshape(-1).float() for n in names])
+        v = torch.cat([f.get_tensor(f"{n}.exp_avg_sq").reshape(-1).float() for n in names])
+    return AdamMoments(m, v, int(meta["step"]), float(meta["beta1"]), float(meta["beta2"]), float(meta["eps"]))

@@ -1,0 +1,180 @@
+"""Model side against references: autograd of one sample alone, finite differences for the JVP,
+exact assistant label masks, zero-label samples reported, seeded determinism, batch invariance."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infdist_core import sources
+from infdist_core.gradients import per_sample_losses, sample_gradients
+from infdist_core.jvp import block_tangents, jvp_embeddings, truncated_backbone
+from infdist_core.modeling import block_pattern, select_parameters
+from infdist_core.preconditioning import AdamMoments
+from infdist_core.projection import HadamardProjector
+from infdist_core.records import RecordError, load_records
+from infdist_core.tokenization import IGNORE, tokenize_records, tokenize_sample
+from infdist_core.training import TrainConfig, train
+
+
+def _params(model, pattern=None):
+    return [p for _, p in select_parameters(model, pattern)]
+
+
+def test_labels_cover_exactly_the_assistant_turns(tokenizer, chats):
+    ts = tokenize_records(tokenizer, chats, max_length=256)
+    decoded = {s.id: tokenizer.decode(s.input_ids[s.labels != IGNORE]) for s in ts.samples}
+    assert decoded["a"] == "Hello there, friend!<|im_end|>\n"
+    assert decoded["b"] == "4<|im_end|>\nIt is 6.<|im_end|>\n", "both assistant turns, nothing of the user's"
+    assert "France" not in decoded["c"] and "Be brief" not in decoded["c"]
+    s = ts.samples[0]
+    assert torch.equal(s.labels[s.labels != IGNORE], s.input_ids[s.labels != IGNORE])
+
+
+def test_sample_without_labels_is_reported_not_nan(tokenizer, chats):
+    chats.append({"id": "noreply", "messages": [{"role": "user", "content": "hello?"}]})
+    long_prompt = {"id": "cut", "messages": [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok"}]}
+    ts = tokenize_records(tokenizer, chats + [long_prompt], max_length=64)
+    assert ts.excluded == {"noreply": "no assistant turn", "cut": "no assistant tokens within max_length"}
+    assert isinstance(tokenize_sample(tokenizer, long_prompt, 64), str)
+
+
+def test_zero_gradient_sample_is_flagged_not_nan(tokenizer, tiny_model, chats):
+    ts = tokenize_records(tokenizer, chats, 128)
+    bad = ts.samples[0]
+    bad.labels[:] = IGNORE  # e.g. labels all masked by a later truncation
+    params = _params(tiny_model)
+    proj = HadamardProjector(sum(p.numel() for p in params), 32, seed=0)
+    g = sample_gradients(tiny_model, ts.samples, params, proj, tokenizer.pad_token_id)
+    assert np.isfinite(g.vectors).all()
+    assert g.valid.tolist() == [False, True, True, True]
+    assert np.abs(g.vectors[0]).sum() == 0
+
+
+def test_per_sample_gradient_equals_autograd_of_that_sample_alone(tokenizer, tiny_model, chats):
+    ts = tokenize_records(tokenizer, chats, 128)
+    params = _params(tiny_model, block_pattern(tiny_model, "last:1"))
+    d = sum(p.numel() for p in params)
+    proj = HadamardProjector(d, 64, seed=1)
+    got = sample_gradients(tiny_model, ts.samples, params, proj, tokenizer.pad_token_id, normalize=False, batch_size=3)
+    for i, s in enumerate(ts.samples):
+        ids = s.input_ids[None]
+        logits = tiny_model(input_ids=ids).logits[0, :-1]
+        loss = torch.nn.functional.cross_entropy(logits, s.labels[1:], ignore_index=IGNORE)
+        ref = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+        np.testing.assert_allclose(got.vectors[i], proj(ref).numpy(), rtol=1e-4, atol=1e-6,
+                                   err_msg=f"sample {s.id}: batched projected gradient != autograd alone")
+        assert got.norms[i] == pytest.approx(float(ref.norm()), rel=1e-5)
+
+
+def test_adam_preconditioned_gradient_is_scaled_elementwise(tokenizer, tiny_model, chats):
+    ts = tokenize_records(tokenizer, chats, 128)
+    params = _params(tiny_model, "down_proj")
+    d = sum(p.numel() for p in params)
+    v = torch.rand(d) + 0.1
+    moments = AdamMoments(torch.zeros(d), v, 10, 0.9, 0.999, 1e-8)
+    proj = HadamardProjector(d, 32, seed=2)
+    got = sample_gradients(tiny_model, ts.samples[:1], params, proj, tokenizer.pad_token_id, moments=moments, normalize=False)
+    loss = per_sample_losses(tiny_model, {k: t[None] for k, t in
+                                          [("input_ids", ts.samples[0].input_ids), ("labels", ts.samples[0].labels),
+                                           ("attention_mask", torch.ones_like(ts.samples[0].input_ids))]})[0]
+    g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, params)])
+    a = (1 - 0.9) / ((1 - 0.9**11) * ((v / (1 - 0.999**11)).sqrt() + 1e-8))
+    np.testing.assert_allclose(got.vectors[0], proj(a * g).numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_gradients_are_deterministic_and_batch_invariant(tokenizer, tiny_model, chats):
+    ts = tokenize_records(tokenizer, chats, 128)
+    params = _params(tiny_model)
+    proj = HadamardProjector(sum(p.numel() for p in params), 48, seed=0)
+    a = sample_gradients(tiny_model, ts.samples, params, proj, tokenizer.pad_token_id, batch_size=1)
+    b = sample_gradients(tiny_model, ts.samples, params, proj, tokenizer.pad_token_id, batch_size=4)
+    c = sample_gradients(tiny_model, ts.samples, params, proj, tokenizer.pad_token_id, batch_size=1)
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=2e-5)
+    assert np.array_equal(a.vectors, c.vectors), "same inputs and seed must give identical gradients"
+
+
+@pytest.mark.parametrize("output", ["hidden", "logits"])
+def test_jvp_equals_finite_difference_directional_derivative(tokenizer, tiny_model, chats, output):
+    model = tiny_model.double()
+    ts = tokenize_records(tokenizer, chats, 128)
+    emb = jvp_embeddings(model, ts.samples, tokenizer.pad_token_id, n_blocks=2, n_tangents=2, output=output, seed=5)
+    sub = truncated_backbone(model, 2)
+    tangents = block_tangents(sub, 2, seed=5)
+    v = {n: (tangents[0][n] + tangents[1][n]) / 2 for n in tangents[0]}
+    named = dict(sub.named_parameters())
+
+    def f(s):
+        h = sub(input_ids=s.input_ids[None]).last_hidden_state[0, -1]
+        return model.lm_head(h) if output == "logits" else h
+
+    eps = 1e-4  # balances O(eps^2) truncation against rotary embeddings computed in float32
+    for i, s in enumerate(ts.samples):
+        with torch.no_grad():
+            for n, t in v.items():
+                named[n].add_(eps * t)
+            up = f(s)
+            for n, t in v.items():
+                named[n].sub_(2 * eps * t)
+            down = f(s)
+            for n, t in v.items():
+                named[n].add_(eps * t)
+        fd = (up - down) / (2 * eps)
+        np.testing.assert_allclose(emb[i].numpy(), fd.float().numpy(), rtol=1e-3, atol=5e-3,
+                                   err_msg=f"JVP of sample {s.id} != central finite difference")
+
+
+def test_jvp_is_seeded_batch_invariant_and_leaves_the_model_intact(tokenizer, tiny_model, chats):
+    ts = tokenize_records(tokenizer, chats, 128)
+    n_layers = len(tiny_model.model.layers)
+    a = jvp_embeddings(tiny_model, ts.samples, tokenizer.pad_token_id, n_blocks=2, seed=1, batch_size=4)
+    b = jvp_embeddings(tiny_model, ts.samples, tokenizer.pad_token_id, n_blocks=2, seed=1, batch_size=1)
+    c = jvp_embeddings(tiny_model, ts.samples, tokenizer.pad_token_id, n_blocks=2, seed=2, batch_size=4)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(a, c)
+    assert len(tiny_model.model.layers) == n_layers, "truncation must not modify the model"
+
+
+def test_load_records_accepts_the_common_shapes_and_names_bad_rows(tmp_path):
+    rows = [
+        {"id": "t", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+        {"id": "s", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+        {"id": "al", "instruction": "do", "input": "this", "output": "done"},
+        {"id": "pc", "prompt": "p", "completion": "c"},
+    ]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    recs = load_records(path)
+    assert [r["messages"][-1]["role"] for r in recs] == ["assistant"] * 4
+    assert recs[2]["messages"][0]["content"] == "do\n\nthis"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows[2:]), tmp_path / "pool.parquet")
+    assert [r["id"] for r in load_records(tmp_path / "pool.parquet")] == ["al", "pc"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(RecordError, match=r"bad.jsonl: row 1 has fields \['text'\]"):
+        load_records(bad)
+
+
+def test_sharegpt_reader_recovers_complete_records_from_a_truncated_file(tmp_path):
+    full = [{"id": str(i), "conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]}
+            for i in range(3)]
+    text = json.dumps(full)
+    (tmp_path / "sg.json").write_text(text[: text.rindex("gpt") + 10])  # cut inside the last record
+    recs = sources.sharegpt_conversations(tmp_path / "sg.json")
+    assert [r["id"] for r in recs] == ["sharegpt-0", "sharegpt-1"]
+
+
+def test_warm_up_training_reduces_loss_and_is_deterministic(tokenizer, tiny_model, chats):
+    from infdist_core.modeling import tiny_llama
+
+    ts = tokenize_records(tokenizer, chats, 128)
+    cfg = TrainConfig(lr=1e-2, epochs=8, micro_batch=2, seed=0)
+    res = train(tiny_model, ts.samples, cfg, tokenizer.pad_token_id)
+    assert res.losses[-1] < res.losses[0]
+    other = tiny_llama(len(tokenizer), seed=0, n_layers=4, hidden=32, pad_token_id=tokenizer.pad_token_id)
+    res2 = train(other, ts.samples, cfg, tokenizer.pad_token_id)
+    assert res.losses == res2.losses
