@@ -94,7 +94,7 @@ def train(
                 per = per * torch.as_tensor(weights[idx], dtype=per.dtype, device=device)
             loss = per.mean() / cfg.grad_accum
             loss.backward()
-            step_loss += float(loss)
+            step_loss += float(loss.detach())
         opt.step()
         sched.step()
         losses.append(step_loss)

@@ -1,0 +1,1 @@
+"""Dagster asset graph over ``infdist_core``: partitions, storage, catalog, checks, automation."""

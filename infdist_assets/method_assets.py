@@ -1,0 +1,117 @@
+"""Per-method assets (model x task): ``<method>/selected_subset`` -> ``<method>/fine_tuned_model``
+-> ``<method>/eval_scores``, for InfDist and the baselines (uniform, mid_ppl, rds, grad), so any
+of them can be materialised for the same partition and compared in the catalog."""
+
+
+
+import json
+import shutil
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+
+from infdist_core import pipeline, proxies
+from infdist_core.modeling import load_model, load_tokenizer
+from infdist_core.tokenization import tokenize_records
+from infdist_assets import checks, storage
+from infdist_assets.markdown import table_md
+from infdist_assets.partitions import on_model
+from infdist_assets.pool_assets import GPU_TAGS
+from infdist_assets.resources import ArtefactStore, SelectionSettings
+from infdist_assets.step import Step
+from infdist_assets.target_assets import target_records
+
+METHODS = ("infdist", "uniform", "mid_ppl", "rds", "grad")
+DEFAULT_METHODS = ("infdist", "uniform")
+UPSTREAM = {
+    "infdist": [dg.AssetKey("per_target_weights")],
+    "uniform": [on_model("sampled_pool")],
+    "mid_ppl": [on_model("pool_perplexity")],
+    "rds": [on_model("rds_embeddings")],
+    "grad": [on_model("pool_gradients"), dg.AssetKey("target_gradients")],
+}
+
+
+def _selection_inputs(step: Step, method: str, n_pool: int) -> dict:
+    if method == "infdist":
+        t = step.load("per_target_weights", target_side=True)
+        res = pipeline.TargetScores(storage.column_matrix(t, "scores").astype(np.float64), t.column("weight").to_numpy(), 0.0,
+                                    np.zeros((0, 0)))
+        return {"scores": res}
+    if method == "mid_ppl":
+        return {"losses": step.load("pool_perplexity").column("loss").to_numpy()}
+    if method == "rds":
+        path = step.registry.model_path(step.model)
+        tok = load_tokenizer(path)
+        ts = tokenize_records(tok, target_records(step), step.cfg.max_length).samples
+        E_t = proxies.compute_proxy(load_model(path, step.cfg.device), ts, tok.pad_token_id, "rds").vectors
+        return {"E_pool": storage.column_matrix(step.load("rds_embeddings"), "embedding"), "E_targets": E_t}
+    if method == "grad":
+        return {"E_pool": storage.column_matrix(step.load("pool_gradients"), "gradient"),
+                "E_targets": storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")}
+    return {}
+
+
+def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDefinition]:
+    common = dict(partitions_def=partitions, group_name=f"method_{method}", key_prefix=[method])
+    needs_pool = [on_model("sampled_pool")] if method != "uniform" else []
+
+    @dg.asset(**common, name="selected_subset", deps=UPSTREAM[method] + needs_pool, kinds={"parquet"},
+              check_specs=[checks.spec("exactly_k_distinct", [method, "selected_subset"], "exactly k distinct pool samples")],
+              description=f"The k samples selected by {method}, in pick order, with weights.")
+    def selected_subset(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        ids = step.load("sampled_pool").column("sample_id").to_pylist()
+        idx, w = pipeline.select(method, step.cfg, len(ids), **_selection_inputs(step, method, len(ids)))
+        table = pa.table({"model": [step.model] * len(idx), "task": [step.task] * len(idx), "method": [method] * len(idx),
+                          "sample_id": [ids[i] for i in idx], "pool_index": idx, "rank": np.arange(1, len(idx) + 1),
+                          "weight": np.asarray(w, dtype=np.float64), "run_id": [context.run.run_id] * len(idx)})
+        step.write(table)
+        preview = [{"rank": r + 1, "sample_id": ids[i], "weight": float(w[r])} for r, i in enumerate(idx[:10])]
+        return step.finish(len(idx), {"k": len(idx), "distinct": len(set(idx.tolist()))},
+                           {"top_selected": dg.MetadataValue.md(table_md(preview, ["rank", "sample_id", "weight"]))},
+                           checks=[checks.selection_valid(np.asarray(idx), step.cfg.k, len(ids))])
+
+    @dg.asset(**common, name="fine_tuned_model", deps=[selected_subset, on_model("sampled_pool")], kinds={"pytorch"},
+              op_tags=GPU_TAGS, pool="gpu", description=f"The base model fine-tuned on the {method} subset (AdamW, linear schedule).")
+    def fine_tuned_model(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        sel = step.load(f"{method}/selected_subset", target_side=True)
+        samples = storage.table_samples(step.load("sampled_pool"))
+        chosen = [samples[i] for i in sel.column("pool_index").to_pylist()]
+        base = step.registry.model_path(step.model)
+        model, tok = load_model(base, step.cfg.device), load_tokenizer(base)
+        res = pipeline.fine_tune(model, chosen, sel.column("weight").to_numpy(), step.cfg, tok.pad_token_id,
+                                 progress=step.progress("fine-tune", 5))
+        final = step.checkpoint_dir()
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        storage.replace_folder(tmp, final)
+        size, digest = storage.folder_digest(final)
+        step.write(pa.table({"model_path": [str(final)], "bytes": [size], "sha256": [digest], "steps": [res.steps],
+                             "losses": [json.dumps(res.losses)]}), extra={"model_path": str(final)})
+        return step.finish(1, {"steps": res.steps, "first_loss": res.losses[0], "last_loss": res.losses[-1],
+                               "bytes": size, "sha256": digest, "train_seconds": res.seconds})
+
+    @dg.asset(**common, name="eval_scores", deps=[fine_tuned_model], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
+              description="Held-out loss and the task metric (GSM8K EM, MMLU accuracy, HumanEval pass@1) of the fine-tuned model.")
+    def eval_scores(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        path = step.load_meta(f"{method}/fine_tuned_model", target_side=True)["model_path"]
+        spec = step.registry.task(step.task)
+        try:
+            rows = [json.loads(line) for line in spec.eval_path.open()] if spec.eval_path else []
+        except (OSError, json.JSONDecodeError) as err:
+            raise dg.Failure(description=f"task {step.task}: cannot read eval file {spec.eval_path}: {err}") from err
+        scores = pipeline.evaluate(load_model(path, step.cfg.device), load_tokenizer(path), spec.eval_kind, rows,
+                                   target_records(step), step.cfg, log_fn=context.log.info)
+        table = pa.table({"model": [step.model] * len(scores), "task": [step.task] * len(scores),
+                          "method": [method] * len(scores), "metric": list(scores), "value": list(scores.values()),
+                          "run_id": [context.run.run_id] * len(scores)})
+        step.write(table)
+        return step.finish(len(scores), scores)
+
+    return [selected_subset, fine_tuned_model, eval_scores]

@@ -1,0 +1,202 @@
+"""Pool-side assets, partitioned by model: sampled pool -> warm-up checkpoint -> landmark
+gradients -> pool (JVP/proxy) embeddings -> KRR coefficients; plus the baselines' pool inputs."""
+
+
+
+import shutil
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+
+from infdist_core import pipeline, proxies
+from infdist_core.modeling import load_model, load_tokenizer
+from infdist_core.records import RecordError, load_records
+from infdist_core.training import load_adam_moments, save_adam_state
+from infdist_assets import checks, storage
+from infdist_assets.markdown import table_md
+from infdist_assets.resources import ArtefactStore, SelectionSettings
+from infdist_assets.step import Step
+
+GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+"""Op tags that request a GPU when the job runs on Kubernetes with ``k8s_job_executor``."""
+
+
+def pool_samples(step: Step):
+    return storage.table_samples(step.load("sampled_pool"))
+
+
+def selection_model(step: Step):
+    """The model at which influence is measured: the warm-up checkpoint (or the base model)."""
+    meta = step.load_meta("warmup_checkpoint")
+    return load_model(meta["model_path"], step.cfg.device)
+
+
+def warmup_moments(step: Step, model):
+    meta = step.load_meta("warmup_checkpoint")
+    if not (step.cfg.adam_aware and meta.get("adam_state")):
+        return None
+    names = [n for n, _ in pipeline.gradient_parameters(model, step.cfg)]
+    return load_adam_moments(meta["adam_state"], names)
+
+
+def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    common = dict(partitions_def=partitions, group_name="pool_side")
+
+    @dg.asset(**common, kinds={"parquet"}, description="Seeded random sample of the pool, tokenised with the model's chat template.")
+    def sampled_pool(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        tok = load_tokenizer(step.registry.model_path(step.model))
+        try:
+            records = load_records(step.registry.pool)
+            pool = pipeline.sample_pool(records, tok, step.cfg)
+        except (RecordError, ValueError) as err:
+            raise dg.Failure(description=str(err)) from err
+        table = storage.samples_table(pool.samples)
+        step.write(table, extra={"excluded": pool.excluded, "pool_file": str(step.registry.pool)})
+        lengths = np.array([len(s.input_ids) for s in pool.samples])
+        return step.finish(len(pool.samples), {"pool_records": len(records), "excluded": len(pool.excluded),
+                                               "mean_tokens": float(lengths.mean())})
+
+    @dg.asset(**common, deps=[sampled_pool], kinds={"pytorch"}, op_tags=GPU_TAGS, pool="gpu",
+              description="Brief AdamW warm-up on random pool samples (Sec. 5.1); checkpoint + Adam state.")
+    def warmup_checkpoint(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        base = step.registry.model_path(step.model)
+        samples = pool_samples(step)
+        model = load_model(base, step.cfg.device)
+        tok = load_tokenizer(base)
+        res = pipeline.warm_up(model, samples, step.cfg, tok.pad_token_id, progress=step.progress("warm-up", 2))
+        if res is None:
+            record = {"model_path": str(base), "adam_state": None, "steps": 0}
+            size, digest, losses = 0, "", []
+        else:
+            final = step.checkpoint_dir()
+            tmp = final.with_name(final.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            save_adam_state(res, model, tmp / "adam_state.safetensors")
+            storage.replace_folder(tmp, final)
+            size, digest = storage.folder_digest(final)
+            record = {"model_path": str(final), "adam_state": str(final / "adam_state.safetensors"), "steps": res.steps}
+            losses = res.losses
+        table = pa.table({"model_path": [record["model_path"]], "bytes": [size], "sha256": [digest],
+                          "steps": [record["steps"]], "final_loss": [losses[-1] if losses else None]})
+        step.write(table, extra=record)
+        return step.finish(1, {"steps": record["steps"], "bytes": size, "sha256": digest,
+                               "first_loss": losses[0] if losses else 0.0, "last_loss": losses[-1] if losses else 0.0})
+
+    @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
+              check_specs=[checks.spec("gradients_finite", "landmark_gradients", "finite, as many as configured, of the configured dimension")],
+              description="Exact, Hadamard-projected, Adam-preconditioned, normalised gradients of the landmarks.")
+    def landmark_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        samples = pool_samples(step)
+        model = selection_model(step)
+        moments = warmup_moments(step, model)
+        tok = load_tokenizer(step.registry.model_path(step.model))
+        idx = pipeline.landmark_indices(len(samples), step.cfg)
+        g = pipeline.compute_gradients(model, [samples[i] for i in idx], step.cfg, tok.pad_token_id, moments,
+                                       progress=step.progress("landmark gradients"))
+        table = pa.table({"pool_index": idx, "sample_id": [samples[i].id for i in idx], "valid": g.valid,
+                          "norm": g.norms, "n_label_tokens": g.n_label_tokens, "gradient": storage.vectors_column(g.vectors)})
+        step.write(table)
+        corr = float(np.corrcoef(g.norms, g.n_label_tokens)[0, 1]) if len(idx) > 2 else float("nan")
+        return step.finish(len(idx), {"landmarks": len(idx), "dim": g.vectors.shape[1], "invalid": int((~g.valid).sum()),
+                                      "seconds_per_sample": g.seconds / len(idx), "adam_aware": moments is not None,
+                                      "norm_vs_label_tokens_corr": corr},
+                           checks=[checks.finite_matrix("gradients_finite", g.vectors, step.cfg.n_landmarks,
+                                                        pipeline.gradient_projector(model, step.cfg).out_dim)])
+
+    @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint, landmark_gradients], kinds={"pytorch", "parquet"},
+              op_tags=GPU_TAGS, pool="gpu",
+              check_specs=[checks.spec("embeddings_finite", "pool_embeddings", "finite, one per pool sample")],
+              description="Proxy embedding of every pool sample (the paper's JVP embeddings, Eq. 12, or the proxy "
+                          "chosen by landmark cross-validation when embedding=auto).")
+    def pool_embeddings(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        samples = pool_samples(step)
+        model = selection_model(step)
+        tok = load_tokenizer(step.registry.model_path(step.model))
+        lg = step.load("landmark_gradients")
+        valid = np.asarray(lg.column("valid").to_pylist())
+        idx = lg.column("pool_index").to_numpy()[valid]
+        G = storage.column_matrix(lg, "gradient")[valid]
+        choice = pipeline.embed_pool(model, samples, idx, G, step.cfg, tok.pad_token_id, log_fn=context.log.info)
+        step.write(pa.table({"pool_index": np.arange(len(samples)), "sample_id": [s.id for s in samples],
+                             "embedding": storage.vectors_column(choice.vectors)}),
+                   extra={"embedding": choice.spec, "reason": choice.reason})
+        if choice.candidates:
+            step.write(pa.Table.from_pylist([{"model": step.model, **r} for r in choice.candidates]), name="candidates.parquet")
+        step.write(pa.Table.from_pylist([{"embedding": s, "pool_index": int(i), "vector": v.tolist()}
+                                         for s, E in choice.landmark_embeddings.items() for i, v in zip(idx, E)]),
+                   name="landmark_candidates.parquet")
+        md = {"candidates": dg.MetadataValue.md(table_md(choice.candidates, ["embedding", "spearman", "grad_cosine",
+                                                                             "mean_cosine", "seconds_per_sample"]))}
+        return step.finish(len(samples), {"embedding": choice.spec, "dim": choice.vectors.shape[1],
+                                          "seconds_per_sample": choice.seconds_per_sample, "why": choice.reason}, md,
+                           checks=[checks.finite_matrix("embeddings_finite", choice.vectors, step.cfg.pool_size)])
+
+    @dg.asset(**common, deps=[pool_embeddings, landmark_gradients], kinds={"parquet"},
+              description="Landmark kernel ridge regression (Eq. 10): kernel settings chosen by landmark "
+                          "cross-validation and the coefficient matrix C (when small).")
+    def krr_coefficients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        emb = step.load("pool_embeddings")
+        E = storage.column_matrix(emb, "embedding")
+        lg = step.load("landmark_gradients")
+        valid = np.asarray(lg.column("valid").to_pylist())
+        idx = lg.column("pool_index").to_numpy()[valid]
+        reg = pipeline.fit_landmark_regression(E, idx, storage.column_matrix(lg, "gradient")[valid], step.cfg)
+        cols = {"pool_index": np.arange(len(E)), "is_landmark": np.isin(np.arange(len(E)), idx)}
+        if reg.coefficients is not None:
+            cols["coefficients"] = storage.vectors_column(reg.coefficients)
+        setting = {"bandwidth_scale": reg.setting.bandwidth_scale, "damping": reg.setting.damping,
+                   "center": reg.setting.center, "bandwidth2": reg.bandwidth2, "landmarks": idx.tolist()}
+        step.write(pa.table(cols), extra={"kernel": setting})
+        if reg.cv:
+            step.write(pa.Table.from_pylist([{"model": step.model, **r} for r in reg.cv]), name="kernel_cv.parquet")
+        best = max(reg.cv, key=lambda r: r["spearman"]) if reg.cv else {}
+        md = {"kernel_cv": dg.MetadataValue.md(table_md(reg.cv, ["bandwidth_scale", "damping", "center", "spearman",
+                                                                 "grad_cosine", "mean_cosine", "top10_overlap"]))}
+        return step.finish(len(E), {"bandwidth2": reg.bandwidth2, "bandwidth_scale": reg.setting.bandwidth_scale,
+                                    "damping": reg.setting.damping, "center": reg.setting.center,
+                                    "cv_spearman": best.get("spearman", float("nan")),
+                                    "cv_grad_cosine": best.get("grad_cosine", float("nan")),
+                                    "cv_mean_cosine": best.get("mean_cosine", float("nan")),
+                                    "coefficients_stored": reg.coefficients is not None}, md)
+
+    @dg.asset(**common, deps=[sampled_pool], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
+              description="Per-sample loss (log-perplexity) of the base model, for the mid-PPL baseline.")
+    def pool_perplexity(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        samples = pool_samples(step)
+        path = step.registry.model_path(step.model)
+        losses = pipeline.pool_losses(load_model(path, step.cfg.device), samples, load_tokenizer(path).pad_token_id)
+        step.write(pa.table({"pool_index": np.arange(len(samples)), "loss": losses}))
+        return step.finish(len(samples), {"mean_loss": float(losses.mean())})
+
+    @dg.asset(**common, deps=[sampled_pool], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
+              description="RDS+ embeddings (position-weighted mean of last hidden states) of the base model.")
+    def rds_embeddings(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        samples = pool_samples(step)
+        path = step.registry.model_path(step.model)
+        pe = proxies.compute_proxy(load_model(path, step.cfg.device), samples, load_tokenizer(path).pad_token_id, "rds")
+        step.write(pa.table({"pool_index": np.arange(len(samples)), "embedding": storage.vectors_column(pe.vectors)}))
+        return step.finish(len(samples), {"seconds_per_sample": pe.seconds_per_sample})
+
+    @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
+              description="True projected gradients of every pool sample: the expensive LESS-like 'Grad' baseline.")
+    def pool_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        samples = pool_samples(step)
+        model = selection_model(step)
+        g = pipeline.compute_gradients(model, samples, step.cfg, load_tokenizer(step.registry.model_path(step.model)).pad_token_id,
+                                       warmup_moments(step, model), progress=step.progress("pool gradients", 50))
+        step.write(pa.table({"pool_index": np.arange(len(samples)), "valid": g.valid, "gradient": storage.vectors_column(g.vectors)}))
+        return step.finish(len(samples), {"seconds_per_sample": g.seconds / len(samples)})
+
+    return [sampled_pool, warmup_checkpoint, landmark_gradients, pool_embeddings, krr_coefficients,
+            pool_perplexity, rds_embeddings, pool_gradients]

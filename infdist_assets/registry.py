@@ -1,0 +1,99 @@
+"""Which models, target tasks and pool exist: a YAML registry (``INFDIST_REGISTRY``, default the
+embedded ``default_registry.yaml``), with paths relative to the data root (``INFDIST_DATA``).
+
+The registry decides the partitions, so it is read when the definitions load; adding a model or
+a task is an edit of the registry file (see README, "Your own model, pool and task").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+DEFAULT_REGISTRY = Path(__file__).with_name("default_registry.yaml")
+EVAL_KINDS = ("gsm8k", "mmlu", "humaneval", "none")
+
+
+class RegistryError(ValueError):
+    """The registry file is missing, malformed, or names something that does not exist."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    targets: Path
+    eval_kind: str
+    eval_path: Path | None
+
+
+@dataclass(frozen=True)
+class Registry:
+    source: Path
+    data_root: Path
+    pool: Path
+    models: dict[str, Path]
+    tasks: dict[str, TaskSpec]
+
+    def model_path(self, name: str) -> Path:
+        if name not in self.models:
+            raise RegistryError(f"unknown model {name!r}; {self.source} registers {sorted(self.models)}")
+        path = self.models[name]
+        if not (path / "config.json").is_file():
+            raise RegistryError(f"model {name!r}: {path} is not a Hugging Face model folder (no config.json); "
+                                "run `make setup` for the embedded default")
+        return path
+
+    def task(self, name: str) -> TaskSpec:
+        if name not in self.tasks:
+            raise RegistryError(f"unknown task {name!r}; {self.source} registers {sorted(self.tasks)}")
+        spec = self.tasks[name]
+        if not spec.targets.exists():
+            raise RegistryError(f"task {name!r}: target file {spec.targets} does not exist")
+        return spec
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("INFDIST_DATA", "data")).resolve()
+
+
+def load_registry(path: str | Path | None = None, root: str | Path | None = None) -> Registry:
+    """Parse and validate the registry; raises ``RegistryError`` naming the file and field."""
+    path = Path(path or os.environ.get("INFDIST_REGISTRY") or DEFAULT_REGISTRY)
+    root = Path(root).resolve() if root else data_root()
+    if not path.is_file():
+        raise RegistryError(f"{path}: registry file not found")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RegistryError(f"{path}: not valid YAML ({err})") from err
+    for key in ("pool", "models", "tasks"):
+        if key not in doc:
+            raise RegistryError(f"{path}: missing top-level field {key!r}")
+
+    def resolve(p: str) -> Path:
+        q = Path(os.path.expanduser(str(p)))
+        return q if q.is_absolute() else root / q
+
+    models = {}
+    for name, m in (doc["models"] or {}).items():
+        if not isinstance(m, dict) or "path" not in m:
+            raise RegistryError(f"{path}: models.{name} needs a 'path'")
+        models[str(name)] = resolve(m["path"])
+    tasks = {}
+    for name, t in (doc["tasks"] or {}).items():
+        if not isinstance(t, dict) or "targets" not in t:
+            raise RegistryError(f"{path}: tasks.{name} needs a 'targets' file")
+        ev = t.get("eval") or {"kind": "none"}
+        kind = ev.get("kind", "none")
+        if kind not in EVAL_KINDS:
+            raise RegistryError(f"{path}: tasks.{name}.eval.kind is {kind!r}; use one of {EVAL_KINDS}")
+        tasks[str(name)] = TaskSpec(str(name), resolve(t["targets"]), kind, resolve(ev["path"]) if ev.get("path") else None)
+    if not models or not tasks:
+        raise RegistryError(f"{path}: needs at least one model and one task")
+    for n in list(models) + list(tasks):
+        if "|" in n or "," in n:
+            raise RegistryError(f"{path}: name {n!r} may not contain '|' or ','")
+    return Registry(path, root, resolve(doc["pool"]), models, tasks)

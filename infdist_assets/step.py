@@ -1,0 +1,141 @@
+"""The one helper every asset uses: where its inputs and outputs live, and what it records.
+
+``Step`` loads upstream artefacts (refusing ones made with incompatible settings), writes outputs
+atomically with a sidecar, appends the lineage row and refreshes the DuckDB catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+import infdist_core
+from infdist_core.config import POOL_SIDE_FIELDS, SelectionConfig
+from infdist_assets import catalog, storage
+from infdist_assets.partitions import split_key
+from infdist_assets.registry import Registry, RegistryError
+from infdist_assets.resources import ArtefactStore
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus a hash of the library and asset sources."""
+    h = hashlib.sha256()
+    for pkg in ("infdist_core", "infdist_assets"):
+        for f in sorted((Path(__file__).parents[1] / pkg).glob("*.py")):
+            h.update(f.read_bytes())
+    return f"{infdist_core.__version__}+{h.hexdigest()[:10]}"
+
+
+ALL_ASSET_KEYS: list[str] = []  # filled by the definitions, for the catalog's asset views
+
+
+@dataclass
+class Step:
+    context: dg.AssetExecutionContext
+    store: ArtefactStore
+    cfg: SelectionConfig
+    registry: Registry
+    asset: str
+    model: str
+    task: str | None
+    started: float = field(default_factory=time.time)
+    upstream: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def begin(cls, context: dg.AssetExecutionContext, store: ArtefactStore, settings) -> "Step":
+        try:
+            cfg = settings.to_core()
+            reg = store.registry()
+        except (ValueError, RegistryError) as err:
+            raise dg.Failure(description=f"bad configuration: {err}") from err
+        model, task = split_key(context.partition_key)
+        step = cls(context, store, cfg, reg, context.asset_key.to_user_string(), model, task)
+        try:
+            reg.model_path(model)
+            if task is not None:
+                reg.task(task)
+        except RegistryError as err:
+            raise dg.Failure(description=str(err)) from err
+        return step
+
+    @property
+    def partition(self) -> str:
+        return self.model if self.task is None else f"{self.model}|{self.task}"
+
+    def path(self, asset: str | None = None, name: str = "data.parquet", target_side: bool | None = None) -> Path:
+        asset = asset or self.asset
+        task = self.task if (target_side if target_side is not None else asset == self.asset) else None
+        return storage.partition_dir(self.store.path, asset, self.model, task) / name
+
+    def checkpoint_dir(self) -> Path:
+        d = self.store.path / "checkpoints" / self.asset / self.model
+        return d / self.task if self.task else d
+
+    def load(self, asset: str, name: str = "data.parquet", target_side: bool = False) -> pa.Table:
+        """Read an upstream artefact, record it as consumed, refuse incompatible settings."""
+        path = self.path(asset, name, target_side)
+        try:
+            meta = storage.read_meta(path)
+        except storage.ArtefactMissing as err:
+            raise dg.Failure(description=f"{asset} [{self.model if not target_side else self.partition}]: {err}") from err
+        theirs, ours = meta.get("config", {}), self.cfg.to_dict()
+        keys = POOL_SIDE_FIELDS if not target_side else ours.keys()
+        diff = {k: (theirs.get(k), ours[k]) for k in keys if k in theirs and json.dumps(theirs[k], default=list) != json.dumps(ours[k], default=list)}
+        if diff:
+            raise dg.Failure(description=f"{asset} for {self.model} was made with other settings {diff} "
+                                         "(theirs, ours): re-materialise it first")
+        entry = {"asset": asset, "partition": meta.get("partition"), "run_id": meta.get("run_id"), "file": name}
+        if entry not in self.upstream:
+            self.upstream.append(entry)
+        return storage.read_table(path)
+
+    def load_meta(self, asset: str, name: str = "data.parquet", target_side: bool = False) -> dict:
+        self.load(asset, name, target_side)
+        return storage.read_meta(self.path(asset, name, target_side))
+
+    def write(self, table: pa.Table, name: str = "data.parquet", extra: dict | None = None) -> Path:
+        path = self.path(name=name)
+        meta = {"asset": self.asset, "partition": self.partition, "run_id": self.context.run.run_id,
+                "code_version": code_version(), "config": self.cfg.to_dict(), "upstream": self.upstream,
+                "written_at": datetime.now(timezone.utc).isoformat(), **(extra or {})}
+        storage.write_table(table, path, meta)
+        return path
+
+    def finish(self, rows: int, metrics: dict[str, Any], metadata: dict[str, Any] | None = None,
+               checks: list[dg.AssetCheckResult] | None = None) -> dg.MaterializeResult:
+        """Append the lineage row, refresh the catalog, and report metadata to Dagster."""
+        end = time.time()
+        catalog.write_lineage(self.store.path, {
+            "asset": self.asset, "partition": self.partition, "run_id": self.context.run.run_id,
+            "code_version": code_version(), "config_hash": self.cfg.digest(),
+            "upstream": self.upstream, "started_at": datetime.fromtimestamp(self.started, timezone.utc),
+            "finished_at": datetime.fromtimestamp(end, timezone.utc), "row_count": int(rows), "metrics": metrics,
+        })
+        catalog.rebuild(self.store.path, self.store.catalog_path, ALL_ASSET_KEYS)
+        md = {"rows": dg.MetadataValue.int(int(rows)), "seconds": dg.MetadataValue.float(round(end - self.started, 2)),
+              "config_hash": self.cfg.digest(), "code_version": code_version(),
+              "path": dg.MetadataValue.path(str(self.path()))}
+        for k, v in metrics.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                md[k] = dg.MetadataValue.text(str(v))
+            else:
+                md[k] = dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(int(v))
+        md.update(metadata or {})
+        return dg.MaterializeResult(metadata=md, check_results=checks or [])
+
+    def progress(self, what: str, every: int = 10):
+        def report(i: int, n: int, *rest) -> None:
+            if i == n or i % every == 0:
+                extra = f" loss={rest[0]:.4f}" if rest else ""
+                self.context.log.info(f"{what}: {i}/{n}{extra}")
+        return report

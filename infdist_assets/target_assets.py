@@ -1,0 +1,129 @@
+"""Target-side assets, partitioned by model x task: target gradients -> per-target weights, and
+the recovery report (how well the landmarks' influence transfers, for this task)."""
+
+
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+
+from infdist_core import pipeline, recovery
+from infdist_core.modeling import load_tokenizer
+from infdist_core.records import RecordError, load_records
+from infdist_core.tokenization import tokenize_records
+from infdist_assets import checks, storage
+from infdist_assets.markdown import histogram_md, table_md
+from infdist_assets.partitions import on_model
+from infdist_assets.pool_assets import GPU_TAGS, selection_model
+from infdist_assets.resources import ArtefactStore, SelectionSettings
+from infdist_assets.step import Step
+
+
+def target_records(step: Step) -> list[dict]:
+    try:
+        return load_records(step.registry.task(step.task).targets)
+    except RecordError as err:
+        raise dg.Failure(description=str(err)) from err
+
+
+def landmark_inputs(step: Step):
+    lg = step.load("landmark_gradients")
+    valid = np.asarray(lg.column("valid").to_pylist())
+    return lg.column("pool_index").to_numpy()[valid], storage.column_matrix(lg, "gradient")[valid]
+
+
+def build(partitions: dg.PartitionsDefinition) -> list:
+    common = dict(partitions_def=partitions, group_name="target_side")
+
+    @dg.asset(**common, deps=[on_model("warmup_checkpoint")], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
+              check_specs=[checks.spec("gradients_finite", "target_gradients", "finite target gradients")],
+              description="Projected, normalised gradients of the task's target samples (same projection as the landmarks).")
+    def target_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        tok = load_tokenizer(step.registry.model_path(step.model))
+        ts = tokenize_records(tok, target_records(step), step.cfg.max_length)
+        if not ts.samples:
+            raise dg.Failure(description=f"task {step.task}: no target sample has assistant tokens within max_length "
+                                         f"({step.cfg.max_length}); excluded: {ts.excluded}")
+        g = pipeline.compute_gradients(selection_model(step), ts.samples, step.cfg, tok.pad_token_id)
+        keep = g.valid
+        table = pa.table({"target_index": np.arange(int(keep.sum())), "target_id": [s.id for s, k in zip(ts.samples, keep) if k],
+                          "n_label_tokens": g.n_label_tokens[keep], "gradient": storage.vectors_column(g.vectors[keep])})
+        step.write(table, extra={"excluded": ts.excluded})
+        return step.finish(int(keep.sum()), {"targets": int(keep.sum()), "excluded": len(ts.excluded) + int((~keep).sum())},
+                           checks=[checks.finite_matrix("gradients_finite", g.vectors[keep])])
+
+    @dg.asset(**common, deps=[target_gradients, on_model("krr_coefficients"), on_model("pool_embeddings"),
+                              on_model("landmark_gradients"), on_model("sampled_pool")], kinds={"parquet"},
+              check_specs=[checks.spec("weights_valid", "per_target_weights", "w >= 0, sum(w) = |S|, exactly k non-zero")],
+              description="Per-target influence of every pool sample (exact on landmarks, KRR elsewhere) and the "
+                          "robust weights of Eq. 7 with lambda searched so exactly k samples are non-zero.")
+    def per_target_weights(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        E = storage.column_matrix(step.load("pool_embeddings"), "embedding")
+        idx, G_L = landmark_inputs(step)
+        kernel = step.load_meta("krr_coefficients")["kernel"]
+        G_T = storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")
+        ids = step.load("sampled_pool").column("sample_id").to_pylist()
+        reg = pipeline.LandmarkRegression(recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"]),
+                                          kernel["bandwidth2"], [], None)
+        res = pipeline.score_pool(E, idx, G_L, G_T, reg, step.cfg)
+        mean = res.scores.mean(1)
+        table = pa.table({"pool_index": np.arange(len(E)), "sample_id": ids, "is_landmark": np.isin(np.arange(len(E)), idx),
+                          "mean_score": mean, "weight": res.weights, "scores": storage.vectors_column(res.scores)})
+        step.write(table, extra={"lambda": res.lam})
+        top = np.argsort(-res.weights)[:10]
+        md = {"top_weighted": dg.MetadataValue.md(table_md([{"pool_index": int(i), "sample_id": ids[i], "weight": float(res.weights[i]),
+                                                             "mean_score": float(mean[i])} for i in top],
+                                                           ["pool_index", "sample_id", "weight", "mean_score"])),
+              "weights_histogram": dg.MetadataValue.md(histogram_md(res.weights[res.weights > 0]))}
+        return step.finish(len(E), {"lambda": res.lam, "nonzero_weights": int((res.weights > 0).sum()),
+                                    "sparsity": float((res.weights == 0).mean()), "targets": G_T.shape[0],
+                                    "weight_sum": float(res.weights.sum())}, md,
+                           checks=[checks.weights_valid(res.weights, len(E), step.cfg.k)])
+
+    @dg.asset(**common, deps=[target_gradients, on_model("pool_embeddings"), on_model("landmark_gradients"),
+                              on_model("krr_coefficients")], kinds={"parquet"},
+              check_specs=[checks.spec("beats_mean_landmark", "recovery_report",
+                                       "warns when propagation is no better than predicting the mean landmark gradient", blocking=False)],
+              description="Landmark cross-validation for this task: Spearman(p_hat, p), gradient-recovery cosine and "
+                          "top-10% overlap per candidate embedding and kernel setting, and versus landmark count.")
+    def recovery_report(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        idx, G_L = landmark_inputs(step)
+        G_T = storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")
+        cands = step.load("pool_embeddings", name="landmark_candidates.parquet").to_pylist()
+        chosen = step.load_meta("pool_embeddings")["embedding"]
+        kernel = step.load_meta("krr_coefficients")["kernel"]
+        pos = {int(i): j for j, i in enumerate(idx)}
+        rows = []
+        specs = sorted({c["embedding"] for c in cands})
+        for spec in specs:
+            E = np.zeros((len(idx), len(next(c["vector"] for c in cands if c["embedding"] == spec))))
+            for c in cands:
+                if c["embedding"] == spec and c["pool_index"] in pos:
+                    E[pos[c["pool_index"]]] = c["vector"]
+            sizes = sorted({n for n in (16, 32, 64, 128, 256, 512, len(idx)) if 8 <= n <= len(idx)})
+            for n in sizes:
+                sub = np.arange(n)
+                for r in recovery.cross_validate(E[sub], G_L[sub], G_T, recovery.DEFAULT_SETTINGS if n == len(idx) else
+                                                 (recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"]),),
+                                                 seed=step.cfg.seed):
+                    rows.append({"model": step.model, "task": step.task, "embedding": spec, "chosen": spec == chosen,
+                                 "run_id": context.run.run_id, **r})
+        if not rows:
+            raise dg.Failure(description=f"too few landmarks ({len(idx)}) to cross-validate; need at least 8")
+        step.write(pa.Table.from_pylist(rows))
+        full = [r for r in rows if r["n_landmarks"] == len(idx)]
+        mine = max((r for r in full if r["chosen"]), key=lambda r: r["spearman"], default=full[0])
+        curve = [r for r in rows if r["chosen"] and r["n_landmarks"] < len(idx)] + [mine]
+        md = {"by_embedding": dg.MetadataValue.md(table_md(sorted(full, key=lambda r: -r["spearman"]),
+                                                           ["embedding", "bandwidth_scale", "damping", "center", "spearman",
+                                                            "grad_cosine", "mean_cosine", "top10_overlap"])),
+              "quality_vs_landmarks": dg.MetadataValue.md(table_md(curve, ["n_landmarks", "spearman", "grad_cosine", "mean_cosine"]))}
+        return step.finish(len(rows), {"embedding": chosen, "spearman": mine["spearman"], "grad_cosine": mine["grad_cosine"],
+                                       "mean_landmark_cosine": mine["mean_cosine"], "top10_overlap": mine["top10_overlap"],
+                                       "n_landmarks": len(idx)}, md,
+                           checks=[checks.beats_mean_landmark(mine["grad_cosine"], mine["mean_cosine"], mine["spearman"])])
+
+    return [target_gradients, per_target_weights, recovery_report]

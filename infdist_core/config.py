@@ -1,0 +1,123 @@
+"""Configuration of a selection run: one frozen dataclass, validated, with the paper's values
+available as ``SelectionConfig.paper()`` and defaults sized for a 135M model on a 2-core CPU."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+import hashlib
+import json
+
+PROXY_AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Every knob of Influence Distillation (paper defaults in ``paper()``)."""
+
+    pool_size: int = 600
+    """Samples drawn (seeded) from the pool file; paper: 200,000."""
+    max_length: int = 128
+    """Tokens per sample after the chat template; paper: 2,048."""
+    n_landmarks: int = 64
+    """Landmarks with exact gradients; paper: 4,096."""
+    k: int = 60
+    """Samples to select; paper: 10,000."""
+    projection_dim: int = 8192
+    """Hadamard projection of gradients; paper: 131,072."""
+    grad_params: str = "all"
+    """Parameters the gradients cover: all, down_proj, last:N or first:N."""
+    adam_aware: bool = True
+    """Precondition training gradients with the warm-up Adam state (Eq. 8-9)."""
+    warmup_samples: int = 64
+    """Random pool samples for the warm-up; paper: 10,000."""
+    warmup_steps: int = 8
+    """Optimizer steps of warm-up (0: no warm-up, no Adam state)."""
+    embedding: str = PROXY_AUTO
+    """Proxy embedding spec (see infdist_core.proxies) or 'auto' (chosen by landmark cross-validation)."""
+    embedding_candidates: tuple[str, ...] = ("grad-last:1", "grad-last:2", "jvp-hidden:4:2", "rds")
+    """Candidates for 'auto'."""
+    embedding_dim: int = 4096
+    """Width of projected proxies (JVP logits, partial gradients)."""
+    jvp_blocks: int = 4
+    """l in Eq. 12 for the jvp-* proxies given without a block count."""
+    jvp_tangents: int = 2
+    """|V| in Eq. 12."""
+    damping: float = 0.01
+    """KRR ridge, relative to the kernel diagonal."""
+    kernel_search: bool = True
+    """Choose bandwidth scale / centring by landmark cross-validation (else median heuristic, centred)."""
+    eta: float = 0.0
+    """Learning rate of the second-order term; 0 = first order (the paper's default)."""
+    per_target: bool = True
+    """Per-target round-robin selection (Sec. 3.3); False: top-k of the robust weights."""
+    weighted_training: bool = False
+    """Scale each selected sample's loss by its weight (App. J: does not help)."""
+    train_lr: float = 2e-5
+    train_epochs: float = 2.0
+    train_micro_batch: int = 4
+    train_grad_accum: int = 2
+    eval_subset: int = 20
+    """Evaluation rows per benchmark (seeded subset); 0 = all."""
+    max_new_tokens: int = 160
+    seed: int = 0
+    batch_size: int = 1
+    """Samples per gradient batch (raise on a GPU)."""
+    device: str = "auto"
+    """cuda when available, else cpu."""
+
+    def __post_init__(self) -> None:
+        bad = {f: getattr(self, f) for f in ("pool_size", "max_length", "n_landmarks", "k", "projection_dim",
+                                             "embedding_dim", "jvp_blocks", "jvp_tangents", "batch_size")
+               if getattr(self, f) < 1}
+        if bad:
+            raise ValueError(f"these settings must be >= 1: {bad}")
+        if self.n_landmarks > self.pool_size:
+            raise ValueError(f"n_landmarks={self.n_landmarks} exceeds pool_size={self.pool_size}")
+        if self.k > self.pool_size:
+            raise ValueError(f"k={self.k} exceeds pool_size={self.pool_size}")
+        if self.damping < 0 or self.eta < 0:
+            raise ValueError(f"damping and eta must be >= 0, got damping={self.damping}, eta={self.eta}")
+        if self.embedding == PROXY_AUTO and not self.embedding_candidates:
+            raise ValueError("embedding='auto' needs at least one embedding candidate")
+
+    @classmethod
+    def paper(cls) -> "SelectionConfig":
+        """The paper's Section 5.1 settings (Llama-2-7B on one H100)."""
+        return cls(pool_size=200_000, max_length=2048, n_landmarks=4096, k=10_000, projection_dim=131_072,
+                   warmup_samples=10_000, warmup_steps=80, embedding="jvp-logits:4:2", kernel_search=False,
+                   train_micro_batch=1, train_grad_accum=128, eval_subset=0, batch_size=8)
+
+    def with_(self, **changes) -> "SelectionConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self, *fields: str) -> str:
+        """Stable hash of the named fields (all when none): what a cached artefact depends on."""
+        d = self.to_dict()
+        if fields:
+            d = {f: d[f] for f in fields}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+POOL_SIDE_FIELDS = (
+    "pool_size", "max_length", "n_landmarks", "projection_dim", "grad_params", "adam_aware", "warmup_samples",
+    "warmup_steps", "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "damping",
+    "kernel_search", "train_lr", "train_micro_batch", "train_grad_accum", "seed",
+)
+"""Settings the model-partitioned (pool-side) artefacts depend on."""
+
+
+def field_docs() -> dict[str, str]:
+    """The docstring under each ``SelectionConfig`` field (shown in the Dagster UI)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(SelectionConfig))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+            docs[node.target.id] = str(nxt.value.value).strip()
+    return docs

@@ -1,0 +1,253 @@
+"""The stages of Influence Distillation, one function per artefact, on models and arrays.
+
+The Dagster assets (``infdist_assets``) call exactly one of these each; they can equally be
+called from a notebook or a script. Nothing here knows about files or partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from infdist_core import baselines, proxies, recovery
+from infdist_core.config import PROXY_AUTO, SelectionConfig
+from infdist_core.gradients import GradientMatrix, per_sample_losses, sample_gradients
+from infdist_core.influence import landmark_scores, propagate_scores
+from infdist_core.landmarks import KRRModel, choose_landmarks, krr_fit
+from infdist_core.modeling import block_pattern, select_parameters
+from infdist_core.preconditioning import AdamMoments
+from infdist_core.projection import HadamardProjector
+from infdist_core.seeding import generator
+from infdist_core.selection import round_robin, top_k
+from infdist_core.tokenization import TokenizedSample, TokenizedSet, pad_batch, tokenize_records
+from infdist_core.training import TrainConfig, TrainResult, train
+from infdist_core.weights import robust_weights
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------------------- pool side
+def sample_pool(records: list[dict], tokenizer, cfg: SelectionConfig) -> TokenizedSet:
+    """A seeded random sample of ``cfg.pool_size`` usable records, tokenised (order = pool index)."""
+    if len(records) < cfg.pool_size:
+        raise ValueError(f"the pool file has {len(records)} records, fewer than pool_size={cfg.pool_size}")
+    order = torch.randperm(len(records), generator=generator(cfg.seed, "pool", len(records))).tolist()
+    out = TokenizedSet([])
+    for i in order:
+        if len(out.samples) == cfg.pool_size:
+            break
+        ts = tokenize_records(tokenizer, [records[i]], cfg.max_length)
+        out.samples += ts.samples
+        out.excluded.update(ts.excluded)
+    if len(out.samples) < cfg.pool_size:
+        raise ValueError(f"only {len(out.samples)} pool records are usable, fewer than pool_size={cfg.pool_size}")
+    return out
+
+
+def warm_up(model, pool: list[TokenizedSample], cfg: SelectionConfig, pad_id: int,
+            progress: Callable[[int, int, float], None] | None = None) -> TrainResult | None:
+    """Brief AdamW training on a seeded random subset of the pool (Sec. 5.1); None if disabled."""
+    if cfg.warmup_steps == 0:
+        return None
+    n = min(cfg.warmup_samples, len(pool))
+    idx = torch.randperm(len(pool), generator=generator(cfg.seed, "warmup", len(pool)))[:n].tolist()
+    tc = TrainConfig(lr=cfg.train_lr, micro_batch=cfg.train_micro_batch, grad_accum=cfg.train_grad_accum,
+                     epochs=1e9, max_steps=cfg.warmup_steps, seed=cfg.seed)
+    return train(model, [pool[i] for i in idx], tc, pad_id, progress=progress)
+
+
+def gradient_parameters(model, cfg: SelectionConfig) -> list[tuple[str, torch.nn.Parameter]]:
+    return select_parameters(model, block_pattern(model, cfg.grad_params))
+
+
+def gradient_projector(model, cfg: SelectionConfig) -> HadamardProjector:
+    params = gradient_parameters(model, cfg)
+    in_dim = sum(p.numel() for _, p in params)
+    return HadamardProjector(in_dim, min(cfg.projection_dim, in_dim), seed=cfg.seed, device=next(model.parameters()).device)
+
+
+def compute_gradients(model, samples: list[TokenizedSample], cfg: SelectionConfig, pad_id: int,
+                      moments: AdamMoments | None = None, progress: Progress | None = None) -> GradientMatrix:
+    """Projected, normalised gradients (Adam-preconditioned when ``moments`` is given)."""
+    params = [p for _, p in gradient_parameters(model, cfg)]
+    return sample_gradients(model, samples, params, gradient_projector(model, cfg), pad_id, moments=moments,
+                            batch_size=cfg.batch_size, progress=progress)
+
+
+def landmark_indices(n_pool: int, cfg: SelectionConfig) -> np.ndarray:
+    return choose_landmarks(n_pool, cfg.n_landmarks, cfg.seed)
+
+
+@dataclass
+class EmbeddingChoice:
+    spec: str
+    reason: str
+    vectors: np.ndarray  # (n, e)
+    seconds_per_sample: float
+    candidates: list[dict] = field(default_factory=list)  # CV rows per candidate (pseudo-targets)
+    landmark_embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # spec -> (l, e)
+
+
+def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_landmarks: np.ndarray,
+               cfg: SelectionConfig, pad_id: int, log_fn: Callable[[str], None] = log.info) -> EmbeddingChoice:
+    """Proxy embeddings of the whole pool; with ``embedding='auto'`` the proxy is chosen first by
+    cross-validation on the landmarks (task-independent pseudo-targets, ``recovery``)."""
+    lm_samples = [pool[i] for i in landmarks]
+    specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
+    lm_emb, costs, rows = {}, {}, []
+    for spec in specs:
+        pe = proxies.compute_proxy(model, lm_samples, pad_id, spec, cfg.embedding_dim, cfg.seed)
+        lm_emb[spec], costs[spec] = pe.vectors, pe.seconds_per_sample
+        if len(landmarks) >= 8:
+            cv = recovery.cross_validate(pe.vectors, G_landmarks, None, (recovery.KernelSetting(damping=cfg.damping),),
+                                         seed=cfg.seed)[0]
+            rows.append({"embedding": spec, "seconds_per_sample": pe.seconds_per_sample, **cv})
+            log_fn(f"candidate {spec}: held-out rho={cv['spearman']:.3f}, grad cos={cv['grad_cosine']:.3f} "
+                   f"(mean-landmark {cv['mean_cosine']:.3f}), {pe.seconds_per_sample:.3f} s/sample")
+    if cfg.embedding == PROXY_AUTO and rows:
+        pick, reason = recovery.choose_embedding({r["embedding"]: r for r in rows}, costs)
+    else:
+        pick, reason = specs[0], ("pinned by configuration" if cfg.embedding != PROXY_AUTO else "only candidate")
+    log_fn(f"embedding: {pick} ({reason})")
+    rest = np.setdiff1d(np.arange(len(pool)), landmarks)
+    t0 = time.perf_counter()
+    rest_emb = proxies.compute_proxy(model, [pool[i] for i in rest], pad_id, pick, cfg.embedding_dim, cfg.seed).vectors \
+        if len(rest) else np.zeros((0, lm_emb[pick].shape[1]), np.float32)
+    per = (time.perf_counter() - t0) / max(1, len(rest))
+    vectors = np.zeros((len(pool), lm_emb[pick].shape[1]), dtype=np.float32)
+    vectors[landmarks], vectors[rest] = lm_emb[pick], rest_emb
+    return EmbeddingChoice(pick, reason, vectors, per if len(rest) else costs[pick], rows, lm_emb)
+
+
+@dataclass
+class LandmarkRegression:
+    """The pool-side part of Eq. 10: kernel settings and, when small, the coefficient matrix C."""
+
+    setting: recovery.KernelSetting
+    bandwidth2: float
+    cv: list[dict]
+    coefficients: np.ndarray | None  # (n, l) or None
+
+
+def fit_landmark_regression(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, cfg: SelectionConfig,
+                            materialize_limit: int = 2**25) -> LandmarkRegression:
+    """Pick the kernel setting by landmark cross-validation and compute ``C`` when it is small."""
+    EL = E[landmarks]
+    settings = recovery.DEFAULT_SETTINGS if cfg.kernel_search else (recovery.KernelSetting(damping=cfg.damping),)
+    settings = tuple(recovery.KernelSetting(s.bandwidth_scale, s.damping if cfg.kernel_search else cfg.damping, s.center)
+                     for s in settings)
+    cv = recovery.cross_validate(EL, G_landmarks, None, settings, seed=cfg.seed) if len(landmarks) >= 8 else []
+    best = max(cv, key=lambda r: r["spearman"]) if cv else None
+    setting = recovery.KernelSetting(best["bandwidth_scale"], best["damping"], best["center"]) if best \
+        else recovery.KernelSetting(damping=cfg.damping)
+    model = krr_fit(EL, np.zeros((len(landmarks), 1)), damping=setting.damping,
+                    bandwidth_scale=setting.bandwidth_scale, center=setting.center)
+    C = np.concatenate(list(model.coefficients(E))) if len(E) * len(landmarks) <= materialize_limit else None
+    return LandmarkRegression(setting, model.bandwidth2, cv, C)
+
+
+# -------------------------------------------------------------------------- target side
+@dataclass
+class TargetScores:
+    scores: np.ndarray  # (n, t): exact on landmarks, propagated elsewhere
+    weights: np.ndarray  # (n,): robust weights of the mean target (Eq. 7), exactly k non-zeros
+    lam: float
+    landmark_scores: np.ndarray  # (l, t)
+
+
+def score_pool(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_targets: np.ndarray,
+               reg: LandmarkRegression, cfg: SelectionConfig) -> TargetScores:
+    """Per-target influence of every pool sample (Eq. 3, 10) and the robust weights (Eq. 7)."""
+    P_L = landmark_scores(G_landmarks, G_targets)
+    model: KRRModel = krr_fit(E[landmarks], P_L, damping=reg.setting.damping, bandwidth2=reg.bandwidth2,
+                              center=reg.setting.center)
+    scores = propagate_scores(model, E, landmarks, P_L)
+    w, lam = robust_weights(scores.mean(1), k=cfg.k)
+    return TargetScores(scores, w, lam, P_L)
+
+
+def select(method: str, cfg: SelectionConfig, n_pool: int, *, scores: TargetScores | None = None,
+           losses: np.ndarray | None = None, E_pool: np.ndarray | None = None,
+           E_targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (in pick order) and their weights for ``method`` in infdist, uniform, mid_ppl, rds, grad."""
+    if method == "infdist":
+        idx = round_robin(scores.scores, cfg.k, seed=cfg.seed) if cfg.per_target else top_k(scores.weights, cfg.k)
+        return idx, scores.weights[idx]
+    if method == "uniform":
+        idx = baselines.uniform(n_pool, cfg.k, cfg.seed)
+    elif method == "mid_ppl":
+        idx = baselines.mid_perplexity(losses, cfg.k)
+    elif method in ("rds", "grad"):
+        idx = baselines.similarity_round_robin(E_pool, E_targets, cfg.k, cfg.seed)
+    else:
+        raise ValueError(f"unknown selection method {method!r}; use infdist, uniform, mid_ppl, rds or grad")
+    return idx, np.ones(len(idx))
+
+
+@torch.no_grad()
+def pool_losses(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> np.ndarray:
+    """Mean label-token loss of every sample (log-perplexity), for the mid-PPL baseline."""
+    device = next(model.parameters()).device
+    out = []
+    for lo in range(0, len(samples), batch_size):
+        b = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
+        out.append(per_sample_losses(model, b).cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def fine_tune(model, samples: list[TokenizedSample], weights: np.ndarray | None, cfg: SelectionConfig, pad_id: int,
+              progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
+    """Train the base model on the selected subset (Sec. 5.1; weights only if configured, App. J)."""
+    tc = TrainConfig(lr=cfg.train_lr, epochs=cfg.train_epochs, micro_batch=cfg.train_micro_batch,
+                     grad_accum=cfg.train_grad_accum, seed=cfg.seed)
+    w = None
+    if cfg.weighted_training and weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        w = w / w.mean()
+    return train(model, samples, tc, pad_id, weights=w, progress=progress)
+
+
+def heldout_records(kind: str, rows: list[dict]) -> list[dict]:
+    """Evaluation rows as chat records with reference answers, for the held-out loss."""
+    if kind == "gsm8k":
+        return [{"id": f"gsm8k-test-{i}", "messages": [{"role": "user", "content": r["question"]},
+                                                        {"role": "assistant", "content": r["answer"].split("####")[0].strip()
+                                                         + f" The answer is {r['final']}."}]} for i, r in enumerate(rows)]
+    if kind == "mmlu":
+        return [{"id": f"mmlu-test-{i}", "messages": [
+            {"role": "user", "content": f"{r['question']}\n(A) {r['answer_a']} (B) {r['answer_b']} (C) {r['answer_c']} (D) {r['answer_d']}"},
+            {"role": "assistant", "content": f"The answer is ({r['correct_answer']})."}]} for i, r in enumerate(rows)]
+    if kind == "humaneval":
+        return [{"id": r["task_id"], "messages": [
+            {"role": "user", "content": "Complete the following Python function.\n\n" + r["prompt"]},
+            {"role": "assistant", "content": r["prompt"] + r["canonical_solution"]}]} for r in rows]
+    return []
+
+
+def evaluate(model, tok, kind: str, eval_rows: list[dict], targets: list[dict], cfg: SelectionConfig,
+             log_fn: Callable[[str], None] = log.info) -> dict[str, float]:
+    """Held-out loss plus the task's metric on a seeded subset of ``eval_rows`` (Sec. 5.1, App. E)."""
+    from infdist_core import evaluation as ev
+
+    rows = ev.seeded_subset(eval_rows, cfg.eval_subset or None, cfg.seed, kind)
+    pad = tok.pad_token_id
+    out = {"target_loss": ev.target_loss(model, tokenize_records(tok, targets, cfg.max_length).samples, pad)}
+    held = tokenize_records(tok, heldout_records(kind, rows), cfg.max_length).samples
+    if held:
+        out["heldout_loss"] = ev.target_loss(model, held, pad)
+    t0 = time.perf_counter()
+    if kind == "gsm8k":
+        out["gsm8k_exact_match"] = ev.gsm8k_exact_match(model, tok, rows, targets, cfg.max_new_tokens)
+    elif kind == "mmlu":
+        out["mmlu_accuracy"] = ev.mmlu_accuracy(model, tok, rows)
+    elif kind == "humaneval":
+        out["humaneval_pass@1"] = ev.humaneval_pass_at_1(model, tok, rows, cfg.max_new_tokens)
+    out["eval_rows"] = float(len(rows)) if kind != "none" else 0.0
+    log_fn(f"evaluation ({kind}, {len(rows)} rows, {time.perf_counter() - t0:.0f} s): {out}")
+    return out

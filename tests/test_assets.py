@@ -1,0 +1,214 @@
+"""The Dagster graph end to end on a tiny model and small data, then the outputs through DuckDB.
+
+One module-scoped run materialises the pool side for model `tiny` and the target side for two
+tasks; the tests read its Parquet, lineage and catalog.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from infdist_assets.catalog import connect_readonly
+
+ROOT = Path(__file__).resolve().parents[1]
+N_POOL, K, L = 30, 5, 12
+SETTINGS = dict(pool_size=N_POOL, max_length=64, n_landmarks=L, k=K, projection_dim=256, embedding_dim=64,
+                warmup_samples=8, warmup_steps=2, train_epochs=1.0, train_micro_batch=2, train_grad_accum=1,
+                eval_subset=2, max_new_tokens=8, embedding_candidates=["grad-last:1", "jvp-hidden:2:2", "rds"])
+
+
+def _chat(i, q, a):
+    return {"id": f"s{i}", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, request):
+    from infdist_core.modeling import load_tokenizer, tiny_llama
+
+    from tests.conftest import MODEL_DIR
+
+    data = tmp_path_factory.mktemp("data")
+    tok = load_tokenizer(MODEL_DIR)
+    model = tiny_llama(len(tok), seed=0, n_layers=3, hidden=32, pad_token_id=tok.pad_token_id)
+    model.save_pretrained(data / "models" / "tiny")
+    tok.save_pretrained(data / "models" / "tiny")
+    rng = np.random.default_rng(0)
+    words = "apple river seven quantum green tiny code loop sum add".split()
+    pool = [_chat(i, " ".join(rng.choice(words, 6)), " ".join(rng.choice(words, int(rng.integers(3, 12)))))
+            for i in range(45)]
+    (data / "pool.jsonl").write_text("\n".join(json.dumps(r) for r in pool))
+    (data / "math.jsonl").write_text("\n".join(json.dumps(_chat(f"t{i}", f"What is {i}+1?", f"{i}+1 = {i+1}. The answer is {i+1}."))
+                                               for i in range(3)))
+    (data / "code.jsonl").write_text("\n".join(json.dumps(_chat(f"c{i}", "Write code", "def f():\n    return 1")) for i in range(2)))
+    (data / "math_test.jsonl").write_text("\n".join(json.dumps({"question": f"What is {i}+2?", "answer": f"x #### {i+2}",
+                                                                 "final": str(i + 2)}) for i in range(4)))
+    reg = data / "registry.yaml"
+    reg.write_text(f"""pool: pool.jsonl
+models:
+  tiny: {{path: models/tiny}}
+tasks:
+  math: {{targets: math.jsonl, eval: {{kind: gsm8k, path: math_test.jsonl}}}}
+  code: {{targets: code.jsonl}}
+""")
+    from infdist_assets.definitions import build_definitions
+    from infdist_assets.demo import run_partition
+    from infdist_assets.resources import ArtefactStore, SelectionSettings
+
+    defs = build_definitions(str(reg), str(data))
+    resources = {"store": ArtefactStore(root=str(data), registry_path=str(reg)), "settings": SelectionSettings(**SETTINGS)}
+    instance = dg.DagsterInstance.ephemeral()
+    first = run_partition(defs, "tiny", "math", instance, resources=resources)
+    pool_files = {p: p.stat().st_mtime_ns for p in (data / "assets").glob("*/tiny/data.parquet")}
+    second = dg.materialize(list(defs.assets), selection=["target_gradients", "per_target_weights", "infdist/selected_subset"],
+                            partition_key=dg.MultiPartitionKey({"model": "tiny", "task": "code"}),
+                            instance=instance, resources=resources)
+    return dict(data=data, defs=defs, reg=reg, resources=resources, instance=instance, runs=first + [second],
+                pool_files=pool_files)
+
+
+def test_runs_succeed_and_checks_pass(world):
+    for res in world["runs"]:
+        assert res.success
+        checks = res.get_asset_check_evaluations()
+        failed = [c.check_name for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+        assert not failed, f"blocking checks failed: {failed}"
+    names = {c.check_name for r in world["runs"] for c in r.get_asset_check_evaluations()}
+    assert {"weights_valid", "exactly_k_distinct", "gradients_finite", "embeddings_finite"} <= names
+
+
+def test_parquet_outputs_are_consistent(world):
+    d = world["data"] / "assets"
+    w = pq.read_table(d / "per_target_weights/tiny/math/data.parquet").to_pandas()
+    assert len(w) == N_POOL and (w.weight >= 0).all() and np.isclose(w.weight.sum(), N_POOL)
+    assert (w.weight > 0).sum() == K
+    sel = pq.read_table(d / "infdist/selected_subset/tiny/math/data.parquet").to_pandas()
+    assert len(sel) == K and sel.sample_id.is_unique and list(sel["rank"]) == list(range(1, K + 1))
+    lg = pq.read_table(d / "landmark_gradients/tiny/data.parquet")
+    assert lg.num_rows == L and lg.schema.field("gradient").type.list_size == 256
+    ev = pq.read_table(d / "infdist/eval_scores/tiny/math/data.parquet").to_pandas()
+    assert {"target_loss", "heldout_loss", "gsm8k_exact_match"} <= set(ev.metric)
+    ck = world["data"] / "checkpoints" / "infdist" / "fine_tuned_model" / "tiny" / "math"
+    assert (ck / "model.safetensors").exists()
+
+
+def test_second_task_reuses_pool_side_materializations(world):
+    """Adding a task must cost only the target side: pool artefacts untouched, lineage points at run 1."""
+    now = {p: p.stat().st_mtime_ns for p in world["pool_files"]}
+    assert now == world["pool_files"], "pool-side files were rewritten by the second task"
+    pool_run = world["runs"][0].run_id
+    con = connect_readonly(world["data"] / "infdist.duckdb")
+    ups = con.execute("SELECT upstream FROM lineage WHERE asset = 'per_target_weights' AND partition = 'tiny|code'").fetchone()[0]
+    pool_runs = con.execute("SELECT count(DISTINCT run_id) FROM lineage WHERE partition = 'tiny'").fetchone()[0]
+    con.close()
+    used = {u["asset"]: u["run_id"] for u in json.loads(ups)}
+    assert used["landmark_gradients"] == pool_run and used["pool_embeddings"] == pool_run
+    assert pool_runs == 1
+
+
+def test_duckdb_answers_the_readme_questions(world):
+    con = connect_readonly(world["data"] / "infdist.duckdb")
+    sel = con.execute("SELECT sample_id, rank, weight FROM selected_subset WHERE model='tiny' AND task='math' "
+                      "AND method='infdist' ORDER BY rank").fetchall()
+    assert len(sel) == K and sel[0][1] == 1
+    methods = {r[0] for r in con.execute("SELECT DISTINCT method FROM eval_scores WHERE task='math'").fetchall()}
+    assert methods == {"infdist", "uniform"}
+    lin = con.execute("SELECT asset, code_version, config_hash, upstream FROM lineage "
+                      "WHERE asset = 'infdist/selected_subset' AND partition = 'tiny|math'").fetchall()
+    assert len(lin) == 1 and {u["asset"] for u in json.loads(lin[0][3])} == {"per_target_weights", "sampled_pool"}
+    rec = con.execute("SELECT count(*), count(DISTINCT embedding) FROM recovery WHERE task='math'").fetchone()
+    assert rec[0] > 0 and rec[1] == 3
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"lineage", "selected_subset", "eval_scores", "recovery", "asset_sampled_pool", "asset_infdist__selected_subset"} <= views
+    con.close()
+
+
+def test_catalog_refresh_never_waits_for_an_open_reader(world):
+    from infdist_assets import catalog, step
+
+    path = world["data"] / "infdist.duckdb"
+    reader = duckdb.connect(str(path), read_only=True)  # someone has the catalog open
+    try:
+        catalog.rebuild(world["data"], path, step.ALL_ASSET_KEYS)  # what every materialisation does
+        assert reader.execute("SELECT count(*) FROM selected_subset").fetchone()[0] >= K
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(k=N_POOL + 1), "k=31 exceeds pool_size=30"),
+        (dict(pool_size=100, n_landmarks=L), "pool file has 45 records, fewer than pool_size=100"),
+    ],
+)
+def test_bad_settings_fail_with_a_clear_message_and_write_nothing(world, change, message):
+    from infdist_assets.resources import SelectionSettings
+
+    before = sorted(p for p in world["data"].rglob("*") if p.is_file())
+    res = dg.materialize(list(world["defs"].assets), selection=["sampled_pool"], partition_key="tiny",
+                         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                         resources={**world["resources"], "settings": SelectionSettings(**{**SETTINGS, **change})})
+    assert not res.success
+    failure = next(e for e in res.all_events if e.is_step_failure)
+    assert message in str(failure.step_failure_data.error), str(failure.step_failure_data.error)
+    assert sorted(p for p in world["data"].rglob("*") if p.is_file()) == before
+
+
+def test_unknown_model_and_missing_target_file_are_named(world, tmp_path):
+    from infdist_assets.definitions import build_definitions
+    from infdist_assets.resources import ArtefactStore
+
+    reg = tmp_path / "r.yaml"
+    reg.write_text(world["reg"].read_text().replace("models/tiny", "models/nope").replace("math.jsonl", "missing.jsonl"))
+    defs = build_definitions(str(reg), str(world["data"]))
+    res = dg.materialize(list(defs.assets), selection=["sampled_pool"], partition_key="tiny", raise_on_error=False,
+                         instance=dg.DagsterInstance.ephemeral(),
+                         resources={**world["resources"], "store": ArtefactStore(root=str(world["data"]), registry_path=str(reg))})
+    err = str(next(e for e in res.all_events if e.is_step_failure).step_failure_data.error)
+    assert "models/nope is not a Hugging Face model folder" in err
+    with pytest.raises(Exception, match="missing.jsonl does not exist"):
+        from infdist_assets.registry import load_registry
+
+        load_registry(reg, world["data"]).task("math")
+
+
+def test_definitions_validate_with_the_dagster_cli():
+    env = {**os.environ, "INFDIST_DATA": str(ROOT / "data")}
+    res = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_definitions_have_the_graph_partitions_and_gpu_tags():
+    from infdist_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"sampled_pool", "warmup_checkpoint", "pool_embeddings", "landmark_gradients", "krr_coefficients",
+            "per_target_weights", "infdist/selected_subset", "infdist/fine_tuned_model", "infdist/eval_scores"} <= keys
+    node = graph.get(dg.AssetKey("per_target_weights"))
+    assert set(node.partitions_def.partition_dimension_names) == {"model", "task"}
+    assert dg.AssetKey("krr_coefficients") in node.parent_keys
+    lg = defs.get_assets_def("landmark_gradients")
+    k8s = lg.op.tags["dagster-k8s/config"]
+    k8s = json.loads(k8s) if isinstance(k8s, str) else k8s
+    assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert lg.op.pool == "gpu"
+    assert {s.name for s in defs.schedules} == {"reselection_schedule"}
+    assert {s.default_status for s in defs.sensors} == {dg.DefaultSensorStatus.STOPPED}
+
+
+def test_core_never_imports_dagster():
+    code = "import sys, importlib, pkgutil, infdist_core\n" \
+           "[importlib.import_module('infdist_core.' + m.name) for m in pkgutil.iter_modules(infdist_core.__path__)]\n" \
+           "print('dagster' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr
