@@ -56,7 +56,7 @@ class SelectionConfig:
     train_epochs: float = 2.0
     train_micro_batch: int = 4
     train_grad_accum: int = 2
-    eval_subset: int = 20
+    eval_subset: int = 12
     """Evaluation rows per benchmark (seeded subset); 0 = all."""
     max_new_tokens: int = 160
     seed: int = 0

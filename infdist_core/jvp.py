@@ -38,9 +38,9 @@ def truncated_backbone(model, n_blocks: int):
     return sub
 
 
-def block_tangents(sub, n_tangents: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    """``n_tangents`` seeded Gaussian directions over the blocks' parameters."""
-    named = [(n, p) for n, p in sub.named_parameters() if n.startswith("layers.")]
+def block_tangents(sub, n_tangents: int, seed: int, prefix: str | tuple[str, ...] = "layers.") -> list[dict[str, torch.Tensor]]:
+    """``n_tangents`` seeded Gaussian directions over the parameters whose names start with ``prefix``."""
+    named = [(n, p) for n, p in sub.named_parameters() if n.startswith(prefix)]
     out = []
     for j in range(n_tangents):
         out.append({
@@ -60,20 +60,35 @@ def jvp_embeddings(
     combine: str = "mean",
     seed: int = 0,
     batch_size: int = 8,
+    position: str = "first",
 ) -> torch.Tensor:
-    """JVP embeddings of shape (n, H) for ``hidden`` or (n, V) for ``logits`` (``concat``: times |V|)."""
+    """JVP embeddings of shape (n, H) for ``hidden`` or (n, V) for ``logits`` (``concat``: times |V|).
+
+    ``position="first"`` differentiates w.r.t. the first ``n_blocks`` blocks and stops the forward
+    after them (Eq. 12); ``"last"`` runs the whole model and differentiates w.r.t. its last
+    ``n_blocks`` blocks (the earlier blocks carry no tangent, so they run as a plain forward).
+    """
     if output not in ("hidden", "logits"):
         raise ValueError(f"output must be 'hidden' or 'logits', got {output!r}")
     if combine not in ("mean", "concat"):
         raise ValueError(f"combine must be 'mean' or 'concat', got {combine!r}")
     if n_tangents < 1:
         raise ValueError(f"n_tangents must be >= 1, got {n_tangents}")
-    sub = truncated_backbone(model, n_blocks)
+    if position not in ("first", "last"):
+        raise ValueError(f"position must be 'first' or 'last', got {position!r}")
+    n_layers = len(decoder_layers(model))
+    if position == "first":
+        sub, prefix = truncated_backbone(model, n_blocks), "layers."
+    else:
+        if not 1 <= n_blocks <= n_layers:
+            raise ValueError(f"n_blocks must be in [1, {n_layers}], got {n_blocks}")
+        sub = model.model
+        prefix = tuple(f"layers.{i}." for i in range(n_layers - n_blocks, n_layers))
     device = next(model.parameters()).device
-    tangents = block_tangents(sub, n_tangents, seed)
+    tangents = block_tangents(sub, n_tangents, seed, prefix)
     if combine == "mean":
         tangents = [{n: sum(t[n] for t in tangents) / n_tangents for n in tangents[0]}]
-    primals = {n: p.detach() for n, p in sub.named_parameters() if n.startswith("layers.")}
+    primals = {n: p.detach() for n, p in sub.named_parameters() if n.startswith(prefix)}
     head = model.get_output_embeddings()
     rows = []
     for lo in range(0, len(samples), batch_size):

@@ -169,26 +169,42 @@ class HadamardProjector:
         Each part is written once, signed, straight into the workspace; this replaces the copy a
         caller would need anyway to flatten per-parameter gradients (``gradients.py``).
         ``premultiplier`` (shape (in_dim,), e.g. the Adam scale ``a``) is folded into the signs.
+        With pre-masking, each part contributes the contiguous run of kept coordinates it holds.
         """
-        if self.mask_index is not None:  # masking gathers across parts: flatten first
-            flat = torch.cat([p.reshape(-1) for p in parts])
-            return self._project_one(flat * premultiplier if premultiplier is not None else flat)
         signs = self.signs if premultiplier is None else self._signed_premultiplier(premultiplier)
         buf = self._workspace()
+        sizes = [p.numel() for p in parts]
+        if sum(sizes) != self.in_dim:
+            raise ValueError(f"parts hold {sum(sizes)} values, the projector expects in_dim={self.in_dim}")
         off = 0
-        for part in parts:
-            size = part.numel()
-            torch.mul(part.reshape(-1).to(buf.dtype), signs[off : off + size], out=buf[off : off + size])
+        for part, size in zip(parts, sizes):
+            flat = part.reshape(-1).to(buf.dtype)
+            if self.mask_index is None:
+                torch.mul(flat, signs[off : off + size], out=buf[off : off + size])
+            else:  # the kept coordinates of this part are a contiguous run of the sorted mask
+                a, b, local = self._mask_run(off, size)
+                torch.index_select(flat, 0, local.to(flat.device), out=buf[a:b])
+                buf[a:b].mul_(signs[a:b])
             off += size
-        if off != self.in_dim:
-            raise ValueError(f"parts hold {off} values, the projector expects in_dim={self.in_dim}")
-        buf[self.in_dim :].zero_()
+        buf[off if self.mask_index is None else self.layout.n_hadamard :].zero_()
         return self._transform_and_pick(buf)
 
+    def _mask_run(self, off: int, size: int) -> tuple[int, int, torch.Tensor]:
+        cache = self.__dict__.setdefault("_mask_runs", {})
+        if (off, size) not in cache:
+            a = int(torch.searchsorted(self.mask_index, off))
+            b = int(torch.searchsorted(self.mask_index, off + size))
+            cache[(off, size)] = (a, b, self.mask_index[a:b] - off)
+        return cache[(off, size)]
+
     def _signed_premultiplier(self, premultiplier: torch.Tensor) -> torch.Tensor:
+        """``signs * premultiplier`` over the kept coordinates, computed once per premultiplier."""
         cached = getattr(self, "_premult_cache", None)
         if cached is None or cached[0] is not premultiplier:
-            self._premult_cache = (premultiplier, self.signs * premultiplier.to(self.signs.device, torch.float32))
+            pm = premultiplier.to(self.signs.device, torch.float32)
+            if self.mask_index is not None:
+                pm = pm.index_select(0, self.mask_index.to(pm.device))
+            self._premult_cache = (premultiplier, self.signs * pm)
         return self._premult_cache[1]
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -5,10 +5,14 @@ A proxy is named by a spec string; ``+`` concatenates (each part L2-normalised f
 
 - ``jvp-hidden[:B[:V]]``  JVP embedding, final-norm hidden output, first B blocks, V tangents
 - ``jvp-logits[:B[:V]]``  JVP embedding, next-token logits (paper), Rademacher-projected
-- ``jvp-hidden-last[:B]`` JVP through the *last* B blocks (inputs to them held fixed)
+- ``jvp-hidden-last[:B[:V]]`` JVP w.r.t. the *last* B blocks, at the model's final hidden state
+- ``jvp-hidden-concat[:B[:V]]`` one JVP per tangent, concatenated (Eq. 12 averages them)
 - ``rds``                 RDS+: position-weighted mean pool of the last hidden states
 - ``grad-last[:B]``       loss gradient w.r.t. the last B blocks + final norm, Hadamard-projected
                           (a forward pass and a backward pass that stops there)
+- ``grad-head[:A]``       loss gradient w.r.t. the LM head, ``sum_t (p_t - y_t) h_t'``, sketched as
+                          ``S_V' dW S_H`` with seeded Gaussian ``S_V`` (V x A), ``S_H`` (H x A): the
+                          A*A features cost one forward pass and two thin matmuls, no backward
 
 Every proxy returns L2-normalised float32 rows and its measured seconds per sample.
 """
@@ -56,6 +60,35 @@ def rds_embeddings(model, samples: list[TokenizedSample], pad_id: int, batch_siz
     return torch.cat(rows).numpy()
 
 
+@torch.no_grad()
+def head_gradient_sketch(model, samples: list[TokenizedSample], pad_id: int, width: int = 64, seed: int = 0,
+                         batch_size: int = 4) -> np.ndarray:
+    """Kronecker sketch of each sample's LM-head gradient (mean label-token loss), shape (n, width**2).
+
+    ``dL/dW = 1/|labels| sum_t (softmax(z_t) - onehot(y_t)) h_t'`` for the head ``z = W h``; the
+    sketch ``S_V' dW S_H = 1/|labels| sum_t (S_V'(p_t - y_t)) (S_H' h_t)'`` preserves inner products
+    of gradients in expectation (E[S S'] = I) and never forms the V x H matrix.
+    """
+    from infdist_core.seeding import generator
+
+    device = next(model.parameters()).device
+    head = model.get_output_embeddings()
+    V, H = head.weight.shape
+    S_V = (torch.randn(V, width, generator=generator(seed, "head-sketch-V", V, width)) / width**0.5).to(device)
+    S_H = (torch.randn(H, width, generator=generator(seed, "head-sketch-H", H, width)) / width**0.5).to(device)
+    rows = []
+    for lo in range(0, len(samples), batch_size):
+        b = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
+        h = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state[:, :-1].float()
+        labels = b["labels"][:, 1:]
+        mask = (labels != -100).float()
+        probs = torch.softmax(head(h).float(), dim=-1)  # (B, T, V)
+        resid = probs @ S_V - S_V[labels.clamp_min(0)]  # S_V'(p_t - y_t), (B, T, A)
+        resid = resid * (mask / mask.sum(1, keepdim=True).clamp_min(1))[..., None]
+        rows.append(torch.einsum("bta,btc->bac", resid, h @ S_H).reshape(len(h), -1).cpu())
+    return torch.cat(rows).numpy()
+
+
 def parse_spec(spec: str) -> tuple[str, list[int]]:
     kind, *nums = spec.split(":")
     return kind, [int(x) for x in nums]
@@ -64,16 +97,20 @@ def parse_spec(spec: str) -> tuple[str, list[int]]:
 def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int) -> np.ndarray:
     kind, nums = parse_spec(spec)
     n_layers = len(decoder_layers(model))
-    if kind in ("jvp-hidden", "jvp-logits"):
+    if kind in ("jvp-hidden", "jvp-logits", "jvp-hidden-last", "jvp-hidden-concat"):
         blocks = nums[0] if nums else 4
         tangents = nums[1] if len(nums) > 1 else 2
         out = jvp_embeddings(model, samples, pad_id, n_blocks=min(blocks, n_layers), n_tangents=tangents,
-                             output=kind.split("-")[1], seed=seed, batch_size=batch_size).numpy()
+                             output=kind.split("-")[1], seed=seed, batch_size=batch_size,
+                             position="last" if kind.endswith("-last") else "first",
+                             combine="concat" if kind.endswith("-concat") else "mean").numpy()
         if out.shape[1] > dim:
             out = RademacherProjector(out.shape[1], dim, seed=seed).__call__(out).numpy()
         return out
     if kind == "rds":
         return rds_embeddings(model, samples, pad_id, batch_size)
+    if kind == "grad-head":
+        return head_gradient_sketch(model, samples, pad_id, width=nums[0] if nums else 64, seed=seed)
     if kind == "grad-last":
         blocks = min(nums[0] if nums else 1, n_layers)
         pattern = block_pattern(model, f"last:{blocks}") + r"|^model\.norm\."
@@ -81,7 +118,8 @@ def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int
         in_dim = sum(p.numel() for p in params)
         proj = HadamardProjector(in_dim, min(dim, in_dim), seed=seed, device=next(model.parameters()).device)
         return sample_gradients(model, samples, params, proj, pad_id, batch_size=1).vectors
-    raise ValueError(f"unknown proxy embedding {spec!r}; known kinds: jvp-hidden, jvp-logits, rds, grad-last")
+    raise ValueError(f"unknown proxy embedding {spec!r}; known kinds: jvp-hidden, jvp-logits, jvp-hidden-last, "
+                     "jvp-hidden-concat, rds, grad-last, grad-head")
 
 
 def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str, dim: int = 4096, seed: int = 0,

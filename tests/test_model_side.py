@@ -178,3 +178,23 @@ def test_warm_up_training_reduces_loss_and_is_deterministic(tokenizer, tiny_mode
     other = tiny_llama(len(tokenizer), seed=0, n_layers=4, hidden=32, pad_token_id=tokenizer.pad_token_id)
     res2 = train(other, ts.samples, cfg, tokenizer.pad_token_id)
     assert res.losses == res2.losses
+
+
+def test_head_gradient_sketch_equals_sketching_the_autograd_head_gradient(tokenizer, chats):
+    from infdist_core.modeling import tiny_llama
+    from infdist_core.proxies import head_gradient_sketch
+    from infdist_core.seeding import generator
+
+    model = tiny_llama(len(tokenizer), seed=0, n_layers=2, hidden=32, pad_token_id=tokenizer.pad_token_id)
+    model.config.tie_word_embeddings = False  # the head gradient alone (no embedding share)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    ts = tokenize_records(tokenizer, chats, 128).samples
+    got = head_gradient_sketch(model, ts, tokenizer.pad_token_id, width=8, seed=3, batch_size=3)
+    V, H = model.lm_head.weight.shape
+    S_V = torch.randn(V, 8, generator=generator(3, "head-sketch-V", V, 8)) / 8**0.5
+    S_H = torch.randn(H, 8, generator=generator(3, "head-sketch-H", H, 8)) / 8**0.5
+    for i, s in enumerate(ts):
+        logits = model(input_ids=s.input_ids[None]).logits[0, :-1]
+        loss = torch.nn.functional.cross_entropy(logits, s.labels[1:], ignore_index=IGNORE)
+        (dW,) = torch.autograd.grad(loss, [model.lm_head.weight])
+        np.testing.assert_allclose(got[i], (S_V.T @ dW @ S_H).reshape(-1).numpy(), rtol=1e-4, atol=1e-6)

@@ -102,3 +102,18 @@ def test_rademacher_matches_its_matrix_blocked_or_cached():
     assert set(np.unique(M.numpy() * 8).round(6)) == {-1.0, 1.0}, "entries must be +-1/sqrt(out_dim)"
     torch.testing.assert_close(cached(x), x @ M)
     torch.testing.assert_close(streamed(x), x @ M, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("in_dim", [1100, 1024, 1700])  # masked, exact power of two, padded
+def test_project_parts_equals_projecting_the_concatenation(in_dim):
+    gen = torch.Generator().manual_seed(0)
+    sizes = [300, 1, in_dim - 401, 100]
+    parts = [torch.randn(s, generator=gen) for s in sizes]
+    pre = torch.rand(in_dim, generator=gen) + 0.5
+    proj = HadamardProjector(in_dim, 40, seed=4)
+    flat = torch.cat(parts)
+    torch.testing.assert_close(proj.project_parts(parts), proj(flat), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(proj.project_parts(parts, pre), proj(flat * pre), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(proj.project_parts([p.view(1, -1) for p in parts]), proj(flat), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="parts hold"):
+        proj.project_parts(parts[:-1])

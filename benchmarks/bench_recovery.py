@@ -1,0 +1,150 @@
+"""Landmark approximation quality on the default model and pool (issue: recovery).
+
+Protocol (``shared/notes/landmark-proxies.md``): SmolLM2-135M-Instruct, the first ``--n`` ShareGPT
+first exchanges at ``--tokens`` tokens, the 8 GSM8K CoT exemplars as targets; true per-sample
+gradients over all parameters, Hadamard-projected to ``--dim`` and normalised; p_i = mean over
+targets of <g_i, g_t>. For l random landmarks (``--draws`` draws), p is propagated by RBF kernel
+ridge regression on each proxy embedding (median-heuristic bandwidth times a scale, damping 0.01,
+centred) and compared with the true p on the non-landmarks (Spearman), plus the paper's Fig. 7
+gradient-recovery cosine. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from infdist_core import proxies
+from infdist_core.gradients import sample_gradients
+from infdist_core.landmarks import krr_fit
+from infdist_core.modeling import load_model, load_tokenizer, select_parameters
+from infdist_core.pipeline import warm_up
+from infdist_core.config import SelectionConfig
+from infdist_core.preconditioning import moments_from_optimizer
+from infdist_core.projection import HadamardProjector
+from infdist_core.records import load_records
+from infdist_core.tokenization import tokenize_records
+
+CANDIDATES = ["jvp-hidden:4:2", "jvp-logits:4:2", "jvp-hidden-last:2:2", "jvp-hidden-concat:4:4", "rds",
+              "grad-last:1", "grad-last:2", "grad-last:4", "grad-head:64"]
+COMBOS = [("grad-last:1", "rds"), ("grad-last:2", "jvp-hidden:4:2"), ("grad-last:2", "grad-head:64")]
+
+
+def rowcos(a, b):
+    return float(np.mean((a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)))
+
+
+def evaluate(E, G, p, ell, draws, seed, scale=1.0, center=True, damping=0.01, with_cos=False):
+    rhos, coss, means = [], [], []
+    n = len(E)
+    for d in range(draws):
+        lm = np.random.default_rng(seed + d).choice(n, ell, replace=False)
+        rest = np.setdiff1d(np.arange(n), lm)
+        rhs = np.concatenate([p[lm, None], G[lm]], axis=1) if with_cos else p[lm, None]
+        pred = krr_fit(E[lm], rhs, damping=damping, bandwidth_scale=scale, center=center).predict(E[rest])
+        rhos.append(spearmanr(pred[:, 0], p[rest]).statistic)
+        if with_cos:
+            coss.append(rowcos(pred[:, 1:], G[rest]))
+            means.append(rowcos(np.broadcast_to(G[lm].mean(0), G[rest].shape), G[rest]))
+    out = {"spearman": float(np.mean(rhos))}
+    if with_cos:
+        out.update(grad_cosine=float(np.mean(coss)), mean_cosine=float(np.mean(means)))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="data/models/smollm2-135m")
+    ap.add_argument("--pool", default="data/pools/sharegpt.jsonl")
+    ap.add_argument("--targets", default="data/targets/gsm8k.jsonl")
+    ap.add_argument("--n", type=int, default=600)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--dim", type=int, default=8192)
+    ap.add_argument("--landmarks", default="64,256,512")
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--warmup-steps", type=int, default=0)
+    ap.add_argument("--adam", action="store_true", help="precondition pool gradients with the warm-up Adam state")
+    ap.add_argument("--grad-params", default="", help="regex of the parameters the true gradients cover ('' = all)")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    tok = load_tokenizer(args.model)
+    model = load_model(args.model, "cpu")
+    pad = tok.pad_token_id
+    pool = tokenize_records(tok, load_records(args.pool, limit=args.n + 500), args.tokens).samples
+    pool, spare = pool[: args.n], pool[args.n :]
+    targets = tokenize_records(tok, load_records(args.targets), args.tokens).samples
+    moments = None
+    if args.warmup_steps:
+        cfg = SelectionConfig(pool_size=len(spare), k=1, n_landmarks=1, warmup_steps=args.warmup_steps, warmup_samples=64,
+                              train_lr=2e-5, train_micro_batch=4, train_grad_accum=2)
+        res = warm_up(model, spare, cfg, pad)
+        print(f"warm-up: {res.steps} steps, loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
+    params_named = select_parameters(model, args.grad_params or None)
+    params = [p for _, p in params_named]
+    if args.warmup_steps and args.adam:
+        moments = moments_from_optimizer(res.optimizer, params)
+    proj = HadamardProjector(sum(p.numel() for p in params), args.dim, seed=0)
+    t0 = time.perf_counter()
+    G = sample_gradients(model, pool, params, proj, pad, moments=moments).vectors.astype(np.float64)
+    t_true = (time.perf_counter() - t0) / len(pool)
+    T = sample_gradients(model, targets, params, proj, pad).vectors.astype(np.float64)
+    p = (G @ T.T).mean(1)
+    print(f"true gradients: {t_true:.2f} s/sample; n={len(pool)}, {len(targets)} targets; "
+          f"mean pairwise cosine {float(np.mean((G @ G.T)[np.triu_indices(len(G), 1)])):.3f}")
+    ells = [int(x) for x in args.landmarks.split(",") if int(x) < len(pool)]
+    emb, cost = {}, {}
+    for spec in [c for c in args.candidates.split(",") if c]:
+        pe = proxies.compute_proxy(model, pool, pad, spec, dim=4096, seed=0)
+        emb[spec], cost[spec] = pe.vectors.astype(np.float64), pe.seconds_per_sample
+        print(f"  embedded {spec}: {pe.seconds_per_sample:.3f} s/sample", flush=True)
+    for a, b in COMBOS:
+        if a in emb and b in emb:
+            emb[f"{a}+{b}"] = np.concatenate([emb[a], emb[b]], axis=1) / np.sqrt(2)
+            cost[f"{a}+{b}"] = cost[a] + cost[b]
+    emb["true-gradients"], cost["true-gradients"] = G, t_true
+    rows = []
+    header = f"{'proxy':28} {'s/sample':>8} " + " ".join(f"{'l=' + str(e):>7}" for e in ells) + \
+        f" {'cos@256':>8} {'best scale':>10} {'rho@256 best kernel':>19}"
+    print(header)
+    for spec, E in emb.items():
+        r = {"embedding": spec, "seconds_per_sample": cost[spec]}
+        for ell in ells:
+            r[f"l{ell}"] = evaluate(E, G, p, ell, args.draws, 0, with_cos=(ell == 256))
+        ell_k = 256 if 256 in ells else ells[-1]
+        kern = {f"{s}-{c}": evaluate(E, G, p, ell_k, args.draws, 0, scale=s, center=c)["spearman"]
+                for s in (0.5, 1.0, 2.0, 4.0) for c in (True, False)}
+        best_k = max(kern, key=kern.get)
+        r["kernel"] = kern
+        rows.append(r)
+        cos = r.get("l256", {}).get("grad_cosine", float("nan"))
+        print(f"{spec:28} {cost[spec]:>8.3f} " + " ".join(f"{r[f'l{e}']['spearman']:>7.3f}" for e in ells) +
+              f" {cos:>8.3f} {best_k:>10} {kern[best_k]:>19.3f}", flush=True)
+    direct = {}
+    for spec in ("rds", "grad-last:1"):
+        if spec in emb:
+            pe = proxies.compute_proxy(model, targets, pad, spec, dim=4096, seed=0).vectors.astype(np.float64)
+            direct[spec] = float(spearmanr((emb[spec] @ pe.T).mean(1), p).statistic)
+    print(f"direct similarity to the targets, no landmarks: {direct}")
+    key = "l256" if 256 in ells else f"l{ells[-1]}"
+    cands = [r for r in rows if r["embedding"] != "true-gradients"]
+    best = max(cands, key=lambda r: r[key]["spearman"])
+    get = lambda name: next((r[key]["spearman"] for r in rows if r["embedding"] == name), float("nan"))
+    summary = {"n": len(pool), "tokens": args.tokens, "warmup_steps": args.warmup_steps, "adam": bool(args.adam),
+               "grad_params": args.grad_params or "all", "true_gradient_seconds_per_sample": t_true,
+               "spearman_best_l256": best[key]["spearman"], "best_embedding": best["embedding"],
+               "seconds_per_sample_best": best["seconds_per_sample"], "spearman_jvp_l256": get("jvp-hidden:4:2"),
+               "spearman_jvp_logits_l256": get("jvp-logits:4:2"), "spearman_rds_l256": get("rds"),
+               "spearman_true_gradients_l256": get("true-gradients"),
+               "best_kernel_spearman_l256": max(max(r["kernel"].values()) for r in cands),
+               "direct_similarity": direct}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
+
+
+if __name__ == "__main__":
+    main()

