@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from infdist_core.gradients import per_sample_losses, sample_gradients
-from infdist_core.jvp import jvp_embeddings, truncated_backbone
+from infdist_core.jvp import JVPEmbedder, truncated_backbone
 from infdist_core.modeling import load_model, load_tokenizer, select_parameters
 from infdist_core.projection import HadamardProjector
 from infdist_core.proxies import rds_embeddings
@@ -58,9 +58,10 @@ def main() -> None:
 
     with torch.no_grad():
         t_partial = median_time(lambda: sub(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]), args.repeats)
-    t_jvp = median_time(lambda: jvp_embeddings(model, s0, pad, n_blocks=args.blocks, n_tangents=2), args.repeats)
-    t_jvp_concat = median_time(lambda: jvp_embeddings(model, s0, pad, n_blocks=args.blocks, n_tangents=2, combine="concat"),
-                               args.repeats)
+    mean_jvp = JVPEmbedder(model, args.blocks, 2)  # tangents drawn once, as in the pipeline
+    concat_jvp = JVPEmbedder(model, args.blocks, 2, combine="concat")
+    t_jvp = median_time(lambda: mean_jvp(s0, pad), args.repeats)
+    t_jvp_concat = median_time(lambda: concat_jvp(s0, pad), args.repeats)
     res.update(partial_forward_seconds=t_partial, jvp_seconds_per_sample=t_jvp, jvp_over_partial_forward=t_jvp / t_partial,
                jvp_concat_over_partial_forward=t_jvp_concat / t_partial)
     print(f"partial forward ({args.blocks} blocks): {t_partial:.4f} s; JVP (2 tangents, mean = one JVP): {t_jvp:.4f} s "

@@ -32,7 +32,8 @@ class GradientMatrix:
     Attributes
     ----------
     vectors : float32 array of shape (n, out_dim); rows L2-normalised when requested
-    norms : float64 array of shape (n,), norm before normalisation (after preconditioning)
+    norms : float64 array of shape (n,), norm before normalisation (after preconditioning; over
+        the coordinates the projector keeps, rescaled, when it pre-masks)
     valid : bool array of shape (n,), False for zero gradients (reported, never NaN)
     n_label_tokens : int array of shape (n,)
     seconds : float, wall time
@@ -43,19 +44,6 @@ class GradientMatrix:
     valid: np.ndarray
     n_label_tokens: np.ndarray
     seconds: float
-
-
-def _norm(grads, premult: torch.Tensor | None) -> float:
-    """L2 norm of the (preconditioned) flat gradient, computed part by part."""
-    total, off = 0.0, 0
-    for g in grads:
-        size = g.numel()
-        v = g.reshape(-1).float()
-        if premult is not None:
-            v = v * premult[off : off + size].to(g.device)
-        total += float(v.square().sum())
-        off += size
-    return total**0.5
 
 
 def per_sample_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -120,8 +108,8 @@ def sample_gradients(
             per = [[None if g is None else g[i] for g in stacked] for i in range(len(chunk))]
         for i, grads in enumerate(per):
             grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-            norms[lo + i] = _norm(grads, premult)
             out[lo + i] = projector.project_parts([g.detach() for g in grads], premult).cpu().numpy()
+            norms[lo + i] = projector.last_input_norm
         if progress:
             progress(min(lo + batch_size, n), n)
     valid = norms > 1e-12

@@ -50,6 +50,64 @@ def block_tangents(sub, n_tangents: int, seed: int, prefix: str | tuple[str, ...
     return out
 
 
+class JVPEmbedder:
+    """Eq. 12 for any number of samples, with the tangent set V drawn once from the seed.
+
+    ``position="first"`` differentiates w.r.t. the first ``n_blocks`` blocks and stops the forward
+    after them (Eq. 12); ``"last"`` runs the whole model and differentiates w.r.t. its last
+    ``n_blocks`` blocks (the earlier blocks carry no tangent, so they run as a plain forward).
+    Outputs have shape (n, H) for ``hidden`` or (n, V) for ``logits`` (``concat``: times |V|).
+    """
+
+    def __init__(self, model, n_blocks: int = 4, n_tangents: int = 2, output: str = "hidden", combine: str = "mean",
+                 seed: int = 0, position: str = "first") -> None:
+        if output not in ("hidden", "logits"):
+            raise ValueError(f"output must be 'hidden' or 'logits', got {output!r}")
+        if combine not in ("mean", "concat"):
+            raise ValueError(f"combine must be 'mean' or 'concat', got {combine!r}")
+        if position not in ("first", "last"):
+            raise ValueError(f"position must be 'first' or 'last', got {position!r}")
+        if n_tangents < 1:
+            raise ValueError(f"n_tangents must be >= 1, got {n_tangents}")
+        n_layers = len(decoder_layers(model))
+        if not 1 <= n_blocks <= n_layers:
+            raise ValueError(f"n_blocks must be in [1, {n_layers}], got {n_blocks}")
+        if position == "first":
+            self.sub, prefix = truncated_backbone(model, n_blocks), "layers."
+        else:
+            self.sub = model.model
+            prefix = tuple(f"layers.{i}." for i in range(n_layers - n_blocks, n_layers))
+        self.model, self.output = model, output
+        self.device = next(model.parameters()).device
+        tangents = block_tangents(self.sub, n_tangents, seed, prefix)
+        if combine == "mean":  # linearity: the mean of the JVPs is the JVP along the mean tangent
+            tangents = [{n: sum(t[n] for t in tangents) / n_tangents for n in tangents[0]}]
+        self.tangents = tangents
+        self.primals = {n: p.detach() for n, p in self.sub.named_parameters() if n.startswith(prefix)}
+
+    def __call__(self, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> torch.Tensor:
+        head = self.model.get_output_embeddings()
+        rows = []
+        for lo in range(0, len(samples), batch_size):
+            batch = {k: v.to(self.device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
+            last = batch["attention_mask"].sum(1) - 1
+            ar = torch.arange(len(last), device=self.device)
+
+            def f(params):
+                h = functional_call(self.sub, params, args=(), kwargs={
+                    "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}).last_hidden_state
+                h = h[ar, last]
+                return head(h) if self.output == "logits" else h
+
+            outs = []
+            for t in self.tangents:
+                with torch.no_grad():
+                    _, tan = jvp(f, (self.primals,), (t,))
+                outs.append(tan.float())
+            rows.append(torch.cat(outs, dim=1))
+        return torch.cat(rows).cpu()
+
+
 def jvp_embeddings(
     model,
     samples: list[TokenizedSample],
@@ -62,50 +120,5 @@ def jvp_embeddings(
     batch_size: int = 8,
     position: str = "first",
 ) -> torch.Tensor:
-    """JVP embeddings of shape (n, H) for ``hidden`` or (n, V) for ``logits`` (``concat``: times |V|).
-
-    ``position="first"`` differentiates w.r.t. the first ``n_blocks`` blocks and stops the forward
-    after them (Eq. 12); ``"last"`` runs the whole model and differentiates w.r.t. its last
-    ``n_blocks`` blocks (the earlier blocks carry no tangent, so they run as a plain forward).
-    """
-    if output not in ("hidden", "logits"):
-        raise ValueError(f"output must be 'hidden' or 'logits', got {output!r}")
-    if combine not in ("mean", "concat"):
-        raise ValueError(f"combine must be 'mean' or 'concat', got {combine!r}")
-    if n_tangents < 1:
-        raise ValueError(f"n_tangents must be >= 1, got {n_tangents}")
-    if position not in ("first", "last"):
-        raise ValueError(f"position must be 'first' or 'last', got {position!r}")
-    n_layers = len(decoder_layers(model))
-    if position == "first":
-        sub, prefix = truncated_backbone(model, n_blocks), "layers."
-    else:
-        if not 1 <= n_blocks <= n_layers:
-            raise ValueError(f"n_blocks must be in [1, {n_layers}], got {n_blocks}")
-        sub = model.model
-        prefix = tuple(f"layers.{i}." for i in range(n_layers - n_blocks, n_layers))
-    device = next(model.parameters()).device
-    tangents = block_tangents(sub, n_tangents, seed, prefix)
-    if combine == "mean":
-        tangents = [{n: sum(t[n] for t in tangents) / n_tangents for n in tangents[0]}]
-    primals = {n: p.detach() for n, p in sub.named_parameters() if n.startswith(prefix)}
-    head = model.get_output_embeddings()
-    rows = []
-    for lo in range(0, len(samples), batch_size):
-        batch = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
-        last = batch["attention_mask"].sum(1) - 1
-        ar = torch.arange(len(last), device=device)
-
-        def f(params):
-            h = functional_call(sub, params, args=(), kwargs={"input_ids": batch["input_ids"],
-                                                               "attention_mask": batch["attention_mask"]}).last_hidden_state
-            h = h[ar, last]
-            return head(h) if output == "logits" else h
-
-        outs = []
-        for t in tangents:
-            with torch.no_grad():
-                _, tan = jvp(f, (primals,), (t,))
-            outs.append(tan.float())
-        rows.append(torch.cat(outs, dim=1))
-    return torch.cat(rows).cpu()
+    """JVP embeddings of ``samples`` (see ``JVPEmbedder``)."""
+    return JVPEmbedder(model, n_blocks, n_tangents, output, combine, seed, position)(samples, pad_id, batch_size)

@@ -12,6 +12,10 @@ expectation; this one lets us apply the row transforms ``X H_n`` to every row (c
 SIMD) and then only the ``|R|`` needed rows of ``H_m`` as a small GEMM, instead of a full
 second transform over all of memory. Measured in ``benchmarks/bench_core.py``.
 
+Pre-masking (in_dim above a power of two, or above ``max_dim``) keeps N coordinates: a cyclic
+window at a random offset when at most a quarter would be dropped (each coordinate is kept with
+probability N/in_dim, and the kept runs are copied without a gather), else a random subset.
+
 Signs, mask and subset come from ``seed`` alone (``infdist_core.seeding``), so two processes,
 or the CPU and CUDA paths, produce the same projection.
 
@@ -110,7 +114,13 @@ class HadamardProjector:
         self.backend = hadamard.pick_backend(self.device, backend)
         lay = self.layout
         g = generator(seed, "hadamard", in_dim, out_dim, lay.n_hadamard)
-        if lay.masked:
+        if lay.masked and in_dim - lay.n_hadamard <= MASK_IF_WITHIN * lay.n_hadamard:
+            # few coordinates dropped: a cyclic window at a random offset keeps every coordinate
+            # with probability N/in_dim, like a random subset, and is copied without a gather
+            start = int(torch.randint(0, in_dim, (1,), generator=g))
+            self.mask_index = ((torch.arange(lay.n_hadamard) + start) % in_dim).sort().values
+            scale = math.sqrt(in_dim / lay.n_hadamard)
+        elif lay.masked:
             self.mask_index = torch.randperm(in_dim, generator=g)[: lay.n_hadamard].sort().values
             scale = math.sqrt(in_dim / lay.n_hadamard)
         else:
@@ -170,6 +180,8 @@ class HadamardProjector:
         caller would need anyway to flatten per-parameter gradients (``gradients.py``).
         ``premultiplier`` (shape (in_dim,), e.g. the Adam scale ``a``) is folded into the signs.
         With pre-masking, each part contributes the contiguous run of kept coordinates it holds.
+        Sets ``last_input_norm``: the norm of the (premultiplied) input over the kept coordinates,
+        rescaled like the projection (exact without masking, unbiased for its square with it).
         """
         signs = self.signs if premultiplier is None else self._signed_premultiplier(premultiplier)
         buf = self._workspace()
@@ -181,20 +193,33 @@ class HadamardProjector:
             flat = part.reshape(-1).to(buf.dtype)
             if self.mask_index is None:
                 torch.mul(flat, signs[off : off + size], out=buf[off : off + size])
-            else:  # the kept coordinates of this part are a contiguous run of the sorted mask
-                a, b, local = self._mask_run(off, size)
-                torch.index_select(flat, 0, local.to(flat.device), out=buf[a:b])
-                buf[a:b].mul_(signs[a:b])
+            else:  # the kept coordinates of this part land in a contiguous stretch of the workspace
+                a, b, local, runs = self._mask_run(off, size)
+                if runs is not None:  # a few contiguous runs (window mask): fused copy-and-sign
+                    for lo, hi, pos in runs:
+                        torch.mul(flat[lo:hi], signs[pos : pos + hi - lo], out=buf[pos : pos + hi - lo])
+                else:
+                    torch.index_select(flat, 0, local.to(flat.device), out=buf[a:b])
+                    buf[a:b].mul_(signs[a:b])
             off += size
         buf[off if self.mask_index is None else self.layout.n_hadamard :].zero_()
+        self.last_input_norm = float(torch.linalg.vector_norm(buf))
         return self._transform_and_pick(buf)
 
-    def _mask_run(self, off: int, size: int) -> tuple[int, int, torch.Tensor]:
+    def _mask_run(self, off: int, size: int):
+        """Workspace span [a, b) of this part's kept coordinates, their local indices, and their
+        contiguous runs ``(lo, hi, workspace position)`` when there are few (else None)."""
         cache = self.__dict__.setdefault("_mask_runs", {})
         if (off, size) not in cache:
             a = int(torch.searchsorted(self.mask_index, off))
             b = int(torch.searchsorted(self.mask_index, off + size))
-            cache[(off, size)] = (a, b, self.mask_index[a:b] - off)
+            local = (self.mask_index[a:b] - off).to(torch.int32)
+            breaks = (torch.nonzero(local[1:] - local[:-1] != 1).flatten() + 1).tolist() if b > a else []
+            runs = None
+            if len(breaks) < 8:
+                edges = [0, *breaks, b - a]
+                runs = [(int(local[i]), int(local[j - 1]) + 1, a + i) for i, j in zip(edges, edges[1:]) if j > i]
+            cache[(off, size)] = (a, b, local, runs)
         return cache[(off, size)]
 
     def _signed_premultiplier(self, premultiplier: torch.Tensor) -> torch.Tensor:
