@@ -47,7 +47,7 @@ class SelectionConfig:
     kernel_search: bool = True
     """Choose bandwidth scale / centring by landmark cross-validation (else median heuristic, centred)."""
     eta: float = 0.0
-    """Learning rate of the second-order term; 0 = first order (the paper's default)."""
+    """Learning rate of the second-order term; only 0 (first order, the paper's default) in the pipeline."""
     per_target: bool = True
     """Per-target round-robin selection (Sec. 3.3); False: top-k of the robust weights."""
     weighted_training: bool = False
@@ -77,6 +77,11 @@ class SelectionConfig:
             raise ValueError(f"k={self.k} exceeds pool_size={self.pool_size}")
         if self.damping < 0 or self.eta < 0:
             raise ValueError(f"damping and eta must be >= 0, got damping={self.damping}, eta={self.eta}")
+        if self.eta > 0:
+            raise ValueError(
+                f"eta={self.eta}: the pipeline runs first-order Influence Distillation only. The second-order term "
+                "needs Hessian-vector products of the full (unprojected) landmark gradients, which it does not "
+                "compute; infdist_core.weights.robust_weights accepts Q (dense or low rank) directly")
         if self.embedding == PROXY_AUTO and not self.embedding_candidates:
             raise ValueError("embedding='auto' needs at least one embedding candidate")
 

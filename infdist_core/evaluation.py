@@ -4,18 +4,22 @@ a separate Python process with a timeout). Subsets are seeded."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+from functools import lru_cache
 
-import numpy as np
 import torch
 
 from infdist_core.gradients import per_sample_losses
 from infdist_core.seeding import generator
 from infdist_core.tokenization import TokenizedSample, pad_batch
+
+log = logging.getLogger(__name__)
 
 
 def seeded_subset(rows: list, n: int | None, seed: int, name: str) -> list:
@@ -90,11 +94,23 @@ def extract_code(text: str) -> str:
     return m.group(1) if m else text
 
 
+@lru_cache(maxsize=1)
+def network_sandbox() -> list[str]:
+    """``unshare -rn`` (a new, empty network namespace) where this machine allows it, else nothing."""
+    exe = shutil.which("unshare")
+    if exe and subprocess.run([exe, "-rn", "true"], capture_output=True).returncode == 0:
+        return [exe, "-rn"]
+    log.warning("unshare -rn is unavailable: HumanEval programs run without a network namespace")
+    return []
+
+
 def run_humaneval_program(program: str, timeout: float) -> bool:
-    """Run one test program in a fresh isolated interpreter (``-I``, empty env, temp cwd)."""
+    """Run one test program in a fresh isolated interpreter: ``-I``, near-empty environment,
+    a temporary working directory, no network (``network_sandbox``), killed after ``timeout``."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            res = subprocess.run([sys.executable, "-I", "-c", program], cwd=tmp, timeout=timeout, capture_output=True,
+            res = subprocess.run([*network_sandbox(), sys.executable, "-I", "-c", program], cwd=tmp, timeout=timeout,
+                                 capture_output=True,
                                  env={"PATH": os.environ.get("PATH", ""), "no_proxy": "*", "http_proxy": "http://0.0.0.0:1",
                                       "https_proxy": "http://0.0.0.0:1"})
         except subprocess.TimeoutExpired:

@@ -25,6 +25,13 @@ def cuda_time(fn, repeats=5):
     return (time.perf_counter() - t0) / repeats
 
 
+def cuda_projection_ratio(projector_cls) -> float:
+    big = torch.randn(1 << 28, device="cuda")
+    dst = torch.empty_like(big)
+    proj = projector_cls(1 << 28, 131072, seed=0, device="cuda")
+    return cuda_time(lambda: proj(big)) / cuda_time(lambda: dst.copy_(big))
+
+
 def main() -> None:
     from infdist_core import hadamard
     from infdist_core.gradients import sample_gradients
@@ -40,11 +47,7 @@ def main() -> None:
     gpu = gpu_proj(x.cuda()).cpu()
     out["cuda_backend"] = gpu_proj.backend
     out["cpu_vs_cuda_max_abs"] = float((cpu - gpu).abs().max())
-    big = torch.randn(1 << 28, device="cuda")
-    dst = torch.empty_like(big)
-    proj = HadamardProjector(1 << 28, 131072, seed=0, device="cuda")
-    out["cuda_projection_over_memcpy_2^28"] = cuda_time(lambda: proj(big)) / cuda_time(lambda: dst.copy_(big))
-    del big, dst
+    out["cuda_projection_over_memcpy_2^28"] = cuda_projection_ratio(HadamardProjector)
 
     model = tiny_llama(4096, seed=0, n_layers=4, hidden=256).cuda()
     gen = torch.Generator().manual_seed(0)

@@ -51,12 +51,12 @@ def world(tmp_path_factory, request):
     (data / "math_test.jsonl").write_text("\n".join(json.dumps({"question": f"What is {i}+2?", "answer": f"x #### {i+2}",
                                                                  "final": str(i + 2)}) for i in range(4)))
     reg = data / "registry.yaml"
-    reg.write_text(f"""pool: pool.jsonl
+    reg.write_text("""pool: pool.jsonl
 models:
-  tiny: {{path: models/tiny}}
+  tiny: {path: models/tiny}
 tasks:
-  math: {{targets: math.jsonl, eval: {{kind: gsm8k, path: math_test.jsonl}}}}
-  code: {{targets: code.jsonl}}
+  math: {targets: math.jsonl, eval: {kind: gsm8k, path: math_test.jsonl}}
+  code: {targets: code.jsonl}
 """)
     from infdist_assets.definitions import build_definitions
     from infdist_assets.demo import run_partition
@@ -212,3 +212,10 @@ def test_core_never_imports_dagster():
            "print('dagster' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_second_order_in_the_pipeline_is_refused_with_the_reason():
+    from infdist_core.config import SelectionConfig
+
+    with pytest.raises(ValueError, match="first-order Influence Distillation only"):
+        SelectionConfig(eta=1e-5)

@@ -22,6 +22,14 @@ def test_humaneval_runner_passes_correct_code_fails_wrong_and_times_out():
     assert not evaluation.run_humaneval_program("while True:\n    pass\n", timeout=1)
 
 
+def test_humaneval_programs_have_no_network():
+    if not evaluation.network_sandbox():
+        pytest.skip("unshare -rn is not permitted on this machine")
+    probe = "import socket\ns = socket.socket()\ns.settimeout(2)\nassert s.connect_ex(('127.0.0.1', 1)) != 0\n" \
+            "import sys\nsys.exit(0 if not [i for i in socket.if_nameindex() if i[1] != 'lo'] else 1)\n"
+    assert evaluation.run_humaneval_program(probe, timeout=10), "the sandbox still sees a network interface"
+
+
 def test_humaneval_canonical_solutions_pass_through_the_same_harness(tmp_path):
     from tests.conftest import ROOT
 
