@@ -24,7 +24,7 @@ from infdist_core.preconditioning import AdamMoments
 from infdist_core.projection import HadamardProjector
 from infdist_core.seeding import generator
 from infdist_core.selection import round_robin, top_k
-from infdist_core.tokenization import TokenizedSample, TokenizedSet, pad_batch, tokenize_records
+from infdist_core.tokenization import TokenizedSample, TokenizedSet, pad_batch, tokenize_records, tokenize_sample
 from infdist_core.training import TrainConfig, TrainResult, train
 from infdist_core.weights import robust_weights
 
@@ -42,9 +42,14 @@ def sample_pool(records: list[dict], tokenizer, cfg: SelectionConfig) -> Tokeniz
     for i in order:
         if len(out.samples) == cfg.pool_size:
             break
-        ts = tokenize_records(tokenizer, [records[i]], cfg.max_length)
-        out.samples += ts.samples
-        out.excluded.update(ts.excluded)
+        res = tokenize_sample(tokenizer, records[i], cfg.max_length)
+        if isinstance(res, str):
+            out.excluded[str(records[i]["id"])] = res
+        else:
+            out.samples.append(res)
+    if out.excluded:
+        log.info("pool: skipped %d records on the way to %d usable ones (e.g. %s)", len(out.excluded),
+                 len(out.samples), next(iter(out.excluded.items())))
     if len(out.samples) < cfg.pool_size:
         raise ValueError(f"only {len(out.samples)} pool records are usable, fewer than pool_size={cfg.pool_size}")
     return out
