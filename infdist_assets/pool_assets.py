@@ -129,8 +129,11 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                    extra={"embedding": choice.spec, "reason": choice.reason})
         if choice.candidates:
             step.write(pa.Table.from_pylist([{"model": step.model, **r} for r in choice.candidates]), name="candidates.parquet")
-        step.write(pa.Table.from_pylist([{"embedding": s, "pool_index": int(i), "vector": v.tolist()}
-                                         for s, E in choice.landmark_embeddings.items() for i, v in zip(idx, E)]),
+        specs = sorted(choice.landmark_embeddings)
+        step.write(pa.table({"embedding": specs, "dim": [choice.landmark_embeddings[s].shape[1] for s in specs],
+                             "pool_index": [idx.tolist()] * len(specs),
+                             "matrix": pa.array([choice.landmark_embeddings[s].astype(np.float32).reshape(-1) for s in specs],
+                                                pa.list_(pa.float32()))}),
                    name="landmark_candidates.parquet")
         md = {"candidates": dg.MetadataValue.md(table_md(choice.candidates, ["embedding", "spearman", "grad_cosine",
                                                                              "mean_cosine", "seconds_per_sample"]))}

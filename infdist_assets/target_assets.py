@@ -92,30 +92,23 @@ def build(partitions: dg.PartitionsDefinition) -> list:
         step = Step.begin(context, store, settings)
         idx, G_L = landmark_inputs(step)
         G_T = storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")
-        cands = step.load("pool_embeddings", name="landmark_candidates.parquet").to_pylist()
+        cands = step.load("pool_embeddings", name="landmark_candidates.parquet")
         chosen = step.load_meta("pool_embeddings")["embedding"]
         kernel = step.load_meta("krr_coefficients")["kernel"]
-        pos = {int(i): j for j, i in enumerate(idx)}
-        rows = []
-        specs = sorted({c["embedding"] for c in cands})
-        for spec in specs:
-            E = np.zeros((len(idx), len(next(c["vector"] for c in cands if c["embedding"] == spec))))
-            for c in cands:
-                if c["embedding"] == spec and c["pool_index"] in pos:
-                    E[pos[c["pool_index"]]] = c["vector"]
-            sizes = sorted({n for n in (16, 32, 64, 128, 256, 512, len(idx)) if 8 <= n <= len(idx)})
-            for n in sizes:
-                sub = np.arange(n)
-                for r in recovery.cross_validate(E[sub], G_L[sub], G_T, recovery.DEFAULT_SETTINGS if n == len(idx) else
-                                                 (recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"]),),
-                                                 seed=step.cfg.seed):
-                    rows.append({"model": step.model, "task": step.task, "embedding": spec, "chosen": spec == chosen,
-                                 "run_id": context.run.run_id, **r})
+        if cands.num_rows and cands.column("pool_index")[0].as_py() != idx.tolist():
+            raise dg.Failure(description="pool_embeddings' landmark candidates do not match landmark_gradients: "
+                                         "re-materialise pool_embeddings")
+        candidates = {spec: cands.column("matrix")[i].values.to_numpy().reshape(-1, dim)
+                      for i, (spec, dim) in enumerate(zip(cands.column("embedding").to_pylist(), cands.column("dim").to_pylist()))}
+        used = recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"])
+        rows = [{"model": step.model, "task": step.task, "chosen": r["embedding"] == chosen, "run_id": context.run.run_id, **r}
+                for r in recovery.landmark_report(candidates, G_L, G_T, used, seed=step.cfg.seed)]
         if not rows:
             raise dg.Failure(description=f"too few landmarks ({len(idx)}) to cross-validate; need at least 8")
         step.write(pa.Table.from_pylist(rows))
         full = [r for r in rows if r["n_landmarks"] == len(idx)]
-        mine = max((r for r in full if r["chosen"]), key=lambda r: r["spearman"], default=full[0])
+        mine = next((r for r in full if r["chosen"] and (r["bandwidth_scale"], r["damping"], r["center"]) ==
+                     (used.bandwidth_scale, used.damping, used.center)), full[0])  # what this selection used
         curve = [r for r in rows if r["chosen"] and r["n_landmarks"] < len(idx)] + [mine]
         md = {"by_embedding": dg.MetadataValue.md(table_md(sorted(full, key=lambda r: -r["spearman"]),
                                                            ["embedding", "bandwidth_scale", "damping", "center", "spearman",

@@ -113,6 +113,20 @@ def cross_validate(
     return rows
 
 
+def landmark_report(candidates: dict[str, np.ndarray], G: np.ndarray, targets: np.ndarray, used: KernelSetting,
+                    seed: int = 0, sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512)) -> list[dict]:
+    """Cross-validation rows for every candidate embedding of the landmarks: every kernel setting
+    at the full landmark count, and ``used`` at smaller counts (quality vs number of landmarks)."""
+    l = len(G)
+    settings = tuple(dict.fromkeys((used, *DEFAULT_SETTINGS)))
+    rows = []
+    for spec, E in sorted(candidates.items()):
+        for n in sorted({s for s in (*sizes, l) if 8 <= s <= l}):
+            for r in cross_validate(E[:n], G[:n], targets, settings if n == l else (used,), seed=seed):
+                rows.append({"embedding": spec, **r})
+    return rows
+
+
 def choose_embedding(results: dict[str, dict], costs: dict[str, float], tolerance: float = 0.02) -> tuple[str, str]:
     """Pick a proxy by held-out Spearman per unit cost.
 
