@@ -3,9 +3,9 @@ available as ``SelectionConfig.paper()`` and defaults sized for a 135M model on 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
 import hashlib
 import json
+from dataclasses import asdict, dataclass, replace
 
 PROXY_AUTO = "auto"
 
@@ -25,17 +25,21 @@ class SelectionConfig:
     projection_dim: int = 8192
     """Hadamard projection of gradients; paper: 131,072."""
     grad_params: str = "all"
-    """Parameters the gradients cover: all, down_proj, last:N or first:N."""
-    adam_aware: bool = True
-    """Precondition training gradients with the warm-up Adam state (Eq. 8-9)."""
+    """Parameters the gradients cover: all, blocks (no embeddings), down_proj, last:N or first:N."""
+    adam_aware: bool = False
+    """Precondition training gradients with the warm-up Adam state (Eq. 8-9). Off here: after a
+    brief warm-up, v is tiny for rarely seen tokens' embedding rows, a = 1/(sqrt(v)+eps) reaches
+    1e7, and the preconditioned gradient is all embedding (measured on SmolLM2-135M). Use it with
+    a long warm-up, or with grad_params 'blocks' / 'down_proj' as the paper does."""
     warmup_samples: int = 64
     """Random pool samples for the warm-up; paper: 10,000."""
     warmup_steps: int = 8
     """Optimizer steps of warm-up (0: no warm-up, no Adam state)."""
     embedding: str = PROXY_AUTO
     """Proxy embedding spec (see infdist_core.proxies) or 'auto' (chosen by landmark cross-validation)."""
-    embedding_candidates: tuple[str, ...] = ("grad-last:1", "grad-last:2", "jvp-hidden:4:2", "rds")
-    """Candidates for 'auto'."""
+    embedding_candidates: tuple[str, ...] = ("grad-last:2", "grad-last:1", "grad-head:64", "jvp-hidden:4:2")
+    """Candidates for 'auto', best first as measured by benchmarks/bench_recovery.py (the order is
+    the fallback when landmark cross-validation is inconclusive)."""
     embedding_dim: int = 4096
     """Width of projected proxies (JVP logits, partial gradients)."""
     jvp_blocks: int = 4
@@ -88,7 +92,7 @@ class SelectionConfig:
     @classmethod
     def paper(cls) -> "SelectionConfig":
         """The paper's Section 5.1 settings (Llama-2-7B on one H100)."""
-        return cls(pool_size=200_000, max_length=2048, n_landmarks=4096, k=10_000, projection_dim=131_072,
+        return cls(pool_size=200_000, max_length=2048, n_landmarks=4096, k=10_000, projection_dim=131_072, adam_aware=True,
                    warmup_samples=10_000, warmup_steps=80, embedding="jvp-logits:4:2", kernel_search=False,
                    train_micro_batch=1, train_grad_accum=128, eval_subset=0, batch_size=8)
 

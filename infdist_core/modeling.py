@@ -126,15 +126,17 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 
 
 def block_pattern(model, which: str) -> str:
-    """Regex of parameter names for ``which`` in {'all', 'down_proj', 'last:N', 'first:N'}."""
+    """Regex of parameter names for ``which`` in {'all', 'blocks', 'down_proj', 'last:N', 'first:N'}."""
     n = len(decoder_layers(model))
     if which == "all":
         return ""
+    if which == "blocks":
+        return r"layers\.\d+\."
     if which == "down_proj":
         return r"down_proj"
     kind, _, count = which.partition(":")
     count = int(count or 1)
     idx = range(n - count, n) if kind == "last" else range(count) if kind == "first" else None
     if idx is None:
-        raise ValueError(f"unknown parameter subset {which!r}; use all, down_proj, last:N or first:N")
+        raise ValueError(f"unknown parameter subset {which!r}; use all, blocks, down_proj, last:N or first:N")
     return r"layers\.(" + "|".join(map(str, idx)) + r")\."

@@ -116,7 +116,8 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
             log_fn(f"candidate {spec}: held-out rho={cv['spearman']:.3f}, grad cos={cv['grad_cosine']:.3f} "
                    f"(mean-landmark {cv['mean_cosine']:.3f}), {pe.seconds_per_sample:.3f} s/sample")
     if cfg.embedding == PROXY_AUTO and rows:
-        pick, reason = recovery.choose_embedding({r["embedding"]: r for r in rows}, costs)
+        pick, reason = recovery.choose_embedding({r["embedding"]: r for r in rows}, costs,
+                                                 prior=tuple(cfg.embedding_candidates))
     else:
         pick, reason = specs[0], ("pinned by configuration" if cfg.embedding != PROXY_AUTO else "only candidate")
     log_fn(f"embedding: {pick} ({reason})")

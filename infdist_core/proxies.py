@@ -31,8 +31,6 @@ from infdist_core.modeling import block_pattern, decoder_layers, select_paramete
 from infdist_core.projection import HadamardProjector, RademacherProjector
 from infdist_core.tokenization import TokenizedSample, pad_batch
 
-DEFAULT_CANDIDATES = ("grad-last:1", "grad-last:2", "jvp-hidden:4:2", "rds")
-
 
 @dataclass
 class ProxyEmbedding:

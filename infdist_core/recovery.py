@@ -127,18 +127,26 @@ def landmark_report(candidates: dict[str, np.ndarray], G: np.ndarray, targets: n
     return rows
 
 
-def choose_embedding(results: dict[str, dict], costs: dict[str, float], tolerance: float = 0.02) -> tuple[str, str]:
+def choose_embedding(results: dict[str, dict], costs: dict[str, float], tolerance: float = 0.02,
+                     prior: tuple[str, ...] = (), min_spearman: float = 0.1) -> tuple[str, str]:
     """Pick a proxy by held-out Spearman per unit cost.
 
-    Among candidates whose Spearman is within ``tolerance`` of the best, the cheapest wins.
+    Among candidates whose Spearman is within ``tolerance`` of the best, the cheapest wins. When
+    no candidate reaches ``min_spearman`` the cross-validation is inconclusive (too few landmarks
+    to tell signal from noise), and the first candidate of ``prior`` (an order measured
+    beforehand, e.g. by ``benchmarks/bench_recovery.py``) is taken instead.
     ``results`` maps spec -> best cross-validation row; returns (spec, reason).
     """
     if not results:
         raise ValueError("no candidate embeddings to choose from")
     best = max(r["spearman"] for r in results.values())
+    summary = ", ".join(f"{s}: rho={r['spearman']:.3f} @ {costs.get(s, float('nan')):.3f}s" for s, r in results.items())
+    ranked = [s for s in prior if s in results]
+    if best < min_spearman and ranked:
+        return ranked[0], (f"cross-validation inconclusive (best held-out Spearman {best:.3f} < {min_spearman}); "
+                           f"took {ranked[0]}, first in the measured ranking {list(prior)}. Candidates: {summary}")
     near = [s for s, r in results.items() if r["spearman"] >= best - tolerance]
     pick = min(near, key=lambda s: (costs.get(s, np.inf), s))
-    summary = ", ".join(f"{s}: rho={r['spearman']:.3f} @ {costs.get(s, float('nan')):.3f}s" for s, r in results.items())
     reason = (f"best held-out Spearman {best:.3f}; {pick} is the cheapest within {tolerance} of it "
               f"({results[pick]['spearman']:.3f}, {costs.get(pick, float('nan')):.3f} s/sample). Candidates: {summary}")
     return pick, reason

@@ -21,7 +21,7 @@ from infdist_assets.catalog import connect_readonly
 ROOT = Path(__file__).resolve().parents[1]
 N_POOL, K, L = 30, 5, 12
 SETTINGS = dict(pool_size=N_POOL, max_length=64, n_landmarks=L, k=K, projection_dim=256, embedding_dim=64,
-                warmup_samples=8, warmup_steps=2, train_epochs=1.0, train_micro_batch=2, train_grad_accum=1,
+                warmup_samples=8, warmup_steps=2, adam_aware=True, train_epochs=1.0, train_micro_batch=2, train_grad_accum=1,
                 eval_subset=2, max_new_tokens=8, embedding_candidates=["grad-last:1", "jvp-hidden:2:2", "rds"])
 
 

@@ -199,3 +199,12 @@ def test_head_gradient_sketch_equals_sketching_the_autograd_head_gradient(tokeni
         loss = torch.nn.functional.cross_entropy(logits, s.labels[1:], ignore_index=IGNORE)
         (dW,) = torch.autograd.grad(loss, [model.lm_head.weight])
         np.testing.assert_allclose(got[i], (S_V.T @ dW @ S_H).reshape(-1).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_parameter_subsets_select_what_they_name(tiny_model):
+    names = lambda which: [n for n, _ in select_parameters(tiny_model, block_pattern(tiny_model, which))]
+    assert all(".layers." in n for n in names("blocks")) and not any("embed" in n for n in names("blocks"))
+    assert all("down_proj" in n for n in names("down_proj")) and len(names("down_proj")) == 4
+    assert all("layers.3." in n for n in names("last:1"))
+    with pytest.raises(ValueError, match="unknown parameter subset"):
+        block_pattern(tiny_model, "middle")

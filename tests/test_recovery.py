@@ -54,3 +54,11 @@ def test_cheapest_within_tolerance_wins():
 def test_too_few_landmarks_is_an_error():
     with pytest.raises(ValueError, match="too few to cross-validate"):
         cross_validate(np.zeros((3, 2)), np.zeros((3, 4)))
+
+
+def test_inconclusive_cross_validation_falls_back_to_the_measured_ranking():
+    rows = {"cheap": {"spearman": 0.05}, "good": {"spearman": 0.02}}
+    pick, reason = choose_embedding(rows, {"cheap": 0.1, "good": 1.0}, prior=("good", "cheap"))
+    assert pick == "good" and "inconclusive" in reason
+    assert choose_embedding({"cheap": {"spearman": 0.4}, "good": {"spearman": 0.3}}, {"cheap": 0.1, "good": 1.0},
+                            prior=("good", "cheap"))[0] == "cheap", "a conclusive CV overrides the prior"
