@@ -7,7 +7,7 @@ DATA ?= data
 STAMP := $(VENV)/.installed-stamp
 OFFLINE := $(DATA)/offline/READY
 
-.PHONY: setup test test-fast demo ui bench clean-data
+.PHONY: setup test test-fast demo ui bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,8 @@ setup: $(STAMP) $(OFFLINE)
 test: setup
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not ui"
+test-fast: setup
+	$(PY) -m pytest -q -m "not ui"
 
 demo: setup
 	$(PY) -m infdist_assets.demo --data $(DATA)

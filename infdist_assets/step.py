@@ -19,7 +19,7 @@ import dagster as dg
 import pyarrow as pa
 
 import infdist_core
-from infdist_core.config import POOL_SIDE_FIELDS, SelectionConfig
+from infdist_core.config import POOL_SIDE_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig
 from infdist_assets import catalog, storage
 from infdist_assets.partitions import split_key
 from infdist_assets.registry import Registry, RegistryError
@@ -89,7 +89,7 @@ class Step:
         except storage.ArtefactMissing as err:
             raise dg.Failure(description=f"{asset} [{self.model if not target_side else self.partition}]: {err}") from err
         theirs, ours = meta.get("config", {}), self.cfg.to_dict()
-        keys = POOL_SIDE_FIELDS if not target_side else ours.keys()
+        keys = TARGET_SIDE_FIELDS if target_side else POOL_SIDE_FIELDS
         diff = {k: (theirs.get(k), ours[k]) for k in keys if k in theirs and json.dumps(theirs[k], default=list) != json.dumps(ours[k], default=list)}
         if diff:
             raise dg.Failure(description=f"{asset} for {self.model} was made with other settings {diff} "

@@ -117,6 +117,11 @@ POOL_SIDE_FIELDS = (
 )
 """Settings the model-partitioned (pool-side) artefacts depend on."""
 
+TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + (
+    "k", "per_target", "weighted_training", "train_epochs", "batch_size",
+)
+"""Settings the model x task artefacts depend on (evaluation settings affect only eval scores)."""
+
 
 def field_docs() -> dict[str, str]:
     """The docstring under each ``SelectionConfig`` field (shown in the Dagster UI)."""

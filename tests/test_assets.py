@@ -219,3 +219,14 @@ def test_second_order_in_the_pipeline_is_refused_with_the_reason():
 
     with pytest.raises(ValueError, match="first-order Influence Distillation only"):
         SelectionConfig(eta=1e-5)
+
+
+def test_target_side_refuses_pool_artefacts_made_with_other_settings(world):
+    from infdist_assets.resources import SelectionSettings
+
+    res = dg.materialize(list(world["defs"].assets), selection=["per_target_weights"], raise_on_error=False,
+                         partition_key=dg.MultiPartitionKey({"model": "tiny", "task": "math"}),
+                         instance=dg.DagsterInstance.ephemeral(),
+                         resources={**world["resources"], "settings": SelectionSettings(**{**SETTINGS, "projection_dim": 128})})
+    err = str(next(e for e in res.all_events if e.is_step_failure).step_failure_data.error)
+    assert "was made with other settings" in err and "projection_dim" in err
