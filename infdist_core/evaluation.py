@@ -13,6 +13,7 @@ import sys
 import tempfile
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from infdist_core.gradients import per_sample_losses
@@ -30,14 +31,19 @@ def seeded_subset(rows: list, n: int | None, seed: int, name: str) -> list:
 
 
 @torch.no_grad()
-def target_loss(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> float:
-    """Mean over samples of the mean label-token cross-entropy."""
+def sample_losses(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> np.ndarray:
+    """Mean label-token cross-entropy of every sample (its log-perplexity), float64 (n,)."""
     device = next(model.parameters()).device
     vals = []
     for lo in range(0, len(samples), batch_size):
         batch = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
         vals.append(per_sample_losses(model, batch).cpu())
-    return float(torch.cat(vals).mean())
+    return torch.cat(vals).numpy().astype(np.float64)
+
+
+def target_loss(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> float:
+    """Mean over samples of the mean label-token cross-entropy."""
+    return float(sample_losses(model, samples, pad_id, batch_size).mean())
 
 
 @torch.no_grad()

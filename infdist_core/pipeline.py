@@ -16,7 +16,7 @@ import torch
 
 from infdist_core import baselines, proxies, recovery
 from infdist_core.config import PROXY_AUTO, SelectionConfig
-from infdist_core.gradients import GradientMatrix, per_sample_losses, sample_gradients
+from infdist_core.gradients import GradientMatrix, sample_gradients
 from infdist_core.influence import landmark_scores, propagate_scores
 from infdist_core.landmarks import KRRModel, choose_landmarks, krr_fit
 from infdist_core.modeling import block_pattern, select_parameters
@@ -24,7 +24,7 @@ from infdist_core.preconditioning import AdamMoments
 from infdist_core.projection import HadamardProjector
 from infdist_core.seeding import generator
 from infdist_core.selection import round_robin, top_k
-from infdist_core.tokenization import TokenizedSample, TokenizedSet, pad_batch, tokenize_records, tokenize_sample
+from infdist_core.tokenization import TokenizedSample, TokenizedSet, tokenize_records, tokenize_sample
 from infdist_core.training import TrainConfig, TrainResult, train
 from infdist_core.weights import robust_weights
 
@@ -196,15 +196,11 @@ def select(method: str, cfg: SelectionConfig, n_pool: int, *, scores: TargetScor
     return idx, np.ones(len(idx))
 
 
-@torch.no_grad()
-def pool_losses(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> np.ndarray:
-    """Mean label-token loss of every sample (log-perplexity), for the mid-PPL baseline."""
-    device = next(model.parameters()).device
-    out = []
-    for lo in range(0, len(samples), batch_size):
-        b = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
-        out.append(per_sample_losses(model, b).cpu())
-    return torch.cat(out).numpy().astype(np.float64)
+def pool_losses(model, samples: list[TokenizedSample], pad_id: int) -> np.ndarray:
+    """Per-sample log-perplexity of the pool, for the mid-PPL baseline."""
+    from infdist_core.evaluation import sample_losses
+
+    return sample_losses(model, samples, pad_id)
 
 
 def fine_tune(model, samples: list[TokenizedSample], weights: np.ndarray | None, cfg: SelectionConfig, pad_id: int,
