@@ -26,11 +26,32 @@ def run_partition(defs: dg.Definitions, model: str, task: str, instance: dg.Dags
     return [pool, target]
 
 
+def up_to_date_run(catalog: Path, settings, model: str, task: str) -> str | None:
+    """The run id of the last InfDist eval for this partition if made with these settings and code."""
+    import duckdb
+
+    from infdist_assets.catalog import connect_readonly
+    from infdist_assets.step import code_version
+
+    if not catalog.exists():
+        return None
+    try:
+        con = connect_readonly(catalog)
+        row = con.execute("SELECT run_id FROM lineage WHERE asset = 'infdist/eval_scores' AND partition = ? "
+                          "AND config_hash = ? AND code_version = ? ORDER BY finished_at DESC LIMIT 1",
+                          [f"{model}|{task}", settings.digest(), code_version()]).fetchone()
+        con.close()
+    except duckdb.Error:  # no lineage yet, or an older catalog: recompute
+        return None
+    return row[0] if row else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default="data")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--task", default="gsm8k")
+    ap.add_argument("--force", action="store_true", help="recompute even if this partition is up to date")
     args = ap.parse_args()
     data = Path(args.data).resolve()
     os.environ.setdefault("INFDIST_DATA", str(data))
@@ -41,9 +62,14 @@ def main() -> None:
     from infdist_assets.catalog import connect_readonly
 
     t0 = time.time()
-    with dg.DagsterInstance.get() as instance:
-        run_partition(defs, args.model, args.task, instance)
     catalog = data / "infdist.duckdb"
+    previous = up_to_date_run(catalog, defs.resources["settings"].to_core(), args.model, args.task)
+    if previous and not args.force:
+        print(f"{args.model} x {args.task} is up to date (run {previous}, same settings and code); "
+              "showing its results (--force recomputes).")
+    else:
+        with dg.DagsterInstance.get() as instance:
+            run_partition(defs, args.model, args.task, instance)
     con = connect_readonly(catalog)
     scores = con.execute("SELECT method, metric, round(value, 4) FROM eval_scores WHERE model = ? AND task = ? "
                          "ORDER BY metric, method", [args.model, args.task]).fetchall()

@@ -230,3 +230,14 @@ def test_target_side_refuses_pool_artefacts_made_with_other_settings(world):
                          resources={**world["resources"], "settings": SelectionSettings(**{**SETTINGS, "projection_dim": 128})})
     err = str(next(e for e in res.all_events if e.is_step_failure).step_failure_data.error)
     assert "was made with other settings" in err and "projection_dim" in err
+
+
+def test_demo_recognises_an_up_to_date_partition(world):
+    from infdist_assets.demo import up_to_date_run
+    from infdist_assets.resources import SelectionSettings
+
+    catalog = world["data"] / "infdist.duckdb"
+    same = SelectionSettings(**SETTINGS).to_core()
+    assert up_to_date_run(catalog, same, "tiny", "math") == world["runs"][1].run_id
+    assert up_to_date_run(catalog, same.with_(k=K + 1), "tiny", "math") is None
+    assert up_to_date_run(catalog, same, "tiny", "code") is None  # no eval there
