@@ -143,7 +143,8 @@ def main() -> None:
                "spearman_true_gradients_l256": get("true-gradients"),
                "best_kernel_spearman_l256": max(max(r["kernel"].values()) for r in cands),
                "direct_similarity": direct}
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
+    clean = {k: (None if v != v else round(v, 4)) if isinstance(v, float) else v for k, v in summary.items()}
+    print(json.dumps(clean))  # NaN (a proxy not run) becomes null: strict JSON
 
 
 if __name__ == "__main__":
