@@ -95,8 +95,7 @@ def tiny_llama(vocab_size: int, seed: int = 0, n_layers: int = 4, hidden: int = 
         pad_token_id=pad_token_id,
         attn_implementation="eager",
     )
-    torch.manual_seed(seed)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model.eval()
