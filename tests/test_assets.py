@@ -241,3 +241,16 @@ def test_demo_recognises_an_up_to_date_partition(world):
     assert up_to_date_run(catalog, same, "tiny", "math") == world["runs"][1].run_id
     assert up_to_date_run(catalog, same.with_(k=K + 1), "tiny", "math") is None
     assert up_to_date_run(catalog, same, "tiny", "code") is None  # no eval there
+
+
+def test_the_readme_sql_runs_against_the_catalog(world):
+    sql = (ROOT / "README.md").read_text().split("```sql")[1].split("```")[0]
+    sql = sql.replace("smollm2-135m", "tiny").replace("gsm8k", "math")
+    con = connect_readonly(world["data"] / "infdist.duckdb")
+    counts = []
+    for stmt in sql.split(";"):
+        body = "\n".join(line for line in stmt.splitlines() if not line.strip().startswith("--")).strip()
+        if body:
+            counts.append(len(con.execute(body).fetchall()))
+    con.close()
+    assert len(counts) == 4 and all(counts), f"a README query returned nothing: {counts}"
