@@ -33,7 +33,7 @@ class SelectionConfig:
     a long warm-up, or with grad_params 'blocks' / 'down_proj' as the paper does."""
     warmup_samples: int = 64
     """Random pool samples for the warm-up; paper: 10,000."""
-    warmup_steps: int = 8
+    warmup_steps: int = 6
     """Optimizer steps of warm-up (0: no warm-up, no Adam state)."""
     embedding: str = PROXY_AUTO
     """Proxy embedding spec (see infdist_core.proxies) or 'auto' (chosen by landmark cross-validation)."""
@@ -60,7 +60,7 @@ class SelectionConfig:
     train_epochs: float = 2.0
     train_micro_batch: int = 4
     train_grad_accum: int = 2
-    eval_subset: int = 12
+    eval_subset: int = 10
     """Evaluation rows per benchmark (seeded subset); 0 = all."""
     max_new_tokens: int = 160
     seed: int = 0
