@@ -5,7 +5,6 @@ of them can be materialised for the same partition and compared in the catalog."
 
 
 import json
-import shutil
 
 import dagster as dg
 import numpy as np
@@ -17,7 +16,7 @@ from infdist_core.tokenization import tokenize_records
 from infdist_assets import checks, storage
 from infdist_assets.markdown import table_md
 from infdist_assets.partitions import on_model
-from infdist_assets.pool_assets import GPU_TAGS
+from infdist_assets.pool_assets import GPU_TAGS, base_model
 from infdist_assets.resources import ArtefactStore, SelectionSettings
 from infdist_assets.step import Step
 from infdist_assets.target_assets import target_records
@@ -42,10 +41,9 @@ def _selection_inputs(step: Step, method: str, n_pool: int) -> dict:
     if method == "mid_ppl":
         return {"losses": step.load("pool_perplexity").column("loss").to_numpy()}
     if method == "rds":
-        path = step.registry.model_path(step.model)
-        tok = load_tokenizer(path)
+        model, tok = base_model(step)
         ts = tokenize_records(tok, target_records(step), step.cfg.max_length).samples
-        E_t = proxies.compute_proxy(load_model(path, step.cfg.device), ts, tok.pad_token_id, "rds").vectors
+        E_t = proxies.compute_proxy(model, ts, tok.pad_token_id, "rds").vectors
         return {"E_pool": storage.column_matrix(step.load("rds_embeddings"), "embedding"), "E_targets": E_t}
     if method == "grad":
         return {"E_pool": storage.column_matrix(step.load("pool_gradients"), "gradient"),
@@ -80,17 +78,11 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         sel = step.load(f"{method}/selected_subset", target_side=True)
         samples = storage.table_samples(step.load("sampled_pool"))
         chosen = [samples[i] for i in sel.column("pool_index").to_pylist()]
-        base = step.registry.model_path(step.model)
-        model, tok = load_model(base, step.cfg.device), load_tokenizer(base)
+        model, tok = base_model(step)
         res = pipeline.fine_tune(model, chosen, sel.column("weight").to_numpy(), step.cfg, tok.pad_token_id,
                                  progress=step.progress("fine-tune", 5))
         final = step.checkpoint_dir()
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        storage.replace_folder(tmp, final)
-        size, digest = storage.folder_digest(final)
+        size, digest = storage.save_checkpoint(model, tok, final)
         step.write(pa.table({"model_path": [str(final)], "bytes": [size], "sha256": [digest], "steps": [res.steps],
                              "losses": [json.dumps(res.losses)]}), extra={"model_path": str(final)})
         return step.finish(1, {"steps": res.steps, "first_loss": res.losses[0], "last_loss": res.losses[-1],

@@ -3,8 +3,6 @@ gradients -> pool (JVP/proxy) embeddings -> KRR coefficients; plus the baselines
 
 
 
-import shutil
-
 import dagster as dg
 import numpy as np
 import pyarrow as pa
@@ -32,6 +30,16 @@ def selection_model(step: Step):
     return load_model(meta["model_path"], step.cfg.device)
 
 
+def base_tokenizer(step: Step):
+    return load_tokenizer(step.registry.model_path(step.model))
+
+
+def base_model(step: Step):
+    """The registered (not warmed-up) model and its tokenizer."""
+    path = step.registry.model_path(step.model)
+    return load_model(path, step.cfg.device), load_tokenizer(path)
+
+
 def warmup_moments(step: Step, model):
     meta = step.load_meta("warmup_checkpoint")
     if not (step.cfg.adam_aware and meta.get("adam_state")):
@@ -46,7 +54,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(**common, kinds={"parquet"}, description="Seeded random sample of the pool, tokenised with the model's chat template.")
     def sampled_pool(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        tok = load_tokenizer(step.registry.model_path(step.model))
+        tok = base_tokenizer(step)
         try:
             records = load_records(step.registry.pool)
             pool = pipeline.sample_pool(records, tok, step.cfg)
@@ -62,23 +70,16 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
               description="Brief AdamW warm-up on random pool samples (Sec. 5.1); checkpoint + Adam state.")
     def warmup_checkpoint(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        base = step.registry.model_path(step.model)
         samples = pool_samples(step)
-        model = load_model(base, step.cfg.device)
-        tok = load_tokenizer(base)
+        model, tok = base_model(step)
         res = pipeline.warm_up(model, samples, step.cfg, tok.pad_token_id, progress=step.progress("warm-up", 2))
         if res is None:
-            record = {"model_path": str(base), "adam_state": None, "steps": 0}
+            record = {"model_path": str(step.registry.model_path(step.model)), "adam_state": None, "steps": 0}
             size, digest, losses = 0, "", []
         else:
             final = step.checkpoint_dir()
-            tmp = final.with_name(final.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
-            save_adam_state(res, model, tmp / "adam_state.safetensors")
-            storage.replace_folder(tmp, final)
-            size, digest = storage.folder_digest(final)
+            size, digest = storage.save_checkpoint(model, tok, final,
+                                                   also=lambda d: save_adam_state(res, model, d / "adam_state.safetensors"))
             record = {"model_path": str(final), "adam_state": str(final / "adam_state.safetensors"), "steps": res.steps}
             losses = res.losses
         table = pa.table({"model_path": [record["model_path"]], "bytes": [size], "sha256": [digest],
@@ -95,7 +96,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         samples = pool_samples(step)
         model = selection_model(step)
         moments = warmup_moments(step, model)
-        tok = load_tokenizer(step.registry.model_path(step.model))
+        tok = base_tokenizer(step)
         idx = pipeline.landmark_indices(len(samples), step.cfg)
         g = pipeline.compute_gradients(model, [samples[i] for i in idx], step.cfg, tok.pad_token_id, moments,
                                        progress=step.progress("landmark gradients"))
@@ -118,7 +119,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         step = Step.begin(context, store, settings)
         samples = pool_samples(step)
         model = selection_model(step)
-        tok = load_tokenizer(step.registry.model_path(step.model))
+        tok = base_tokenizer(step)
         lg = step.load("landmark_gradients")
         valid = np.asarray(lg.column("valid").to_pylist())
         idx = lg.column("pool_index").to_numpy()[valid]
@@ -175,8 +176,8 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     def pool_perplexity(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         samples = pool_samples(step)
-        path = step.registry.model_path(step.model)
-        losses = pipeline.pool_losses(load_model(path, step.cfg.device), samples, load_tokenizer(path).pad_token_id)
+        model, tok = base_model(step)
+        losses = pipeline.pool_losses(model, samples, tok.pad_token_id)
         step.write(pa.table({"pool_index": np.arange(len(samples)), "loss": losses}))
         return step.finish(len(samples), {"mean_loss": float(losses.mean())})
 
@@ -185,8 +186,8 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     def rds_embeddings(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         samples = pool_samples(step)
-        path = step.registry.model_path(step.model)
-        pe = proxies.compute_proxy(load_model(path, step.cfg.device), samples, load_tokenizer(path).pad_token_id, "rds")
+        model, tok = base_model(step)
+        pe = proxies.compute_proxy(model, samples, tok.pad_token_id, "rds")
         step.write(pa.table({"pool_index": np.arange(len(samples)), "embedding": storage.vectors_column(pe.vectors)}))
         return step.finish(len(samples), {"seconds_per_sample": pe.seconds_per_sample})
 
@@ -196,7 +197,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         step = Step.begin(context, store, settings)
         samples = pool_samples(step)
         model = selection_model(step)
-        g = pipeline.compute_gradients(model, samples, step.cfg, load_tokenizer(step.registry.model_path(step.model)).pad_token_id,
+        g = pipeline.compute_gradients(model, samples, step.cfg, base_tokenizer(step).pad_token_id,
                                        warmup_moments(step, model), progress=step.progress("pool gradients", 50))
         step.write(pa.table({"pool_index": np.arange(len(samples)), "valid": g.valid, "gradient": storage.vectors_column(g.vectors)}))
         return step.finish(len(samples), {"seconds_per_sample": g.seconds / len(samples)})

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -99,6 +99,19 @@ def folder_digest(path: Path) -> tuple[int, str]:
                 h.update(block)
         size += f.stat().st_size
     return size, h.hexdigest()
+
+
+def save_checkpoint(model, tokenizer, final: Path, also: Callable[[Path], None] | None = None) -> tuple[int, str]:
+    """Save model and tokenizer (and whatever ``also`` writes into the folder) to a temporary
+    folder, swap it into ``final``, and return its size and SHA-256 (``folder_digest``)."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if also is not None:
+        also(tmp)
+    replace_folder(tmp, final)
+    return folder_digest(final)
 
 
 def replace_folder(tmp: Path, final: Path) -> None:

@@ -8,13 +8,12 @@ import numpy as np
 import pyarrow as pa
 
 from infdist_core import pipeline, recovery
-from infdist_core.modeling import load_tokenizer
 from infdist_core.records import RecordError, load_records
 from infdist_core.tokenization import tokenize_records
 from infdist_assets import checks, storage
 from infdist_assets.markdown import histogram_md, table_md
 from infdist_assets.partitions import on_model
-from infdist_assets.pool_assets import GPU_TAGS, selection_model
+from infdist_assets.pool_assets import GPU_TAGS, base_tokenizer, selection_model
 from infdist_assets.resources import ArtefactStore, SelectionSettings
 from infdist_assets.step import Step
 
@@ -40,7 +39,7 @@ def build(partitions: dg.PartitionsDefinition) -> list:
               description="Projected, normalised gradients of the task's target samples (same projection as the landmarks).")
     def target_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        tok = load_tokenizer(step.registry.model_path(step.model))
+        tok = base_tokenizer(step)
         ts = tokenize_records(tok, target_records(step), step.cfg.max_length)
         if not ts.samples:
             raise dg.Failure(description=f"task {step.task}: no target sample has assistant tokens within max_length "
