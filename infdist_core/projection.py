@@ -114,18 +114,17 @@ class HadamardProjector:
         self.backend = hadamard.pick_backend(self.device, backend)
         lay = self.layout
         g = generator(seed, "hadamard", in_dim, out_dim, lay.n_hadamard)
-        if lay.masked and in_dim - lay.n_hadamard <= MASK_IF_WITHIN * lay.n_hadamard:
-            # few coordinates dropped: a cyclic window at a random offset keeps every coordinate
-            # with probability N/in_dim, like a random subset, and is copied without a gather
-            start = int(torch.randint(0, in_dim, (1,), generator=g))
-            self.mask_index = ((torch.arange(lay.n_hadamard) + start) % in_dim).sort().values
+        self.mask_index = None
+        scale = 1.0
+        if lay.masked:
+            if in_dim - lay.n_hadamard <= MASK_IF_WITHIN * lay.n_hadamard:
+                # few coordinates dropped: a cyclic window at a random offset keeps every coordinate
+                # with probability N/in_dim, like a random subset, and is copied without a gather
+                start = int(torch.randint(0, in_dim, (1,), generator=g))
+                self.mask_index = ((torch.arange(lay.n_hadamard) + start) % in_dim).sort().values
+            else:
+                self.mask_index = torch.randperm(in_dim, generator=g)[: lay.n_hadamard].sort().values
             scale = math.sqrt(in_dim / lay.n_hadamard)
-        elif lay.masked:
-            self.mask_index = torch.randperm(in_dim, generator=g)[: lay.n_hadamard].sort().values
-            scale = math.sqrt(in_dim / lay.n_hadamard)
-        else:
-            self.mask_index = None
-            scale = 1.0
         signs = torch.randint(0, 2, (lay.n_hadamard,), generator=g, dtype=torch.int8)
         # signs of the kept coordinates only (padding is zero), with the mask scale folded in
         n_real = lay.n_hadamard if lay.masked else in_dim
@@ -140,6 +139,9 @@ class HadamardProjector:
         self._h_rows = hadamard.hadamard_rows(self.row_index, lay.rows).to(self.device)
         self._out_scale = 1.0 / math.sqrt(out_dim)
         self._buffer: torch.Tensor | None = None
+        self._mask_runs: dict[tuple[int, int], tuple] = {}
+        self._premult_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_input_norm = float("nan")
 
     @property
     def output_flat_index(self) -> torch.Tensor:
@@ -152,16 +154,6 @@ class HadamardProjector:
             self._buffer = torch.zeros(self.layout.n_hadamard, dtype=torch.float32, device=self.device)
         return self._buffer
 
-    def _load(self, v: torch.Tensor) -> torch.Tensor:
-        """Signed (and masked or zero-padded) copy of ``v`` in the workspace: one pass."""
-        buf = self._workspace()
-        if self.mask_index is not None:
-            torch.mul(v.index_select(0, self.mask_index.to(v.device)), self.signs, out=buf)
-        else:
-            torch.mul(v, self.signs, out=buf[: self.in_dim])
-            buf[self.in_dim :].zero_()  # the transform below overwrote last call's padding
-        return buf
-
     def _transform_and_pick(self, buf: torch.Tensor) -> torch.Tensor:
         lay = self.layout
         grid = buf.view(lay.rows, lay.cols)
@@ -170,20 +162,11 @@ class HadamardProjector:
         out = (self._h_rows @ picked).reshape(-1)  # rows R of H_m X H_n, columns C
         return out.index_select(0, self.pick.to(out.device)).mul_(self._out_scale)
 
-    def _project_one(self, v: torch.Tensor) -> torch.Tensor:
-        return self._transform_and_pick(self._load(v))
+    def _load(self, parts: list[torch.Tensor], signs: torch.Tensor) -> torch.Tensor:
+        """Signed copy of the concatenated ``parts`` in the workspace (masked or zero-padded): one pass.
 
-    def project_parts(self, parts: list[torch.Tensor], premultiplier: torch.Tensor | None = None) -> torch.Tensor:
-        """Project the concatenation of ``parts`` (times ``premultiplier``) without building it.
-
-        Each part is written once, signed, straight into the workspace; this replaces the copy a
-        caller would need anyway to flatten per-parameter gradients (``gradients.py``).
-        ``premultiplier`` (shape (in_dim,), e.g. the Adam scale ``a``) is folded into the signs.
-        With pre-masking, each part contributes the contiguous run of kept coordinates it holds.
-        Sets ``last_input_norm``: the norm of the (premultiplied) input over the kept coordinates,
-        rescaled like the projection (exact without masking, unbiased for its square with it).
+        With pre-masking, each part contributes the contiguous stretch of kept coordinates it holds.
         """
-        signs = self.signs if premultiplier is None else self._signed_premultiplier(premultiplier)
         buf = self._workspace()
         sizes = [p.numel() for p in parts]
         if sum(sizes) != self.in_dim:
@@ -193,7 +176,7 @@ class HadamardProjector:
             flat = part.reshape(-1).to(buf.dtype)
             if self.mask_index is None:
                 torch.mul(flat, signs[off : off + size], out=buf[off : off + size])
-            else:  # the kept coordinates of this part land in a contiguous stretch of the workspace
+            else:
                 a, b, local, runs = self._mask_run(off, size)
                 if runs is not None:  # a few contiguous runs (window mask): fused copy-and-sign
                     for lo, hi, pos in runs:
@@ -202,14 +185,30 @@ class HadamardProjector:
                     torch.index_select(flat, 0, local.to(flat.device), out=buf[a:b])
                     buf[a:b].mul_(signs[a:b])
             off += size
-        buf[off if self.mask_index is None else self.layout.n_hadamard :].zero_()
+        buf[off if self.mask_index is None else self.layout.n_hadamard :].zero_()  # last call's transform
+        return buf
+
+    def _project_one(self, v: torch.Tensor) -> torch.Tensor:
+        return self._transform_and_pick(self._load([v], self.signs))
+
+    def project_parts(self, parts: list[torch.Tensor], premultiplier: torch.Tensor | None = None) -> torch.Tensor:
+        """Project the concatenation of ``parts`` (times ``premultiplier``) without building it.
+
+        Each part is written once, signed, straight into the workspace; this replaces the copy a
+        caller would need anyway to flatten per-parameter gradients (``gradients.py``).
+        ``premultiplier`` (shape (in_dim,), e.g. the Adam scale ``a``) is folded into the signs.
+        Sets ``last_input_norm``: the norm of the (premultiplied) input over the kept coordinates,
+        rescaled like the projection (exact without masking, unbiased for its square with it).
+        """
+        signs = self.signs if premultiplier is None else self._signed_premultiplier(premultiplier)
+        buf = self._load(parts, signs)
         self.last_input_norm = float(torch.linalg.vector_norm(buf))
         return self._transform_and_pick(buf)
 
     def _mask_run(self, off: int, size: int):
         """Workspace span [a, b) of this part's kept coordinates, their local indices, and their
         contiguous runs ``(lo, hi, workspace position)`` when there are few (else None)."""
-        cache = self.__dict__.setdefault("_mask_runs", {})
+        cache = self._mask_runs
         if (off, size) not in cache:
             a = int(torch.searchsorted(self.mask_index, off))
             b = int(torch.searchsorted(self.mask_index, off + size))
@@ -224,7 +223,7 @@ class HadamardProjector:
 
     def _signed_premultiplier(self, premultiplier: torch.Tensor) -> torch.Tensor:
         """``signs * premultiplier`` over the kept coordinates, computed once per premultiplier."""
-        cached = getattr(self, "_premult_cache", None)
+        cached = self._premult_cache
         if cached is None or cached[0] is not premultiplier:
             pm = premultiplier.to(self.signs.device, torch.float32)
             if self.mask_index is not None:
