@@ -51,7 +51,7 @@ def write_lineage(root: Path, record: dict[str, Any]) -> Path:
 
 
 def _views(root: Path, asset_keys: list[str]) -> dict[str, str]:
-    views = {name: glob for name, glob in RESULT_VIEWS.items()}
+    views = dict(RESULT_VIEWS)
     for key in asset_keys:
         views["asset_" + key.replace("/", "__")] = f"assets/{key}/**/data.parquet"
     return {name: glob for name, glob in views.items() if any(root.glob(glob))}

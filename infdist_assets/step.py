@@ -81,8 +81,8 @@ class Step:
         d = self.store.path / "checkpoints" / self.asset / self.model
         return d / self.task if self.task else d
 
-    def load(self, asset: str, name: str = "data.parquet", target_side: bool = False) -> pa.Table:
-        """Read an upstream artefact, record it as consumed, refuse incompatible settings."""
+    def load_meta(self, asset: str, name: str = "data.parquet", target_side: bool = False) -> dict:
+        """An upstream artefact's sidecar: recorded as consumed, refused if made with other settings."""
         path = self.path(asset, name, target_side)
         try:
             meta = storage.read_meta(path)
@@ -97,11 +97,12 @@ class Step:
         entry = {"asset": asset, "partition": meta.get("partition"), "run_id": meta.get("run_id"), "file": name}
         if entry not in self.upstream:
             self.upstream.append(entry)
-        return storage.read_table(path)
+        return meta
 
-    def load_meta(self, asset: str, name: str = "data.parquet", target_side: bool = False) -> dict:
-        self.load(asset, name, target_side)
-        return storage.read_meta(self.path(asset, name, target_side))
+    def load(self, asset: str, name: str = "data.parquet", target_side: bool = False) -> pa.Table:
+        """Read an upstream artefact's table (after ``load_meta``'s checks)."""
+        self.load_meta(asset, name, target_side)
+        return storage.read_table(self.path(asset, name, target_side))
 
     def write(self, table: pa.Table, name: str = "data.parquet", extra: dict | None = None) -> Path:
         path = self.path(name=name)

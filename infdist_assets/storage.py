@@ -55,7 +55,7 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 
 def read_table(path: Path) -> pa.Table:
-    read_meta(path)
+    """The Parquet table at ``path`` (check completeness with ``read_meta`` first)."""
     return pq.read_table(path)
 
 
