@@ -6,7 +6,9 @@ gradients over all parameters, Hadamard-projected to ``--dim`` and normalised; p
 targets of <g_i, g_t>. For l random landmarks (``--draws`` draws), p is propagated by RBF kernel
 ridge regression on each proxy embedding (median-heuristic bandwidth times a scale, damping 0.01,
 centred) and compared with the true p on the non-landmarks (Spearman), plus the paper's Fig. 7
-gradient-recovery cosine. Last line: one JSON object.
+gradient-recovery cosine. Gradient proxies are also run with the direct term (``+direct``: the
+regression's linear part on each gradient part's cosine to the same part of the targets',
+``landmarks.DirectTerm``; fitted per target, predictions averaged). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from scipy.stats import spearmanr
 
 from infdist_core import proxies
 from infdist_core.gradients import sample_gradients
-from infdist_core.landmarks import krr_fit
+from infdist_core.landmarks import DirectTerm, krr_fit, part_slices
 from infdist_core.modeling import load_model, load_tokenizer, select_parameters
 from infdist_core.pipeline import warm_up
 from infdist_core.config import SelectionConfig
@@ -30,26 +32,27 @@ from infdist_core.projection import HadamardProjector
 from infdist_core.records import load_records
 from infdist_core.tokenization import tokenize_records
 
-CANDIDATES = ["jvp-hidden:4:2", "jvp-logits:4:2", "jvp-hidden-last:2:2", "jvp-hidden-concat:4:4", "rds",
-              "grad-last:1", "grad-last:2", "grad-last:4", "grad-head:64"]
-COMBOS = [("grad-last:1", "rds"), ("grad-last:2", "jvp-hidden:4:2"), ("grad-last:2", "grad-head:64")]
+CANDIDATES = ["jvp-hidden:4:2", "jvp-logits:4:2", "rds", "grad-last:2", "grad-head", "grad-last:2+grad-head",
+              "grad-last:4+grad-head"]
+COMBOS = [("grad-last:2", "jvp-hidden:4:2")]  # concatenations of separately computed proxies
 
 
 def rowcos(a, b):
     return float(np.mean((a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)))
 
 
-def evaluate(E, G, p, ell, draws, seed, scale=1.0, center=True, damping=0.01, with_cos=False):
+def evaluate(E, G, P, ell, draws, seed, scale=1.0, center=True, damping=0.01, with_cos=False, direct=None):
+    """Mean over landmark draws of Spearman(mean_t p_hat, mean_t p) on the non-landmarks; P is (n, t)."""
     rhos, coss, means = [], [], []
-    n = len(E)
+    n, p = len(E), P.mean(1)
+    kw = dict(damping=damping, bandwidth_scale=scale, center=center)
     for d in range(draws):
         lm = np.random.default_rng(seed + d).choice(n, ell, replace=False)
         rest = np.setdiff1d(np.arange(n), lm)
-        rhs = np.concatenate([p[lm, None], G[lm]], axis=1) if with_cos else p[lm, None]
-        pred = krr_fit(E[lm], rhs, damping=damping, bandwidth_scale=scale, center=center).predict(E[rest])
-        rhos.append(spearmanr(pred[:, 0], p[rest]).statistic)
+        pred = krr_fit(E[lm], P[lm] if direct else p[lm], direct=direct, **kw).predict(E[rest]).mean(1)
+        rhos.append(spearmanr(pred, p[rest]).statistic)
         if with_cos:
-            coss.append(rowcos(pred[:, 1:], G[rest]))
+            coss.append(rowcos(krr_fit(E[lm], G[lm], **kw).predict(E[rest]), G[rest]))
             means.append(rowcos(np.broadcast_to(G[lm].mean(0), G[rest].shape), G[rest]))
     out = {"spearman": float(np.mean(rhos))}
     if with_cos:
@@ -94,19 +97,26 @@ def main() -> None:
     G = sample_gradients(model, pool, params, proj, pad, moments=moments).vectors.astype(np.float64)
     t_true = (time.perf_counter() - t0) / len(pool)
     T = sample_gradients(model, targets, params, proj, pad).vectors.astype(np.float64)
-    p = (G @ T.T).mean(1)
+    P = G @ T.T
+    p = P.mean(1)
     print(f"true gradients: {t_true:.2f} s/sample; n={len(pool)}, {len(targets)} targets; "
           f"mean pairwise cosine {float(np.mean((G @ G.T)[np.triu_indices(len(G), 1)])):.3f}")
     ells = [int(x) for x in args.landmarks.split(",") if int(x) < len(pool)]
-    emb, cost = {}, {}
+    emb, cost, directs = {}, {}, {}
     for spec in [c for c in args.candidates.split(",") if c]:
         pe = proxies.compute_proxy(model, pool, pad, spec, dim=4096, seed=0)
         emb[spec], cost[spec] = pe.vectors.astype(np.float64), pe.seconds_per_sample
         print(f"  embedded {spec}: {pe.seconds_per_sample:.3f} s/sample", flush=True)
+        slices = part_slices(pe.widths, proxies.gradient_parts(spec))
+        if slices:
+            te = proxies.compute_proxy(model, targets, pad, spec, dim=4096, seed=0).vectors.astype(np.float64)
+            directs[spec] = DirectTerm(te, slices)
     for a, b in COMBOS:
         if a in emb and b in emb:
             emb[f"{a}+{b}"] = np.concatenate([emb[a], emb[b]], axis=1) / np.sqrt(2)
             cost[f"{a}+{b}"] = cost[a] + cost[b]
+    for spec, dt in directs.items():
+        emb[f"{spec}+direct"], cost[f"{spec}+direct"] = emb[spec], cost[spec]
     emb["true-gradients"], cost["true-gradients"] = G, t_true
     rows = []
     header = f"{'proxy':28} {'s/sample':>8} " + " ".join(f"{'l=' + str(e):>7}" for e in ells) + \
@@ -114,10 +124,11 @@ def main() -> None:
     print(header)
     for spec, E in emb.items():
         r = {"embedding": spec, "seconds_per_sample": cost[spec]}
+        dt = directs.get(spec.removesuffix("+direct")) if spec.endswith("+direct") else None
         for ell in ells:
-            r[f"l{ell}"] = evaluate(E, G, p, ell, args.draws, 0, with_cos=(ell == 256))
+            r[f"l{ell}"] = evaluate(E, G, P, ell, args.draws, 0, with_cos=(ell == 256), direct=dt)
         ell_k = 256 if 256 in ells else ells[-1]
-        kern = {f"{s}-{c}": evaluate(E, G, p, ell_k, args.draws, 0, scale=s, center=c)["spearman"]
+        kern = {f"{s}-{c}": evaluate(E, G, P, ell_k, args.draws, 0, scale=s, center=c, direct=dt)["spearman"]
                 for s in (0.5, 1.0, 2.0, 4.0) for c in (True, False)}
         best_k = max(kern, key=kern.get)
         r["kernel"] = kern
@@ -125,12 +136,8 @@ def main() -> None:
         cos = r.get("l256", {}).get("grad_cosine", float("nan"))
         print(f"{spec:28} {cost[spec]:>8.3f} " + " ".join(f"{r[f'l{e}']['spearman']:>7.3f}" for e in ells) +
               f" {cos:>8.3f} {best_k:>10} {kern[best_k]:>19.3f}", flush=True)
-    direct = {}
-    for spec in ("rds", "grad-last:1"):
-        if spec in emb:
-            pe = proxies.compute_proxy(model, targets, pad, spec, dim=4096, seed=0).vectors.astype(np.float64)
-            direct[spec] = float(spearmanr((emb[spec] @ pe.T).mean(1), p).statistic)
-    print(f"direct similarity to the targets, no landmarks: {direct}")
+    direct = {spec: float(spearmanr(dt.features(emb[spec]).mean(axis=(1, 2)), p).statistic) for spec, dt in directs.items()}
+    print(f"direct similarity to the targets, no landmarks (mean part cosine): {direct}")
     key = "l256" if 256 in ells else f"l{ells[-1]}"
     cands = [r for r in rows if r["embedding"] != "true-gradients"]
     best = max(cands, key=lambda r: r[key]["spearman"])

@@ -10,6 +10,12 @@ RBF kernel ``k(x, y) = exp(-|x - y|^2 / h^2)``, ``h^2`` = median squared distanc
 landmarks times ``bandwidth_scale`` unless given; ``delta = damping * mean(diag K_LL)``.
 With ``center=True`` the landmark mean of the targets is subtracted before and added after, so
 samples far from every landmark fall back to the mean instead of to zero.
+
+With a ``DirectTerm`` the regression gets a linear part: when the proxy embedding is made of
+partial gradients (``proxies.GRADIENT_KINDS``), each part's cosine to the same part of a target's
+embedding is a direct, landmark-free estimate of that target's score. Per target, least squares
+on the landmarks fits ``p ~ b_0 + sum_k b_k cos_k``, and the kernel regression propagates only
+the residual (a control variate; it recovers what the partial gradients miss).
 """
 
 from __future__ import annotations
@@ -46,6 +52,40 @@ def rbf_kernel(X: np.ndarray, Y: np.ndarray, bandwidth2: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class DirectTerm:
+    """The linear part's features: per gradient part, a sample's cosine to each target.
+
+    Attributes
+    ----------
+    targets : array of shape (t, e), the targets' proxy embeddings (same spec as the samples')
+    slices : ((start, stop), ...) column ranges of the gradient parts
+    """
+
+    targets: np.ndarray
+    slices: tuple[tuple[int, int], ...]
+
+    def features(self, E: np.ndarray) -> np.ndarray:
+        """Cosines of shape (n, t, parts); 0 where a part is zero."""
+        E = np.asarray(E, dtype=np.float64)
+        if E.shape[1] != self.targets.shape[1]:
+            raise ValueError(f"embeddings have {E.shape[1]} columns, the targets' {self.targets.shape[1]}")
+        out = np.zeros((len(E), len(self.targets), len(self.slices)))
+        for k, (lo, hi) in enumerate(self.slices):
+            a, b = E[:, lo:hi], np.asarray(self.targets[:, lo:hi], dtype=np.float64)
+            na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+            out[:, :, k] = (a @ b.T) / np.maximum(np.outer(na, nb), 1e-30) * np.outer(na > 0, nb > 0)
+        return out
+
+
+def part_slices(widths: tuple[int, ...] | list[int], mask: tuple[bool, ...] | list[bool]) -> tuple[tuple[int, int], ...]:
+    """Column ranges of the parts whose ``mask`` is true, for parts of the given widths."""
+    if len(widths) != len(mask):
+        raise ValueError(f"{len(widths)} part widths but {len(mask)} mask entries")
+    ends = np.cumsum([0, *widths])
+    return tuple((int(ends[i]), int(ends[i + 1])) for i, m in enumerate(mask) if m)
+
+
+@dataclass(frozen=True)
 class KRRModel:
     """A fitted landmark regression: enough to propagate to any sample's embedding.
 
@@ -55,8 +95,9 @@ class KRRModel:
     dual : array of shape (l, t)
         ``(K_LL + delta I)^{-1} (P_L - offset)``.
     offset : array of shape (t,)
-        Landmark mean of the targets (zeros when not centred).
+        Landmark mean of the targets (zeros when not centred), plus the linear part's intercept.
     bandwidth2, delta : float
+    direct, beta : the linear part (``DirectTerm``, coefficients of shape (parts, t)), or None
     """
 
     E_landmarks: np.ndarray
@@ -64,17 +105,21 @@ class KRRModel:
     offset: np.ndarray
     bandwidth2: float
     delta: float
+    direct: DirectTerm | None = None
+    beta: np.ndarray | None = None
 
     def predict(self, E: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
         """``p_hat`` of shape (n, t) for embeddings of shape (n, e), streamed in chunks."""
         out = np.empty((len(E), self.dual.shape[1]), dtype=np.float64)
         for lo in range(0, len(E), chunk):
-            Kc = rbf_kernel(np.asarray(E[lo : lo + chunk], dtype=np.float64), self.E_landmarks, self.bandwidth2)
-            out[lo : lo + chunk] = Kc @ self.dual + self.offset
+            Ec = np.asarray(E[lo : lo + chunk], dtype=np.float64)
+            out[lo : lo + chunk] = rbf_kernel(Ec, self.E_landmarks, self.bandwidth2) @ self.dual + self.offset
+            if self.direct is not None:
+                out[lo : lo + chunk] += np.einsum("ntk,kt->nt", self.direct.features(Ec), self.beta)
         return out
 
     def coefficients(self, E: np.ndarray, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
-        """Rows of ``C`` (Eq. 10) chunk by chunk, each of shape (chunk, l)."""
+        """Rows of ``C`` (Eq. 10) chunk by chunk, each of shape (chunk, l): the kernel part only."""
         l = len(self.E_landmarks)
         K = rbf_kernel(self.E_landmarks, self.E_landmarks, self.bandwidth2) + self.delta * np.eye(l)
         factor = scipy.linalg.cho_factor(K)
@@ -90,6 +135,7 @@ def krr_fit(
     bandwidth2: float | None = None,
     bandwidth_scale: float = 1.0,
     center: bool = True,
+    direct: DirectTerm | None = None,
 ) -> KRRModel:
     """Fit the landmark regression once for all targets (multiple right-hand sides).
 
@@ -100,6 +146,8 @@ def krr_fit(
         Exact influence of the landmarks, per target (or gradients: any per-landmark rows).
     damping : float
         Ridge term relative to the mean of the kernel diagonal (paper: 0.01).
+    direct : DirectTerm, optional
+        Linear part fitted first by least squares per target (one column of ``P`` per target).
     """
     EL = as_numpy(E_landmarks, "E_landmarks", 2)
     PL = as_numpy(P_landmarks, "P_landmarks", (1, 2))
@@ -115,9 +163,19 @@ def krr_fit(
         raise ValueError(f"bandwidth must be positive, got {h2}")
     K = rbf_kernel(EL, EL, h2)
     delta = damping * float(np.mean(np.diag(K)))
+    beta, base = None, np.zeros(PL.shape[1])
+    if direct is not None:
+        D = direct.features(EL)
+        if D.shape[1] != PL.shape[1]:
+            raise ValueError(f"the direct term has {D.shape[1]} targets but P_landmarks {PL.shape[1]} columns")
+        beta = np.zeros((D.shape[2], PL.shape[1]))
+        for t in range(PL.shape[1]):
+            coef = np.linalg.lstsq(np.c_[D[:, t, :], np.ones(len(EL))], PL[:, t], rcond=None)[0]
+            beta[:, t], base[t] = coef[:-1], coef[-1]
+        PL = PL - np.einsum("ltk,kt->lt", D, beta) - base
     offset = PL.mean(0) if center else np.zeros(PL.shape[1])
     dual = scipy.linalg.solve(K + delta * np.eye(len(K)), PL - offset, assume_a="pos")
-    return KRRModel(EL, dual, offset, h2, delta)
+    return KRRModel(EL, dual, offset + base, h2, delta, direct, beta)
 
 
 def krr_propagate(
@@ -129,6 +187,7 @@ def krr_propagate(
     bandwidth_scale: float = 1.0,
     center: bool = True,
     chunk: int = DEFAULT_CHUNK,
+    direct: DirectTerm | None = None,
 ) -> np.ndarray:
     """Propagate landmark influence to every pool sample (Eq. 10).
 
@@ -143,7 +202,7 @@ def krr_propagate(
     p_hat : float64 array of shape (n, t) (or (n,) when P_landmarks is 1-D)
     """
     E = as_numpy(E_pool, "E_pool", 2)
-    model = krr_fit(E_landmarks, P_landmarks, damping, bandwidth2, bandwidth_scale, center)
+    model = krr_fit(E_landmarks, P_landmarks, damping, bandwidth2, bandwidth_scale, center, direct)
     if E.shape[1] != model.E_landmarks.shape[1]:
         raise ValueError(f"E_pool has {E.shape[1]} columns but E_landmarks has {model.E_landmarks.shape[1]}")
     out = model.predict(E, chunk)

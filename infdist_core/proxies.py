@@ -10,11 +10,17 @@ A proxy is named by a spec string; ``+`` concatenates (each part L2-normalised f
 - ``rds``                 RDS+: position-weighted mean pool of the last hidden states
 - ``grad-last[:B]``       loss gradient w.r.t. the last B blocks + final norm, Hadamard-projected
                           (a forward pass and a backward pass that stops there)
-- ``grad-head[:A]``       loss gradient w.r.t. the LM head, ``sum_t (p_t - y_t) h_t'``, sketched as
-                          ``S_V' dW S_H`` with seeded Gaussian ``S_V`` (V x A), ``S_H`` (H x A): the
-                          A*A features cost one forward pass and two thin matmuls, no backward
+- ``grad-head``           loss gradient w.r.t. the LM head alone, ``mean_t (p_t - y_t) h_t'``,
+                          Hadamard-projected (a forward pass; the backward stops at the head).
+                          ``grad-last:B+grad-head`` shares one forward and one partial backward.
+- ``grad-head-sketch[:A]`` the same gradient sketched as ``S_V' dW S_H`` with seeded Gaussian
+                          ``S_V`` (V x A), ``S_H`` (H x A): A*A features, two thin matmuls, no
+                          V x H matrix (cheaper, noisier: a Kronecker sketch)
 
-Every proxy returns L2-normalised float32 rows and its measured seconds per sample.
+Every proxy returns L2-normalised float32 rows and its measured seconds per sample. The gradient
+kinds (``GRADIENT_KINDS``) estimate inner products of true gradient blocks, so a sample's part can
+be compared with the same part of a target's (``direct.py``); a concatenation keeps each part's
+width in ``ProxyEmbedding.widths``.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from infdist_core.gradients import sample_gradients
 from infdist_core.jvp import jvp_embeddings
 from infdist_core.modeling import block_pattern, decoder_layers, select_parameters
 from infdist_core.projection import HadamardProjector, RademacherProjector
-from infdist_core.tokenization import TokenizedSample, pad_batch
+from infdist_core.tokenization import IGNORE, TokenizedSample, pad_batch
+
+
+GRADIENT_KINDS = ("grad-last", "grad-head", "grad-head-sketch")
 
 
 @dataclass
@@ -37,6 +46,12 @@ class ProxyEmbedding:
     spec: str
     vectors: np.ndarray  # (n, e) float32, unit rows (zero rows for invalid samples)
     seconds_per_sample: float
+    widths: tuple[int, ...] = ()  # columns of each ``+`` part, in spec order (each part scaled by 1/sqrt(parts))
+
+
+def gradient_parts(spec: str) -> tuple[bool, ...]:
+    """For each ``+`` part of ``spec``: does it estimate a gradient block (so it has a direct similarity)?"""
+    return tuple(parse_spec(s)[0] in GRADIENT_KINDS for s in spec.split("+"))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -87,6 +102,43 @@ def head_gradient_sketch(model, samples: list[TokenizedSample], pad_id: int, wid
     return torch.cat(rows).numpy()
 
 
+def partial_gradients(model, samples: list[TokenizedSample], pad_id: int, blocks: int, head: bool, dim: int,
+                      seed: int) -> list[np.ndarray]:
+    """Projected loss gradients w.r.t. the last ``blocks`` blocks (+ final norm) and/or the LM head,
+    from one forward pass and one backward pass that stops at the earliest of them.
+
+    The head enters the graph as a detached copy of its weight, so a tied input embedding is not
+    differentiated (that would need the full backward). Returns one (n, <=dim) array per part, in
+    the order [blocks, head]; the mean label-token loss is ``gradients.per_sample_losses``'.
+    """
+    device = next(model.parameters()).device
+    W = model.get_output_embeddings().weight
+    block_params = []
+    if blocks:
+        pattern = block_pattern(model, f"last:{blocks}") + r"|^model\.norm\."
+        block_params = [p for _, p in select_parameters(model, pattern)]
+    sizes = ([sum(p.numel() for p in block_params)] if blocks else []) + ([W.numel()] if head else [])
+    projs = [HadamardProjector(m, min(dim, m), seed=seed, device=device) for m in sizes]
+    out = [np.zeros((len(samples), pr.out_dim), np.float32) for pr in projs]
+    for j, s in enumerate(samples):
+        b = {k: v.to(device) for k, v in pad_batch([s], pad_id).items()}
+        with torch.set_grad_enabled(bool(blocks)):
+            h = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state[0, :-1]
+        labels = b["labels"][0, 1:]
+        keep = labels != IGNORE
+        if not keep.any():
+            continue  # zero row: flagged like a zero gradient
+        W_leaf = W.detach().requires_grad_(head)
+        loss = F.cross_entropy(F.linear(h[keep], W_leaf).float(), labels[keep])
+        wrt = block_params + ([W_leaf] if head else [])
+        grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, wrt)]
+        groups = ([grads[: len(block_params)]] if blocks else []) + ([grads[-1:]] if head else [])
+        for o, pr, g in zip(out, projs, groups):
+            o[j] = pr.project_parts(g, None).cpu().numpy()
+    return out
+
+
 def parse_spec(spec: str) -> tuple[str, list[int]]:
     kind, *nums = spec.split(":")
     return kind, [int(x) for x in nums]
@@ -107,17 +159,14 @@ def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int
         return out
     if kind == "rds":
         return rds_embeddings(model, samples, pad_id, batch_size)
-    if kind == "grad-head":
+    if kind == "grad-head-sketch":
         return head_gradient_sketch(model, samples, pad_id, width=nums[0] if nums else 64, seed=seed)
+    if kind == "grad-head":
+        return partial_gradients(model, samples, pad_id, 0, True, dim, seed)[0]
     if kind == "grad-last":
-        blocks = min(nums[0] if nums else 1, n_layers)
-        pattern = block_pattern(model, f"last:{blocks}") + r"|^model\.norm\."
-        params = [p for _, p in select_parameters(model, pattern)]
-        in_dim = sum(p.numel() for p in params)
-        proj = HadamardProjector(in_dim, min(dim, in_dim), seed=seed, device=next(model.parameters()).device)
-        return sample_gradients(model, samples, params, proj, pad_id, batch_size=1).vectors
+        return partial_gradients(model, samples, pad_id, min(nums[0] if nums else 1, n_layers), False, dim, seed)[0]
     raise ValueError(f"unknown proxy embedding {spec!r}; known kinds: jvp-hidden, jvp-logits, jvp-hidden-last, "
-                     "jvp-hidden-concat, rds, grad-last, grad-head")
+                     "jvp-hidden-concat, rds, grad-last, grad-head, grad-head-sketch")
 
 
 def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str, dim: int = 4096, seed: int = 0,
@@ -126,6 +175,16 @@ def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str,
     if not samples:
         raise ValueError("no samples to embed")
     t0 = time.perf_counter()
-    parts = [_unit(_one(model, samples, pad_id, s, dim, seed, batch_size)) for s in spec.split("+")]
-    vec = _unit(np.concatenate(parts, axis=1)) if len(parts) > 1 else parts[0]
-    return ProxyEmbedding(spec, vec, (time.perf_counter() - t0) / len(samples))
+    names = spec.split("+")
+    kinds = [parse_spec(s)[0] for s in names]
+    parts: dict[int, np.ndarray] = {}
+    if kinds.count("grad-last") == 1 and kinds.count("grad-head") == 1 and not parse_spec(names[kinds.index("grad-head")])[1]:
+        i, j = kinds.index("grad-last"), kinds.index("grad-head")  # one shared forward + partial backward
+        blocks = min(parse_spec(names[i])[1][0] if parse_spec(names[i])[1] else 1, len(decoder_layers(model)))
+        parts[i], parts[j] = partial_gradients(model, samples, pad_id, blocks, True, dim, seed)
+    for i, s in enumerate(names):
+        if i not in parts:
+            parts[i] = _one(model, samples, pad_id, s, dim, seed, batch_size)
+    units = [_unit(parts[i]) for i in range(len(names))]
+    vec = _unit(np.concatenate(units, axis=1)) if len(units) > 1 else units[0]
+    return ProxyEmbedding(spec, vec, (time.perf_counter() - t0) / len(samples), tuple(u.shape[1] for u in units))

@@ -14,6 +14,9 @@ means of random groups of training-fold landmark gradients. Single pool gradient
 orthogonal to each other at this scale (pairwise cosine ~0.03 on SmolLM2-135M), so one of them
 is a target with almost nothing to predict; a real target set (8 GSM8K exemplars, say) shares a
 direction, and so does a group mean.
+
+A setting with ``direct=True`` adds the linear part of ``landmarks.DirectTerm`` to the score
+regression (gradient proxies only); a pseudo-target's embedding is then its group's mean embedding.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
-from infdist_core.landmarks import krr_fit
+from infdist_core.landmarks import DirectTerm, krr_fit
 from infdist_core.seeding import derive_seed
 
 
@@ -32,17 +35,26 @@ class KernelSetting:
     bandwidth_scale: float = 1.0
     damping: float = 0.01
     center: bool = True
+    direct: bool = False
 
 
 DEFAULT_SETTINGS = (KernelSetting(), KernelSetting(center=False), KernelSetting(bandwidth_scale=0.5),
                     KernelSetting(bandwidth_scale=2.0), KernelSetting(damping=0.1))
 
 
-def _pseudo_targets(G_train: np.ndarray, count: int, rng: np.random.Generator, group: int = 8) -> np.ndarray:
-    """``count`` unit-norm means of random groups of ``group`` training-fold gradients."""
+def settings_for(slices: tuple, base: tuple[KernelSetting, ...] = DEFAULT_SETTINGS) -> tuple[KernelSetting, ...]:
+    """``base``, plus each with the direct term when the embedding has gradient parts."""
+    if not slices:
+        return base
+    return tuple(dict.fromkeys((*base, *(KernelSetting(s.bandwidth_scale, s.damping, s.center, True) for s in base))))
+
+
+def _pseudo_targets(G_train: np.ndarray, count: int, rng: np.random.Generator, group: int = 8):
+    """``count`` unit-norm means of random groups of ``group`` training-fold gradients, and the groups."""
     size = min(group, len(G_train))
-    T = np.stack([G_train[rng.choice(len(G_train), size, replace=False)].mean(0) for _ in range(count)])
-    return T / np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-30)
+    groups = [rng.choice(len(G_train), size, replace=False) for _ in range(count)]
+    T = np.stack([G_train[g].mean(0) for g in groups])
+    return T / np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-30), groups
 
 
 def _spearman_cols(pred: np.ndarray, true: np.ndarray) -> float:
@@ -75,6 +87,8 @@ def cross_validate(
     folds: int = 3,
     seed: int = 0,
     n_pseudo_targets: int = 8,
+    slices: tuple[tuple[int, int], ...] = (),
+    target_embeddings: np.ndarray | None = None,
 ) -> list[dict]:
     """Held-out quality of propagating landmark influence through embeddings ``E``.
 
@@ -83,6 +97,9 @@ def cross_validate(
     E : array of shape (l, e), proxy embeddings of the landmarks
     G : array of shape (l, d), their (projected, normalised) gradients
     targets : array of shape (t, d), target gradients; None for pseudo-targets
+    slices : column ranges of ``E``'s gradient parts (``landmarks.part_slices``), for ``direct`` settings
+    target_embeddings : array of shape (t, e), the targets' proxy embeddings, for ``direct`` settings
+        with real targets
     """
     E, G = np.asarray(E, np.float64), np.asarray(G, np.float64)
     if len(E) != len(G):
@@ -91,6 +108,11 @@ def cross_validate(
     n_out = max(2, int(round(holdout * l)))
     if l - n_out < 2:
         raise ValueError(f"{l} landmarks are too few to cross-validate (need at least {n_out + 2})")
+    if any(s.direct for s in settings):
+        if not slices:
+            raise ValueError("a direct setting needs the embedding's gradient parts (slices)")
+        if targets is not None and (target_embeddings is None or len(target_embeddings) != len(targets)):
+            raise ValueError("a direct setting with real targets needs one proxy embedding per target")
     rows = []
     for s in settings:
         acc: dict[str, list[float]] = {"grad_cosine": [], "mean_cosine": [], "spearman": [], "top10_overlap": []}
@@ -98,11 +120,15 @@ def cross_validate(
             rng = np.random.default_rng(derive_seed(seed, "recovery-fold", f, l))
             perm = rng.permutation(l)
             test, train = perm[:n_out], perm[n_out:]
-            T = targets if targets is not None else _pseudo_targets(G[train], n_pseudo_targets, rng)
-            model = krr_fit(E[train], np.concatenate([G[train], G[train] @ T.T], axis=1), damping=s.damping,
-                            bandwidth_scale=s.bandwidth_scale, center=s.center)
-            pred = model.predict(E[test])
-            g_hat, p_hat = pred[:, : G.shape[1]], pred[:, G.shape[1]:]
+            if targets is not None:
+                T, TE = targets, target_embeddings
+            else:
+                T, groups = _pseudo_targets(G[train], n_pseudo_targets, rng)
+                TE = np.stack([E[train][g].mean(0) for g in groups])
+            kw = dict(damping=s.damping, bandwidth_scale=s.bandwidth_scale, center=s.center)
+            g_hat = krr_fit(E[train], G[train], **kw).predict(E[test])
+            direct = DirectTerm(np.asarray(TE, np.float64), slices) if s.direct else None
+            p_hat = krr_fit(E[train], G[train] @ T.T, direct=direct, **kw).predict(E[test])
             p_true = G[test] @ T.T
             acc["grad_cosine"].append(_rowcos(g_hat, G[test]))
             acc["mean_cosine"].append(_rowcos(np.broadcast_to(G[train].mean(0), G[test].shape), G[test]))
@@ -114,15 +140,23 @@ def cross_validate(
 
 
 def landmark_report(candidates: dict[str, np.ndarray], G: np.ndarray, targets: np.ndarray, used: KernelSetting,
-                    seed: int = 0, sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512)) -> list[dict]:
+                    seed: int = 0, sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512),
+                    slices: dict[str, tuple] | None = None,
+                    target_embeddings: dict[str, np.ndarray] | None = None) -> list[dict]:
     """Cross-validation rows for every candidate embedding of the landmarks: every kernel setting
-    at the full landmark count, and ``used`` at smaller counts (quality vs number of landmarks)."""
+    at the full landmark count (each also with the direct term where the candidate has gradient
+    parts in ``slices`` and its targets' embeddings are given), and ``used`` at smaller counts
+    (quality vs number of landmarks)."""
     l = len(G)
-    settings = tuple(dict.fromkeys((used, *DEFAULT_SETTINGS)))
+    slices, target_embeddings = slices or {}, target_embeddings or {}
     rows = []
     for spec, E in sorted(candidates.items()):
+        sl = slices.get(spec, ()) if spec in target_embeddings else ()
+        mine = used if sl or not used.direct else KernelSetting(used.bandwidth_scale, used.damping, used.center)
+        settings = settings_for(sl, tuple(dict.fromkeys((mine, *DEFAULT_SETTINGS))))
+        kw = dict(seed=seed, slices=sl, target_embeddings=target_embeddings.get(spec))
         for n in sorted({s for s in (*sizes, l) if 8 <= s <= l}):
-            for r in cross_validate(E[:n], G[:n], targets, settings if n == l else (used,), seed=seed):
+            for r in cross_validate(E[:n], G[:n], targets, settings if n == l else (mine,), **kw):
                 rows.append({"embedding": spec, **r})
     return rows
 
