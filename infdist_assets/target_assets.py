@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from infdist_core import pipeline, recovery
+from infdist_core.landmarks import DirectTerm
 from infdist_core.records import RecordError, load_records
 from infdist_core.tokenization import tokenize_records
 from infdist_assets import checks, storage
@@ -25,6 +26,15 @@ def target_records(step: Step) -> list[dict]:
         raise dg.Failure(description=str(err)) from err
 
 
+def target_embeddings(step: Step) -> dict[str, tuple[np.ndarray, tuple]]:
+    """spec -> (the targets' proxy embeddings, gradient-part slices), as written by target_gradients."""
+    t = step.load("target_gradients", name="target_embeddings.parquet", target_side=True)
+    out = {}
+    for spec, dim, widths, flat in zip(*(t.column(c).to_pylist() for c in ("embedding", "dim", "widths", "matrix"))):
+        out[spec] = (np.asarray(flat, dtype=np.float64).reshape(-1, dim), pipeline.embedding_slices(spec, widths))
+    return out
+
+
 def landmark_inputs(step: Step):
     lg = step.load("landmark_gradients")
     valid = np.asarray(lg.column("valid").to_pylist())
@@ -34,9 +44,11 @@ def landmark_inputs(step: Step):
 def build(partitions: dg.PartitionsDefinition) -> list:
     common = dict(partitions_def=partitions, group_name="target_side")
 
-    @dg.asset(**common, deps=[on_model("warmup_checkpoint")], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
+    @dg.asset(**common, deps=[on_model("warmup_checkpoint"), on_model("pool_embeddings")], kinds={"pytorch", "parquet"},
+              op_tags=GPU_TAGS, pool="gpu",
               check_specs=[checks.spec("gradients_finite", "target_gradients", "finite target gradients")],
-              description="Projected, normalised gradients of the task's target samples (same projection as the landmarks).")
+              description="Projected, normalised gradients of the task's target samples (same projection as the landmarks), "
+                          "and their proxy embeddings for every gradient-proxy candidate (the direct term).")
     def target_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         tok = base_tokenizer(step)
@@ -44,11 +56,21 @@ def build(partitions: dg.PartitionsDefinition) -> list:
         if not ts.samples:
             raise dg.Failure(description=f"task {step.task}: no target sample has assistant tokens within max_length "
                                          f"({step.cfg.max_length}); excluded: {ts.excluded}")
-        g = pipeline.compute_gradients(selection_model(step), ts.samples, step.cfg, tok.pad_token_id)
+        model = selection_model(step)
+        g = pipeline.compute_gradients(model, ts.samples, step.cfg, tok.pad_token_id)
         keep = g.valid
         table = pa.table({"target_index": np.arange(int(keep.sum())), "target_id": [s.id for s, k in zip(ts.samples, keep) if k],
                           "n_label_tokens": g.n_label_tokens[keep], "gradient": storage.vectors_column(g.vectors[keep])})
-        step.write(table, extra={"excluded": ts.excluded})
+        cands = step.load("pool_embeddings", name="landmark_candidates.parquet")
+        kept = [s for s, k in zip(ts.samples, keep) if k]
+        embedded = [pipeline.embed_targets(model, kept, spec, step.cfg, tok.pad_token_id)
+                    for spec, widths in zip(cands.column("embedding").to_pylist(), cands.column("widths").to_pylist())
+                    if pipeline.embedding_slices(spec, widths)]
+        step.write(pa.table({"embedding": [e.spec for e in embedded], "dim": [e.vectors.shape[1] for e in embedded],
+                             "widths": [list(e.widths) for e in embedded],
+                             "matrix": pa.array([e.vectors.reshape(-1) for e in embedded], pa.list_(pa.float32()))}),
+                   name="target_embeddings.parquet")
+        step.write(table, extra={"excluded": ts.excluded, "embedded": [e.spec for e in embedded]})
         return step.finish(int(keep.sum()), {"targets": int(keep.sum()), "excluded": len(ts.excluded) + int((~keep).sum())},
                            checks=[checks.finite_matrix("gradients_finite", g.vectors[keep])])
 
@@ -64,9 +86,16 @@ def build(partitions: dg.PartitionsDefinition) -> list:
         kernel = step.load_meta("krr_coefficients")["kernel"]
         G_T = storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")
         ids = step.load("sampled_pool").column("sample_id").to_pylist()
-        reg = pipeline.LandmarkRegression(recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"]),
-                                          kernel["bandwidth2"], [], None)
-        res = pipeline.score_pool(E, idx, G_L, G_T, reg, step.cfg)
+        reg = pipeline.LandmarkRegression(recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"],
+                                                                 kernel.get("direct", False)), kernel["bandwidth2"], [], None)
+        direct = None
+        if reg.setting.direct:
+            chosen = step.load_meta("pool_embeddings")["embedding"]
+            TE, slices = target_embeddings(step).get(chosen, (None, ()))
+            if TE is None:
+                raise dg.Failure(description=f"target_gradients has no target embeddings for {chosen!r}: re-materialise it")
+            direct = DirectTerm(TE, slices)
+        res = pipeline.score_pool(E, idx, G_L, G_T, reg, step.cfg, direct)
         mean = res.scores.mean(1)
         table = pa.table({"pool_index": np.arange(len(E)), "sample_id": ids, "is_landmark": np.isin(np.arange(len(E)), idx),
                           "mean_score": mean, "weight": res.weights, "scores": storage.vectors_column(res.scores)})
@@ -99,18 +128,21 @@ def build(partitions: dg.PartitionsDefinition) -> list:
                                          "re-materialise pool_embeddings")
         candidates = {spec: cands.column("matrix")[i].values.to_numpy().reshape(-1, dim)
                       for i, (spec, dim) in enumerate(zip(cands.column("embedding").to_pylist(), cands.column("dim").to_pylist()))}
-        used = recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"])
+        used = recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"], kernel.get("direct", False))
+        te = target_embeddings(step)
         rows = [{"model": step.model, "task": step.task, "chosen": r["embedding"] == chosen, "run_id": context.run.run_id, **r}
-                for r in recovery.landmark_report(candidates, G_L, G_T, used, seed=step.cfg.seed)]
+                for r in recovery.landmark_report(candidates, G_L, G_T, used, seed=step.cfg.seed,
+                                                  slices={s: sl for s, (_, sl) in te.items()},
+                                                  target_embeddings={s: m for s, (m, _) in te.items()})]
         if not rows:
             raise dg.Failure(description=f"too few landmarks ({len(idx)}) to cross-validate; need at least 8")
         step.write(pa.Table.from_pylist(rows))
         full = [r for r in rows if r["n_landmarks"] == len(idx)]
-        mine = next((r for r in full if r["chosen"] and (r["bandwidth_scale"], r["damping"], r["center"]) ==
-                     (used.bandwidth_scale, used.damping, used.center)), full[0])  # what this selection used
+        mine = next((r for r in full if r["chosen"] and (r["bandwidth_scale"], r["damping"], r["center"], r["direct"]) ==
+                     (used.bandwidth_scale, used.damping, used.center, used.direct)), full[0])  # what this selection used
         curve = [r for r in rows if r["chosen"] and r["n_landmarks"] < len(idx)] + [mine]
         md = {"by_embedding": dg.MetadataValue.md(table_md(sorted(full, key=lambda r: -r["spearman"]),
-                                                           ["embedding", "bandwidth_scale", "damping", "center", "spearman",
+                                                           ["embedding", "bandwidth_scale", "damping", "center", "direct", "spearman",
                                                             "grad_cosine", "mean_cosine", "top10_overlap"])),
               "quality_vs_landmarks": dg.MetadataValue.md(table_md(curve, ["n_landmarks", "spearman", "grad_cosine", "mean_cosine"]))}
         return step.finish(len(rows), {"embedding": chosen, "spearman": mine["spearman"], "grad_cosine": mine["grad_cosine"],

@@ -37,7 +37,7 @@ class SelectionConfig:
     """Optimizer steps of warm-up (0: no warm-up, no Adam state)."""
     embedding: str = PROXY_AUTO
     """Proxy embedding spec (see infdist_core.proxies) or 'auto' (chosen by landmark cross-validation)."""
-    embedding_candidates: tuple[str, ...] = ("grad-last:2", "grad-last:1", "grad-head:64", "jvp-hidden:4:2")
+    embedding_candidates: tuple[str, ...] = ("grad-last:2+grad-head", "grad-last:2", "grad-head", "jvp-hidden:4:2")
     """Candidates for 'auto', best first as measured by benchmarks/bench_recovery.py (the order is
     the fallback when landmark cross-validation is inconclusive)."""
     embedding_dim: int = 4096

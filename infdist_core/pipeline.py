@@ -18,7 +18,7 @@ from infdist_core import baselines, proxies, recovery
 from infdist_core.config import PROXY_AUTO, SelectionConfig
 from infdist_core.gradients import GradientMatrix, sample_gradients
 from infdist_core.influence import landmark_scores, propagate_scores
-from infdist_core.landmarks import KRRModel, choose_landmarks, krr_fit
+from infdist_core.landmarks import DirectTerm, KRRModel, choose_landmarks, krr_fit, part_slices
 from infdist_core.modeling import block_pattern, select_parameters
 from infdist_core.preconditioning import AdamMoments
 from infdist_core.projection import HadamardProjector
@@ -97,6 +97,15 @@ class EmbeddingChoice:
     seconds_per_sample: float
     candidates: list[dict] = field(default_factory=list)  # CV rows per candidate (pseudo-targets)
     landmark_embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # spec -> (l, e)
+    widths: dict[str, tuple[int, ...]] = field(default_factory=dict)  # spec -> column widths of its parts
+
+
+def embedding_slices(spec: str, widths: tuple[int, ...] | list[int]) -> tuple[tuple[int, int], ...]:
+    """Column ranges of the gradient parts of an embedding ``spec`` (empty: no direct term possible,
+    or ``widths`` unknown)."""
+    if not widths:
+        return ()
+    return part_slices(tuple(widths), proxies.gradient_parts(spec))
 
 
 def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_landmarks: np.ndarray,
@@ -105,13 +114,14 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
     cross-validation on the landmarks (task-independent pseudo-targets, ``recovery``)."""
     lm_samples = [pool[i] for i in landmarks]
     specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
-    lm_emb, costs, rows = {}, {}, []
+    lm_emb, costs, widths, rows = {}, {}, {}, []
     for spec in specs:
         pe = proxies.compute_proxy(model, lm_samples, pad_id, spec, cfg.embedding_dim, cfg.seed)
-        lm_emb[spec], costs[spec] = pe.vectors, pe.seconds_per_sample
+        lm_emb[spec], costs[spec], widths[spec] = pe.vectors, pe.seconds_per_sample, pe.widths
         if len(landmarks) >= 8:
-            cv = recovery.cross_validate(pe.vectors, G_landmarks, None, (recovery.KernelSetting(damping=cfg.damping),),
-                                         seed=cfg.seed)[0]
+            slices = embedding_slices(spec, pe.widths)
+            setting = recovery.KernelSetting(damping=cfg.damping, direct=bool(slices))
+            cv = recovery.cross_validate(pe.vectors, G_landmarks, None, (setting,), seed=cfg.seed, slices=slices)[0]
             rows.append({"embedding": spec, "seconds_per_sample": pe.seconds_per_sample, **cv})
             log_fn(f"candidate {spec}: held-out rho={cv['spearman']:.3f}, grad cos={cv['grad_cosine']:.3f} "
                    f"(mean-landmark {cv['mean_cosine']:.3f}), {pe.seconds_per_sample:.3f} s/sample")
@@ -128,7 +138,12 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
     per = (time.perf_counter() - t0) / max(1, len(rest))
     vectors = np.zeros((len(pool), lm_emb[pick].shape[1]), dtype=np.float32)
     vectors[landmarks], vectors[rest] = lm_emb[pick], rest_emb
-    return EmbeddingChoice(pick, reason, vectors, per if len(rest) else costs[pick], rows, lm_emb)
+    return EmbeddingChoice(pick, reason, vectors, per if len(rest) else costs[pick], rows, lm_emb, widths)
+
+
+def embed_targets(model, samples: list[TokenizedSample], spec: str, cfg: SelectionConfig, pad_id: int) -> proxies.ProxyEmbedding:
+    """The targets' proxy embeddings (for the direct term), with the pool's spec, dim and seed."""
+    return proxies.compute_proxy(model, samples, pad_id, spec, cfg.embedding_dim, cfg.seed)
 
 
 @dataclass
@@ -142,16 +157,18 @@ class LandmarkRegression:
 
 
 def fit_landmark_regression(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, cfg: SelectionConfig,
-                            materialize_limit: int = 2**25) -> LandmarkRegression:
-    """Pick the kernel setting by landmark cross-validation and compute ``C`` when it is small."""
+                            materialize_limit: int = 2**25, slices: tuple[tuple[int, int], ...] = ()) -> LandmarkRegression:
+    """Pick the kernel setting (and whether to add the direct term, when ``slices`` names gradient
+    parts) by landmark cross-validation, and compute ``C`` when it is small."""
     EL = E[landmarks]
     settings = recovery.DEFAULT_SETTINGS if cfg.kernel_search else (recovery.KernelSetting(damping=cfg.damping),)
     settings = tuple(recovery.KernelSetting(s.bandwidth_scale, s.damping if cfg.kernel_search else cfg.damping, s.center)
                      for s in settings)
-    cv = recovery.cross_validate(EL, G_landmarks, None, settings, seed=cfg.seed) if len(landmarks) >= 8 else []
+    settings = recovery.settings_for(slices, settings)
+    cv = recovery.cross_validate(EL, G_landmarks, None, settings, seed=cfg.seed, slices=slices) if len(landmarks) >= 8 else []
     best = max(cv, key=lambda r: r["spearman"]) if cv else None
-    setting = recovery.KernelSetting(best["bandwidth_scale"], best["damping"], best["center"]) if best \
-        else recovery.KernelSetting(damping=cfg.damping)
+    setting = recovery.KernelSetting(best["bandwidth_scale"], best["damping"], best["center"], best["direct"]) if best \
+        else recovery.KernelSetting(damping=cfg.damping, direct=bool(slices))
     model = krr_fit(EL, np.zeros((len(landmarks), 1)), damping=setting.damping,
                     bandwidth_scale=setting.bandwidth_scale, center=setting.center)
     C = np.concatenate(list(model.coefficients(E))) if len(E) * len(landmarks) <= materialize_limit else None
@@ -168,11 +185,16 @@ class TargetScores:
 
 
 def score_pool(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_targets: np.ndarray,
-               reg: LandmarkRegression, cfg: SelectionConfig) -> TargetScores:
-    """Per-target influence of every pool sample (Eq. 3, 10) and the robust weights (Eq. 7)."""
+               reg: LandmarkRegression, cfg: SelectionConfig, direct: DirectTerm | None = None) -> TargetScores:
+    """Per-target influence of every pool sample (Eq. 3, 10) and the robust weights (Eq. 7).
+
+    ``direct`` (the targets' proxy embeddings and the gradient parts) is required when the chosen
+    setting uses the direct term, and ignored otherwise."""
+    if reg.setting.direct and direct is None:
+        raise ValueError("the landmark regression uses the direct term: pass the targets' proxy embeddings")
     P_L = landmark_scores(G_landmarks, G_targets)
     model: KRRModel = krr_fit(E[landmarks], P_L, damping=reg.setting.damping, bandwidth2=reg.bandwidth2,
-                              center=reg.setting.center)
+                              center=reg.setting.center, direct=direct if reg.setting.direct else None)
     scores = propagate_scores(model, E, landmarks, P_L)
     w, lam = robust_weights(scores.mean(1), k=cfg.k)
     return TargetScores(scores, w, lam, P_L)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 N_POOL, K, L = 30, 5, 12
 SETTINGS = dict(pool_size=N_POOL, max_length=64, n_landmarks=L, k=K, projection_dim=256, embedding_dim=64,
                 warmup_samples=8, warmup_steps=2, adam_aware=True, train_epochs=1.0, train_micro_batch=2, train_grad_accum=1,
-                eval_subset=2, max_new_tokens=8, embedding_candidates=["grad-last:1", "jvp-hidden:2:2", "rds"])
+                eval_subset=2, max_new_tokens=8, embedding_candidates=["grad-last:1+grad-head", "jvp-hidden:2:2", "rds"])
 
 
 def _chat(i, q, a):
@@ -125,6 +125,8 @@ def test_duckdb_answers_the_readme_questions(world):
     assert len(lin) == 1 and {u["asset"] for u in json.loads(lin[0][3])} == {"per_target_weights", "sampled_pool"}
     rec = con.execute("SELECT count(*), count(DISTINCT embedding) FROM recovery WHERE task='math'").fetchone()
     assert rec[0] > 0 and rec[1] == 3
+    direct = con.execute("SELECT DISTINCT embedding FROM recovery WHERE direct AND task='math'").fetchall()
+    assert direct == [("grad-last:1+grad-head",)], "the direct term is tried for gradient proxies only"
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"lineage", "selected_subset", "eval_scores", "recovery", "asset_sampled_pool", "asset_infdist__selected_subset"} <= views
     con.close()

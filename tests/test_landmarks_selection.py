@@ -87,3 +87,73 @@ def test_round_robin_exhausts_the_pool_and_rejects_k_above_n():
 
 def test_top_k_orders_by_score_then_index():
     assert list(top_k(np.array([1.0, 3.0, 3.0, 2.0]), 3)) == [1, 2, 3]
+
+
+def _parts_problem(seed=0, n=80, t=3):
+    rng = np.random.default_rng(seed)
+    E = rng.standard_normal((n, 10))
+    TE = rng.standard_normal((t, 10))
+    return rng, E, TE
+
+
+def test_direct_features_are_per_part_cosines():
+    from infdist_core.landmarks import DirectTerm, part_slices
+
+    _, E, TE = _parts_problem()
+    slices = part_slices((4, 3, 3), (True, False, True))
+    assert slices == ((0, 4), (7, 10))
+    D = DirectTerm(TE, slices).features(E)
+    i, t = 5, 2
+    cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    np.testing.assert_allclose(D[i, t], [cos(E[i, :4], TE[t, :4]), cos(E[i, 7:], TE[t, 7:])])
+    E[3, :4] = 0  # a zero part has no direction: cosine 0, never NaN
+    assert DirectTerm(TE, slices).features(E)[3, :, 0].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_direct_term_fits_a_linear_truth_exactly_and_leaves_krr_the_residual():
+    from infdist_core.landmarks import DirectTerm, part_slices
+
+    rng, E, TE = _parts_problem()
+    dt = DirectTerm(TE, part_slices((4, 3, 3), (True, False, True)))
+    D = dt.features(E)
+    beta_true = np.array([[2.0, -1.0, 0.5], [0.3, 1.5, -2.0]])  # (parts, t)
+    P = np.einsum("ntk,kt->nt", D, beta_true) + np.array([0.1, -0.2, 0.0])
+    lm = np.arange(40)
+    model = krr_fit(E[lm], P[lm], damping=1e-3, direct=dt)
+    np.testing.assert_allclose(model.beta, beta_true, atol=1e-10)
+    np.testing.assert_allclose(model.predict(E[40:]), P[40:], atol=1e-8)  # residual 0 => exact everywhere
+    # a non-linear truth: the kernel part equals plain KRR on the least-squares residual
+    P2 = P + np.sin(E[:, :3])
+    m2 = krr_fit(E[lm], P2[lm], damping=0.01, direct=dt)
+    resid = P2[lm] - np.einsum("ltk,kt->lt", D[lm], m2.beta)
+    plain = krr_fit(E[lm], resid, damping=0.01, center=True)
+    np.testing.assert_allclose(m2.predict(E[40:]) - np.einsum("ntk,kt->nt", D[40:], m2.beta), plain.predict(E[40:]), atol=1e-9)
+
+
+def test_direct_term_needs_one_column_per_target():
+    from infdist_core.landmarks import DirectTerm
+
+    _, E, TE = _parts_problem()
+    with pytest.raises(ValueError, match="3 targets but P_landmarks 1"):
+        krr_fit(E[:20], np.ones(20), direct=DirectTerm(TE, ((0, 4),)))
+
+
+def test_score_pool_uses_the_direct_term_when_the_setting_says_so():
+    from infdist_core.config import SelectionConfig
+    from infdist_core.landmarks import DirectTerm
+    from infdist_core.pipeline import LandmarkRegression, score_pool
+    from infdist_core.recovery import KernelSetting
+
+    rng = np.random.default_rng(4)
+    E, G = rng.standard_normal((30, 8)), rng.standard_normal((30, 16))
+    G_T = rng.standard_normal((2, 16))
+    lm = np.arange(0, 30, 3)
+    dt = DirectTerm(rng.standard_normal((2, 8)), ((0, 8),))
+    reg = LandmarkRegression(KernelSetting(direct=True), 2.0, [], None)
+    cfg = SelectionConfig(pool_size=30, k=5, n_landmarks=10)
+    got = score_pool(E, lm, G[lm], G_T, reg, cfg, dt).scores
+    want = krr_fit(E[lm], G[lm] @ G_T.T, bandwidth2=2.0, direct=dt).predict(E)
+    want[lm] = G[lm] @ G_T.T
+    np.testing.assert_allclose(got, want)
+    with pytest.raises(ValueError, match="direct term"):
+        score_pool(E, lm, G[lm], G_T, reg, cfg)

@@ -208,3 +208,38 @@ def test_parameter_subsets_select_what_they_name(tiny_model):
     assert all("layers.3." in n for n in names("last:1"))
     with pytest.raises(ValueError, match="unknown parameter subset"):
         block_pattern(tiny_model, "middle")
+
+
+def test_partial_gradients_equal_autograd_of_blocks_and_untied_head(tokenizer, chats):
+    """One forward + partial backward gives the last block's gradient and the LM head's alone
+    (projected with the same seeded projectors), fused or not."""
+    from infdist_core.modeling import tiny_llama
+    from infdist_core.proxies import compute_proxy, partial_gradients
+
+    model = tiny_llama(len(tokenizer), seed=0, n_layers=2, hidden=32, pad_token_id=tokenizer.pad_token_id)
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    ts = tokenize_records(tokenizer, chats, 128).samples
+    pad = tokenizer.pad_token_id
+    blocks, head = partial_gradients(model, ts, pad, 1, True, 48, seed=5)
+    bp = _params(model, block_pattern(model, "last:1") + r"|^model\.norm\.")
+    pb = HadamardProjector(sum(p.numel() for p in bp), 48, seed=5)
+    ph = HadamardProjector(model.lm_head.weight.numel(), 48, seed=5)
+    for i, s in enumerate(ts):
+        loss = per_sample_losses(model, {k: v[None] for k, v in
+                                         (("input_ids", s.input_ids), ("attention_mask", torch.ones_like(s.input_ids)),
+                                          ("labels", s.labels))})[0]
+        *gb, gh = torch.autograd.grad(loss, bp + [model.lm_head.weight])
+        np.testing.assert_allclose(blocks[i], pb.project_parts(gb, None).numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(head[i], ph.project_parts([gh], None).numpy(), rtol=1e-4, atol=1e-6)
+    fused = compute_proxy(model, ts, pad, "grad-last:1+grad-head", dim=48, seed=5)
+    alone = [compute_proxy(model, ts, pad, s, dim=48, seed=5).vectors for s in ("grad-last:1", "grad-head")]
+    assert fused.widths == (48, 48)
+    np.testing.assert_allclose(fused.vectors * np.sqrt(2), np.concatenate(alone, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_parts_name_the_direct_comparable_parts():
+    from infdist_core.proxies import gradient_parts
+
+    assert gradient_parts("grad-last:2+grad-head") == (True, True)
+    assert gradient_parts("jvp-hidden:4:2+grad-head-sketch:8+rds") == (False, True, False)
