@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from infdist_core import proxies
+from infdist_core import pipeline, proxies, recovery
 from infdist_core.gradients import sample_gradients
 from infdist_core.landmarks import DirectTerm, krr_fit, part_slices
 from infdist_core.modeling import load_model, load_tokenizer, select_parameters
@@ -60,6 +60,31 @@ def evaluate(E, G, P, ell, draws, seed, scale=1.0, center=True, damping=0.01, wi
     return out
 
 
+def auto_choice(emb, cost, directs, G, T, P, draws, ell):
+    """What ``embedding: auto`` does with ``ell`` landmarks, with the pipeline's own functions: pool-side
+    cross-validation (pseudo-targets) picks the proxy among the default candidates, then the kernel
+    setting; per task, cross-validation on the real targets turns the direct term on or off; the
+    result is scored on the real targets on the non-landmarks."""
+    cfg = SelectionConfig(pool_size=len(G), n_landmarks=ell, k=1)
+    picks, rhos = [], []
+    for d in range(draws):
+        lm = np.random.default_rng(d).choice(len(G), ell, replace=False)
+        rest = np.setdiff1d(np.arange(len(G)), lm)
+        results = {}
+        for spec in (c for c in cfg.embedding_candidates if c in emb):
+            sl = directs[spec].slices if spec in directs else ()
+            results[spec] = recovery.cross_validate(emb[spec][lm], G[lm], None, (recovery.KernelSetting(damping=cfg.damping,
+                                                    direct=bool(sl)),), seed=cfg.seed, slices=sl)[0]
+        pick, _ = recovery.choose_embedding(results, cost, prior=cfg.embedding_candidates)
+        reg = pipeline.fit_landmark_regression(emb[pick], lm, G[lm], cfg)
+        if pick in directs:
+            reg.setting, _ = pipeline.choose_direct(emb[pick][lm], G[lm], T, directs[pick], reg.setting, cfg.seed)
+        scores = pipeline.score_pool(emb[pick], lm, G[lm], T, reg, cfg, directs.get(pick)).scores
+        picks.append(f"{pick}{'+direct' if reg.setting.direct else ''}")
+        rhos.append(spearmanr(scores[rest].mean(1), P[rest].mean(1)).statistic)
+    return picks, float(np.mean(rhos))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="data/models/smollm2-135m")
@@ -74,6 +99,8 @@ def main() -> None:
     ap.add_argument("--adam", action="store_true", help="precondition pool gradients with the warm-up Adam state")
     ap.add_argument("--grad-params", default="", help="regex of the parameters the true gradients cover ('' = all)")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    ap.add_argument("--auto-landmarks", type=int, default=256, help="landmarks for the emulated 'embedding: auto' run")
+    ap.add_argument("--save", default="", help="write the gradients and embeddings to this .npz (for further analysis)")
     args = ap.parse_args()
     torch.manual_seed(0)
     tok = load_tokenizer(args.model)
@@ -111,6 +138,9 @@ def main() -> None:
         if slices:
             te = proxies.compute_proxy(model, targets, pad, spec, dim=4096, seed=0).vectors.astype(np.float64)
             directs[spec] = DirectTerm(te, slices)
+    if args.save:
+        np.savez(args.save, G=G, T=T, costs=json.dumps(cost), **{f"E|{k}": v for k, v in emb.items()},
+                 **{f"TE|{k}": dt.targets for k, dt in directs.items()}, **{f"S|{k}": np.array(dt.slices) for k, dt in directs.items()})
     for a, b in COMBOS:
         if a in emb and b in emb:
             emb[f"{a}+{b}"] = np.concatenate([emb[a], emb[b]], axis=1) / np.sqrt(2)
@@ -138,6 +168,9 @@ def main() -> None:
               f" {cos:>8.3f} {best_k:>10} {kern[best_k]:>19.3f}", flush=True)
     direct = {spec: float(spearmanr(dt.features(emb[spec]).mean(axis=(1, 2)), p).statistic) for spec, dt in directs.items()}
     print(f"direct similarity to the targets, no landmarks (mean part cosine): {direct}")
+    ell = args.auto_landmarks
+    picks, rho_auto = auto_choice(emb, cost, directs, G, T, P, args.draws, ell) if len(G) > ell else ([], float("nan"))
+    print(f"embedding: auto at l={ell} (default candidates, pool-side choice per draw): {picks}, Spearman {rho_auto:.3f}")
     key = "l256" if 256 in ells else f"l{ells[-1]}"
     cands = [r for r in rows if r["embedding"] != "true-gradients"]
     best = max(cands, key=lambda r: r[key]["spearman"])
@@ -149,6 +182,7 @@ def main() -> None:
                "spearman_jvp_logits_l256": get("jvp-logits:4:2"), "spearman_rds_l256": get("rds"),
                "spearman_true_gradients_l256": get("true-gradients"),
                "best_kernel_spearman_l256": max(max(r["kernel"].values()) for r in cands),
+               "auto_landmarks": ell, "auto_choices": picks, "spearman_auto": rho_auto,
                "direct_similarity": direct}
     clean = {k: (None if v != v else round(v, 4)) if isinstance(v, float) else v for k, v in summary.items()}
     print(json.dumps(clean))  # NaN (a proxy not run) becomes null: strict JSON

@@ -149,27 +149,23 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         step = Step.begin(context, store, settings)
         emb = step.load("pool_embeddings")
         E = storage.column_matrix(emb, "embedding")
-        meta = step.load_meta("pool_embeddings")
         lg = step.load("landmark_gradients")
         valid = np.asarray(lg.column("valid").to_pylist())
         idx = lg.column("pool_index").to_numpy()[valid]
-        reg = pipeline.fit_landmark_regression(E, idx, storage.column_matrix(lg, "gradient")[valid], step.cfg,
-                                               slices=pipeline.embedding_slices(meta["embedding"], meta.get("widths")))
+        reg = pipeline.fit_landmark_regression(E, idx, storage.column_matrix(lg, "gradient")[valid], step.cfg)
         cols = {"pool_index": np.arange(len(E)), "is_landmark": np.isin(np.arange(len(E)), idx)}
         if reg.coefficients is not None:
             cols["coefficients"] = storage.vectors_column(reg.coefficients)
         setting = {"bandwidth_scale": reg.setting.bandwidth_scale, "damping": reg.setting.damping,
-                   "center": reg.setting.center, "direct": reg.setting.direct, "bandwidth2": reg.bandwidth2,
-                   "landmarks": idx.tolist()}
+                   "center": reg.setting.center, "bandwidth2": reg.bandwidth2, "landmarks": idx.tolist()}
         step.write(pa.table(cols), extra={"kernel": setting})
         if reg.cv:
             step.write(pa.Table.from_pylist([{"model": step.model, **r} for r in reg.cv]), name="kernel_cv.parquet")
         best = max(reg.cv, key=lambda r: r["spearman"]) if reg.cv else {}
-        md = {"kernel_cv": dg.MetadataValue.md(table_md(reg.cv, ["bandwidth_scale", "damping", "center", "direct", "spearman",
+        md = {"kernel_cv": dg.MetadataValue.md(table_md(reg.cv, ["bandwidth_scale", "damping", "center", "spearman",
                                                                  "grad_cosine", "mean_cosine", "top10_overlap"]))}
         return step.finish(len(E), {"bandwidth2": reg.bandwidth2, "bandwidth_scale": reg.setting.bandwidth_scale,
                                     "damping": reg.setting.damping, "center": reg.setting.center,
-                                    "direct": reg.setting.direct,
                                     "cv_spearman": best.get("spearman", float("nan")),
                                     "cv_grad_cosine": best.get("grad_cosine", float("nan")),
                                     "cv_mean_cosine": best.get("mean_cosine", float("nan")),

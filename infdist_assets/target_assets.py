@@ -86,32 +86,32 @@ def build(partitions: dg.PartitionsDefinition) -> list:
         kernel = step.load_meta("krr_coefficients")["kernel"]
         G_T = storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")
         ids = step.load("sampled_pool").column("sample_id").to_pylist()
-        reg = pipeline.LandmarkRegression(recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"],
-                                                                 kernel.get("direct", False)), kernel["bandwidth2"], [], None)
-        direct = None
-        if reg.setting.direct:
-            chosen = step.load_meta("pool_embeddings")["embedding"]
-            TE, slices = target_embeddings(step).get(chosen, (None, ()))
-            if TE is None:
-                raise dg.Failure(description=f"target_gradients has no target embeddings for {chosen!r}: re-materialise it")
-            direct = DirectTerm(TE, slices)
+        reg = pipeline.LandmarkRegression(recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"]),
+                                          kernel["bandwidth2"], [], None)
+        chosen = step.load_meta("pool_embeddings")["embedding"]
+        TE, slices = target_embeddings(step).get(chosen, (None, ()))
+        direct, direct_cv = (DirectTerm(TE, slices), []) if slices else (None, [])
+        if direct is not None:
+            reg.setting, direct_cv = pipeline.choose_direct(E[idx], G_L, G_T, direct, reg.setting, step.cfg.seed)
         res = pipeline.score_pool(E, idx, G_L, G_T, reg, step.cfg, direct)
         mean = res.scores.mean(1)
         table = pa.table({"pool_index": np.arange(len(E)), "sample_id": ids, "is_landmark": np.isin(np.arange(len(E)), idx),
                           "mean_score": mean, "weight": res.weights, "scores": storage.vectors_column(res.scores)})
-        step.write(table, extra={"lambda": res.lam})
+        step.write(table, extra={"lambda": res.lam, "direct": reg.setting.direct})
         top = np.argsort(-res.weights)[:10]
         md = {"top_weighted": dg.MetadataValue.md(table_md([{"pool_index": int(i), "sample_id": ids[i], "weight": float(res.weights[i]),
                                                              "mean_score": float(mean[i])} for i in top],
                                                            ["pool_index", "sample_id", "weight", "mean_score"])),
               "weights_histogram": dg.MetadataValue.md(histogram_md(res.weights[res.weights > 0]))}
-        return step.finish(len(E), {"lambda": res.lam, "nonzero_weights": int((res.weights > 0).sum()),
+        cv = {f"direct_cv_spearman_{'on' if r['direct'] else 'off'}": r["spearman"] for r in direct_cv}
+        return step.finish(len(E), {"lambda": res.lam, "direct_term": reg.setting.direct, **cv,
+                                    "nonzero_weights": int((res.weights > 0).sum()),
                                     "sparsity": float((res.weights == 0).mean()), "targets": G_T.shape[0],
                                     "weight_sum": float(res.weights.sum())}, md,
                            checks=[checks.weights_valid(res.weights, len(E), step.cfg.k)])
 
-    @dg.asset(**common, deps=[target_gradients, on_model("pool_embeddings"), on_model("landmark_gradients"),
-                              on_model("krr_coefficients")], kinds={"parquet"},
+    @dg.asset(**common, deps=[target_gradients, per_target_weights, on_model("pool_embeddings"),
+                              on_model("landmark_gradients"), on_model("krr_coefficients")], kinds={"parquet"},
               check_specs=[checks.spec("beats_mean_landmark", "recovery_report",
                                        "warns when propagation is no better than predicting the mean landmark gradient", blocking=False)],
               description="Landmark cross-validation for this task: Spearman(p_hat, p), gradient-recovery cosine and "
@@ -128,7 +128,8 @@ def build(partitions: dg.PartitionsDefinition) -> list:
                                          "re-materialise pool_embeddings")
         candidates = {spec: cands.column("matrix")[i].values.to_numpy().reshape(-1, dim)
                       for i, (spec, dim) in enumerate(zip(cands.column("embedding").to_pylist(), cands.column("dim").to_pylist()))}
-        used = recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"], kernel.get("direct", False))
+        used = recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"],
+                                      step.load_meta("per_target_weights", target_side=True).get("direct", False))
         te = target_embeddings(step)
         rows = [{"model": step.model, "task": step.task, "chosen": r["embedding"] == chosen, "run_id": context.run.run_id, **r}
                 for r in recovery.landmark_report(candidates, G_L, G_T, used, seed=step.cfg.seed,

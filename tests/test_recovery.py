@@ -84,3 +84,21 @@ def test_direct_term_recovers_what_partial_gradients_carry():
         cross_validate(E, G, T, (KernelSetting(direct=True),))
     with pytest.raises(ValueError, match="one proxy embedding per target"):
         cross_validate(E, G, T, (KernelSetting(direct=True),), slices=((0, 200),))
+
+
+def test_choose_direct_keeps_the_direct_term_only_when_the_real_targets_gain():
+    from infdist_core.landmarks import DirectTerm
+    from infdist_core.pipeline import choose_direct
+
+    rng = np.random.default_rng(0)
+    G = rng.standard_normal((160, 400))
+    G /= np.linalg.norm(G, axis=1, keepdims=True)
+    T = rng.standard_normal((3, 400))
+    T /= np.linalg.norm(T, axis=1, keepdims=True)
+    E = G[:, :200]
+    informative = DirectTerm(T[:, :200], ((0, 200),))
+    setting, rows = choose_direct(E, G, T, informative, KernelSetting(bandwidth_scale=2.0))
+    assert setting == KernelSetting(bandwidth_scale=2.0, direct=True) and rows[1]["spearman"] > rows[0]["spearman"]
+    E_blind = rng.standard_normal((160, 200))  # an embedding unrelated to the gradients: nothing to gain
+    setting, rows = choose_direct(E_blind, G, T, DirectTerm(rng.standard_normal((3, 200)), ((0, 200),)), KernelSetting())
+    assert setting.direct == (rows[1]["spearman"] > rows[0]["spearman"])
