@@ -19,7 +19,7 @@ A proxy is named by a spec string; ``+`` concatenates (each part L2-normalised f
 
 Every proxy returns L2-normalised float32 rows and its measured seconds per sample. The gradient
 kinds (``GRADIENT_KINDS``) estimate inner products of true gradient blocks, so a sample's part can
-be compared with the same part of a target's (``direct.py``); a concatenation keeps each part's
+be compared with the same part of a target's (``landmarks.DirectTerm``); a concatenation keeps each part's
 width in ``ProxyEmbedding.widths``.
 """
 
