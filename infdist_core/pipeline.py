@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -189,8 +189,7 @@ def choose_direct(E_landmarks: np.ndarray, G_landmarks: np.ndarray, G_targets: n
     real targets: its gain depends on the targets (measured with GSM8K targets: +0.04 held-out
     Spearman for grad-last:2+grad-head at 256 landmarks, while pool-side pseudo-targets, means of
     random pool samples, show none), so the pool side cannot decide it."""
-    off = recovery.KernelSetting(setting.bandwidth_scale, setting.damping, setting.center, False)
-    on = recovery.KernelSetting(setting.bandwidth_scale, setting.damping, setting.center, True)
+    off, on = replace(setting, direct=False), replace(setting, direct=True)
     if len(E_landmarks) < 8:
         return on, []
     rows = recovery.cross_validate(E_landmarks, G_landmarks, G_targets, (off, on), seed=seed, slices=direct.slices,

@@ -144,6 +144,11 @@ def parse_spec(spec: str) -> tuple[str, list[int]]:
     return kind, [int(x) for x in nums]
 
 
+def _last_blocks(nums: list[int], n_layers: int) -> int:
+    """Blocks of ``grad-last[:B]`` (default 1), at most the model's."""
+    return min(nums[0] if nums else 1, n_layers)
+
+
 def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int) -> np.ndarray:
     kind, nums = parse_spec(spec)
     n_layers = len(decoder_layers(model))
@@ -164,7 +169,7 @@ def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int
     if kind == "grad-head":
         return partial_gradients(model, samples, pad_id, 0, True, dim, seed)[0]
     if kind == "grad-last":
-        return partial_gradients(model, samples, pad_id, min(nums[0] if nums else 1, n_layers), False, dim, seed)[0]
+        return partial_gradients(model, samples, pad_id, _last_blocks(nums, n_layers), False, dim, seed)[0]
     raise ValueError(f"unknown proxy embedding {spec!r}; known kinds: jvp-hidden, jvp-logits, jvp-hidden-last, "
                      "jvp-hidden-concat, rds, grad-last, grad-head, grad-head-sketch")
 
@@ -176,11 +181,12 @@ def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str,
         raise ValueError("no samples to embed")
     t0 = time.perf_counter()
     names = spec.split("+")
-    kinds = [parse_spec(s)[0] for s in names]
+    parsed = [parse_spec(s) for s in names]
+    kinds = [k for k, _ in parsed]
     parts: dict[int, np.ndarray] = {}
-    if kinds.count("grad-last") == 1 and kinds.count("grad-head") == 1 and not parse_spec(names[kinds.index("grad-head")])[1]:
+    if kinds.count("grad-last") == 1 and kinds.count("grad-head") == 1 and not parsed[kinds.index("grad-head")][1]:
         i, j = kinds.index("grad-last"), kinds.index("grad-head")  # one shared forward + partial backward
-        blocks = min(parse_spec(names[i])[1][0] if parse_spec(names[i])[1] else 1, len(decoder_layers(model)))
+        blocks = _last_blocks(parsed[i][1], len(decoder_layers(model)))
         parts[i], parts[j] = partial_gradients(model, samples, pad_id, blocks, True, dim, seed)
     for i, s in enumerate(names):
         if i not in parts:

@@ -21,7 +21,7 @@ regression (gradient proxies only); a pseudo-target's embedding is then its grou
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -46,7 +46,7 @@ def settings_for(slices: tuple, base: tuple[KernelSetting, ...] = DEFAULT_SETTIN
     """``base``, plus each with the direct term when the embedding has gradient parts."""
     if not slices:
         return base
-    return tuple(dict.fromkeys((*base, *(KernelSetting(s.bandwidth_scale, s.damping, s.center, True) for s in base))))
+    return tuple(dict.fromkeys((*base, *(replace(s, direct=True) for s in base))))
 
 
 def _pseudo_targets(G_train: np.ndarray, count: int, rng: np.random.Generator, group: int = 8):
@@ -126,9 +126,11 @@ def cross_validate(
                 T, groups = _pseudo_targets(G[train], n_pseudo_targets, rng)
                 TE = np.stack([E[train][g].mean(0) for g in groups])
             kw = dict(damping=s.damping, bandwidth_scale=s.bandwidth_scale, center=s.center)
-            g_hat = krr_fit(E[train], G[train], **kw).predict(E[test])
-            direct = DirectTerm(np.asarray(TE, np.float64), slices) if s.direct else None
-            p_hat = krr_fit(E[train], G[train] @ T.T, direct=direct, **kw).predict(E[test])
+            pred = krr_fit(E[train], np.concatenate([G[train], G[train] @ T.T], axis=1), **kw).predict(E[test])
+            g_hat, p_hat = pred[:, : G.shape[1]], pred[:, G.shape[1]:]
+            if s.direct:  # the scores again, with the linear part (the gradients never take it)
+                direct = DirectTerm(np.asarray(TE, np.float64), slices)
+                p_hat = krr_fit(E[train], G[train] @ T.T, direct=direct, **kw).predict(E[test])
             p_true = G[test] @ T.T
             acc["grad_cosine"].append(_rowcos(g_hat, G[test]))
             acc["mean_cosine"].append(_rowcos(np.broadcast_to(G[train].mean(0), G[test].shape), G[test]))
@@ -152,7 +154,7 @@ def landmark_report(candidates: dict[str, np.ndarray], G: np.ndarray, targets: n
     rows = []
     for spec, E in sorted(candidates.items()):
         sl = slices.get(spec, ()) if spec in target_embeddings else ()
-        mine = used if sl or not used.direct else KernelSetting(used.bandwidth_scale, used.damping, used.center)
+        mine = used if sl else replace(used, direct=False)
         settings = settings_for(sl, tuple(dict.fromkeys((mine, *DEFAULT_SETTINGS))))
         kw = dict(seed=seed, slices=sl, target_embeddings=target_embeddings.get(spec))
         for n in sorted({s for s in (*sizes, l) if 8 <= s <= l}):
