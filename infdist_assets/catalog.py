@@ -6,8 +6,10 @@ always see the latest results. When the set of views changes, the catalog is reb
 temporary file and renamed over the old one; a reader holding the old file open keeps reading
 it undisturbed (POSIX rename), the next connection sees the new one.
 
-Relations: ``lineage``, ``selected_subset``, ``eval_scores``, ``recovery``,
-``embedding_candidates``, and ``asset_<name>`` for every asset (``/`` in keys becomes ``__``).
+Relations: ``lineage``, ``selected_subset``, ``eval_scores``, ``eval_rows`` (per held-out row
+losses), ``recovery``, ``embedding_candidates``, ``benchmark`` (the quality benchmark's scores,
+one row per task, method, seed, k and metric), ``benchmark_summary`` (its means, intervals and
+paired differences), and ``asset_<name>`` for every asset (``/`` in keys becomes ``__``).
 """
 
 from __future__ import annotations
@@ -23,16 +25,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 RESULT_VIEWS = {
-    "selected_subset": "assets/*/selected_subset/*/*/data.parquet",
-    "eval_scores": "assets/*/eval_scores/*/*/data.parquet",
-    "recovery": "assets/recovery_report/*/*/data.parquet",
-    "embedding_candidates": "assets/pool_embeddings/*/candidates.parquet",
+    "selected_subset": "assets/*/selected_subset/*/*/seed=*/k=*/data.parquet",
+    "eval_scores": "assets/*/eval_scores/*/*/seed=*/k=*/data.parquet",
+    "eval_rows": "assets/*/eval_scores/*/*/seed=*/k=*/rows.parquet",
+    "recovery": "assets/recovery_report/*/*/seed=*/k=*/data.parquet",
+    "embedding_candidates": "assets/pool_embeddings/*/seed=*/candidates.parquet",
     "lineage": "lineage/**/*.parquet",
+    "benchmark": "assets/quality_report/data.parquet",
+    "benchmark_summary": "assets/quality_report/summary.parquet",
 }
 LINEAGE_SCHEMA = pa.schema([
     ("asset", pa.string()), ("partition", pa.string()), ("run_id", pa.string()), ("code_version", pa.string()),
     ("config_hash", pa.string()), ("upstream", pa.string()), ("started_at", pa.timestamp("us", tz="UTC")),
     ("finished_at", pa.timestamp("us", tz="UTC")), ("row_count", pa.int64()), ("metrics", pa.string()),
+    ("variant", pa.string()),
 ])
 
 
@@ -66,7 +72,8 @@ def rebuild(root: Path, catalog_path: Path, asset_keys: list[str]) -> list[str]:
     try:
         for name, glob in sorted(views.items()):
             pattern = f"{root.resolve()}/{glob}"
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', union_by_name=true)")
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', union_by_name=true, "
+                        "hive_partitioning=false)")
     finally:
         con.close()
     os.replace(tmp, catalog_path)

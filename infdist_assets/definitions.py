@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from infdist_assets import automation, method_assets, pool_assets, step, target_assets
+from infdist_assets import automation, benchmark, method_assets, pool_assets, step, target_assets
 from infdist_assets.partitions import model_partitions, model_task_partitions
 from infdist_assets.registry import load_registry
 from infdist_assets.resources import ArtefactStore, SelectionSettings
@@ -17,8 +17,10 @@ def build_definitions(registry_path: str | None = None, data_root: str | None = 
     assets = pool_assets.build(by_model) + target_assets.build(by_model_task)
     for method in method_assets.METHODS:
         assets += method_assets.build(by_model_task, method)
+    assets += benchmark.build()
     step.ALL_ASSET_KEYS[:] = [a.key.to_user_string() for a in assets]
     jobs, schedules, sensors = automation.build(reg, by_model, by_model_task)
+    jobs += benchmark.jobs()
     store = ArtefactStore(root=str(reg.data_root), registry_path=str(registry_path or ""))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
                           resources={"store": store, "settings": SelectionSettings()})

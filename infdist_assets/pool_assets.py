@@ -3,11 +3,14 @@ gradients -> pool (JVP/proxy) embeddings -> KRR coefficients; plus the baselines
 
 
 
+import json
+
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 
 from infdist_core import pipeline, proxies
+from infdist_core.config import DATA_SIDE_FIELDS
 from infdist_core.modeling import load_model, load_tokenizer
 from infdist_core.records import RecordError, load_records
 from infdist_core.training import load_adam_moments, save_adam_state
@@ -46,6 +49,42 @@ def warmup_moments(step: Step, model):
         return None
     names = [n for n, _ in pipeline.gradient_parameters(model, step.cfg)]
     return load_adam_moments(meta["adam_state"], names)
+
+
+def known_embeddings(step: Step, n: int) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
+    """Proxy rows that other selection seeds' ``pool_embeddings`` computed for this model with the
+    same data-side settings (so the same warm-up checkpoint, pool and projections):
+    spec -> ((n, e) array, NaN rows where unknown; part widths)."""
+    known: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
+    here = step.path("pool_embeddings").parent
+    ours = {f: step.cfg.to_dict()[f] for f in DATA_SIDE_FIELDS}
+    for data in sorted(here.parent.glob("seed=*/data.parquet")):
+        if data.parent == here:
+            continue
+        try:
+            meta = storage.read_meta(data)
+        except storage.ArtefactMissing:
+            continue
+        theirs = meta.get("config", {})
+        if any(json.dumps(theirs.get(f), default=list) != json.dumps(v, default=list) for f, v in ours.items()):
+            continue
+        tables = [(meta["embedding"], storage.read_table(data).select(["pool_index", "embedding"]), meta.get("widths", []))]
+        cands = data.with_name("landmark_candidates.parquet")
+        if cands.exists():
+            c = storage.read_table(cands)
+            for spec, dim, widths, lm, flat in zip(*(c.column(x).to_pylist() for x in ("embedding", "dim", "widths", "pool_index", "matrix"))):
+                tables.append((spec, pa.table({"pool_index": lm, "embedding": storage.vectors_column(
+                    np.asarray(flat, np.float32).reshape(-1, dim))}), widths))
+        for spec, t, widths in tables:
+            if not proxies.per_sample(spec):
+                continue
+            rows = t.column("pool_index").to_numpy()
+            vec = storage.column_matrix(t, "embedding")
+            arr, w = known.get(spec, (np.full((n, vec.shape[1]), np.nan, np.float32), tuple(widths)))
+            if arr.shape[1] == vec.shape[1]:
+                arr[rows] = vec
+                known[spec] = (arr, w)
+    return known
 
 
 def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -124,12 +163,16 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         valid = np.asarray(lg.column("valid").to_pylist())
         idx = lg.column("pool_index").to_numpy()[valid]
         G = storage.column_matrix(lg, "gradient")[valid]
-        choice = pipeline.embed_pool(model, samples, idx, G, step.cfg, tok.pad_token_id, log_fn=context.log.info)
+        known = known_embeddings(step, len(samples))
+        if known:
+            context.log.info(f"reusing proxy rows computed for other selection seeds: {sorted(known)}")
+        choice = pipeline.embed_pool(model, samples, idx, G, step.cfg, tok.pad_token_id, log_fn=context.log.info, known=known)
         step.write(pa.table({"pool_index": np.arange(len(samples)), "sample_id": [s.id for s in samples],
                              "embedding": storage.vectors_column(choice.vectors)}),
                    extra={"embedding": choice.spec, "reason": choice.reason, "widths": list(choice.widths[choice.spec])})
         if choice.candidates:
-            step.write(pa.Table.from_pylist([{"model": step.model, **r} for r in choice.candidates]), name="candidates.parquet")
+            step.write(pa.Table.from_pylist([{"model": step.model, "seed": step.cfg.seed, **r} for r in choice.candidates]),
+                       name="candidates.parquet")
         specs = sorted(choice.landmark_embeddings)
         step.write(pa.table({"embedding": specs, "dim": [choice.landmark_embeddings[s].shape[1] for s in specs],
                              "widths": [list(choice.widths[s]) for s in specs], "pool_index": [idx.tolist()] * len(specs),

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from infdist_core.evalsets import KINDS as EVAL_KINDS
+
 DEFAULT_REGISTRY = Path(__file__).with_name("default_registry.yaml")
-EVAL_KINDS = ("gsm8k", "mmlu", "humaneval", "none")
 
 
 class RegistryError(ValueError):
@@ -87,9 +88,13 @@ def load_registry(path: str | Path | None = None, root: str | Path | None = None
         if not isinstance(t, dict) or "targets" not in t:
             raise RegistryError(f"{path}: tasks.{name} needs a 'targets' file")
         ev = t.get("eval") or {"kind": "none"}
+        if not isinstance(ev, dict):
+            raise RegistryError(f"{path}: tasks.{name}.eval must be a mapping like {{kind: heldout, path: ...}}, got {ev!r}")
         kind = ev.get("kind", "none")
         if kind not in EVAL_KINDS:
             raise RegistryError(f"{path}: tasks.{name}.eval.kind is {kind!r}; use one of {EVAL_KINDS}")
+        if kind != "none" and not ev.get("path"):
+            raise RegistryError(f"{path}: tasks.{name}.eval (kind {kind}) needs a 'path' to its rows")
         tasks[str(name)] = TaskSpec(str(name), resolve(t["targets"]), kind, resolve(ev["path"]) if ev.get("path") else None)
     if not models or not tasks:
         raise RegistryError(f"{path}: needs at least one model and one task")

@@ -19,7 +19,7 @@ import dagster as dg
 import pyarrow as pa
 
 import infdist_core
-from infdist_core.config import POOL_SIDE_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig
+from infdist_core.config import DATA_SIDE_FIELDS, POOL_SIDE_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig
 from infdist_assets import catalog, storage
 from infdist_assets.partitions import split_key
 from infdist_assets.registry import Registry, RegistryError
@@ -37,6 +37,50 @@ def code_version() -> str:
 
 
 ALL_ASSET_KEYS: list[str] = []  # filled by the definitions, for the catalog's asset views
+
+SEED_FREE_ASSETS = frozenset({"sampled_pool", "warmup_checkpoint", "pool_perplexity", "rds_embeddings", "pool_gradients",
+                              "target_gradients"})
+"""Artefacts that do not depend on the selection seed or the budget k: one per partition, shared
+by every seed and k. Every other artefact lives under ``seed=<s>`` (model side) or
+``seed=<s>/k=<k>`` (model x task side) in its partition's folder, so the runs of the quality
+benchmark (several seeds and budgets) sit side by side and are reused when run again."""
+
+
+MODEL_SIDE_ASSETS = frozenset({"sampled_pool", "warmup_checkpoint", "landmark_gradients", "pool_embeddings",
+                               "krr_coefficients", "pool_perplexity", "rds_embeddings", "pool_gradients"})
+"""Assets partitioned by model alone (the rest are model x task)."""
+
+
+def variant(asset: str, cfg: SelectionConfig, target_side: bool) -> str:
+    """The sub-folder of ``asset``'s partition folder for these settings ('' when seed-free)."""
+    if asset in SEED_FREE_ASSETS:
+        return ""
+    return f"seed={cfg.seed}/k={cfg.k}" if target_side else f"seed={cfg.seed}"
+
+
+def dependency_fields(asset: str, target_side: bool) -> tuple[str, ...]:
+    """The settings an artefact of ``asset`` depends on (what a consumer must agree on)."""
+    if asset in SEED_FREE_ASSETS:
+        return DATA_SIDE_FIELDS
+    return TARGET_SIDE_FIELDS if target_side else POOL_SIDE_FIELDS
+
+
+def settings_diff(meta: dict, cfg: SelectionConfig, asset: str, target_side: bool) -> dict[str, tuple]:
+    """Settings an artefact depends on where its sidecar and ``cfg`` differ: {field: (theirs, ours)}."""
+    theirs, ours = meta.get("config", {}), cfg.to_dict()
+    return {k: (theirs.get(k), ours[k]) for k in dependency_fields(asset, target_side)
+            if k in theirs and json.dumps(theirs[k], default=list) != json.dumps(ours[k], default=list)}
+
+
+def is_materialised(root: Path, asset: str, model: str, task: str | None, cfg: SelectionConfig) -> bool:
+    """Does a complete artefact of ``asset`` for this partition, made with ``cfg``'s settings, exist?"""
+    target_side = task is not None and asset not in MODEL_SIDE_ASSETS
+    path = storage.partition_dir(root, asset, model, task if target_side else None) / variant(asset, cfg, target_side)
+    try:
+        meta = storage.read_meta(path / "data.parquet")
+    except storage.ArtefactMissing:
+        return False
+    return not settings_diff(meta, cfg, asset, target_side)
 
 
 @dataclass
@@ -75,7 +119,7 @@ class Step:
     def path(self, asset: str | None = None, name: str = "data.parquet", target_side: bool | None = None) -> Path:
         asset = asset or self.asset
         task = self.task if (target_side if target_side is not None else asset == self.asset) else None
-        return storage.partition_dir(self.store.path, asset, self.model, task) / name
+        return storage.partition_dir(self.store.path, asset, self.model, task) / variant(asset, self.cfg, task is not None) / name
 
     def checkpoint_dir(self) -> Path:
         d = self.store.path / "checkpoints" / self.asset / self.model
@@ -88,9 +132,7 @@ class Step:
             meta = storage.read_meta(path)
         except storage.ArtefactMissing as err:
             raise dg.Failure(description=f"{asset} [{self.model if not target_side else self.partition}]: {err}") from err
-        theirs, ours = meta.get("config", {}), self.cfg.to_dict()
-        keys = TARGET_SIDE_FIELDS if target_side else POOL_SIDE_FIELDS
-        diff = {k: (theirs.get(k), ours[k]) for k in keys if k in theirs and json.dumps(theirs[k], default=list) != json.dumps(ours[k], default=list)}
+        diff = settings_diff(meta, self.cfg, asset, target_side)
         if diff:
             raise dg.Failure(description=f"{asset} for {self.model} was made with other settings {diff} "
                                          "(theirs, ours): re-materialise it first")
@@ -107,6 +149,7 @@ class Step:
     def write(self, table: pa.Table, name: str = "data.parquet", extra: dict | None = None) -> Path:
         path = self.path(name=name)
         meta = {"asset": self.asset, "partition": self.partition, "run_id": self.context.run.run_id,
+                "variant": variant(self.asset, self.cfg, self.task is not None),
                 "code_version": code_version(), "config": self.cfg.to_dict(), "upstream": self.upstream,
                 "written_at": datetime.now(timezone.utc).isoformat(), **(extra or {})}
         storage.write_table(table, path, meta)
@@ -118,7 +161,7 @@ class Step:
         end = time.time()
         catalog.write_lineage(self.store.path, {
             "asset": self.asset, "partition": self.partition, "run_id": self.context.run.run_id,
-            "code_version": code_version(), "config_hash": self.cfg.digest(),
+            "variant": variant(self.asset, self.cfg, self.task is not None), "code_version": code_version(), "config_hash": self.cfg.digest(),
             "upstream": self.upstream, "started_at": datetime.fromtimestamp(self.started, timezone.utc),
             "finished_at": datetime.fromtimestamp(end, timezone.utc), "row_count": int(rows), "metrics": metrics,
         })

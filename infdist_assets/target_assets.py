@@ -7,7 +7,8 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from infdist_core import pipeline, recovery
+from infdist_core import pipeline, proxies, recovery
+from infdist_core.config import PROXY_AUTO
 from infdist_core.landmarks import DirectTerm
 from infdist_core.records import RecordError, load_records
 from infdist_core.tokenization import tokenize_records
@@ -44,7 +45,7 @@ def landmark_inputs(step: Step):
 def build(partitions: dg.PartitionsDefinition) -> list:
     common = dict(partitions_def=partitions, group_name="target_side")
 
-    @dg.asset(**common, deps=[on_model("warmup_checkpoint"), on_model("pool_embeddings")], kinds={"pytorch", "parquet"},
+    @dg.asset(**common, deps=[on_model("warmup_checkpoint")], kinds={"pytorch", "parquet"},
               op_tags=GPU_TAGS, pool="gpu",
               check_specs=[checks.spec("gradients_finite", "target_gradients", "finite target gradients")],
               description="Projected, normalised gradients of the task's target samples (same projection as the landmarks), "
@@ -61,11 +62,10 @@ def build(partitions: dg.PartitionsDefinition) -> list:
         keep = g.valid
         table = pa.table({"target_index": np.arange(int(keep.sum())), "target_id": [s.id for s, k in zip(ts.samples, keep) if k],
                           "n_label_tokens": g.n_label_tokens[keep], "gradient": storage.vectors_column(g.vectors[keep])})
-        cands = step.load("pool_embeddings", name="landmark_candidates.parquet")
         kept = [s for s, k in zip(ts.samples, keep) if k]
+        specs = step.cfg.embedding_candidates if step.cfg.embedding == PROXY_AUTO else (step.cfg.embedding,)
         embedded = [pipeline.embed_targets(model, kept, spec, step.cfg, tok.pad_token_id)
-                    for spec, widths in zip(cands.column("embedding").to_pylist(), cands.column("widths").to_pylist())
-                    if pipeline.embedding_slices(spec, widths)]
+                    for spec in specs if any(proxies.gradient_parts(spec))]
         step.write(pa.table({"embedding": [e.spec for e in embedded], "dim": [e.vectors.shape[1] for e in embedded],
                              "widths": [list(e.widths) for e in embedded],
                              "matrix": pa.array([e.vectors.reshape(-1) for e in embedded], pa.list_(pa.float32()))}),
@@ -131,7 +131,8 @@ def build(partitions: dg.PartitionsDefinition) -> list:
         used = recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"],
                                       step.load_meta("per_target_weights", target_side=True).get("direct", False))
         te = target_embeddings(step)
-        rows = [{"model": step.model, "task": step.task, "chosen": r["embedding"] == chosen, "run_id": context.run.run_id, **r}
+        rows = [{"model": step.model, "task": step.task, "seed": step.cfg.seed, "chosen": r["embedding"] == chosen,
+                 "run_id": context.run.run_id, **r}
                 for r in recovery.landmark_report(candidates, G_L, G_T, used, seed=step.cfg.seed,
                                                   slices={s: sl for s, (_, sl) in te.items()},
                                                   target_embeddings={s: m for s, (m, _) in te.items()})]

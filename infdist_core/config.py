@@ -63,9 +63,26 @@ class SelectionConfig:
     train_micro_batch: int = 4
     train_grad_accum: int = 2
     eval_subset: int = 10
-    """Evaluation rows per benchmark (seeded subset); 0 = all."""
+    """Rows for the task metric (GSM8K EM, MMLU accuracy, HumanEval pass@1, multiple-choice
+    accuracy; a seeded subset); 0 = all."""
+    heldout_rows: int = 200
+    """Rows for the held-out loss (a seeded subset of the task's evaluation file, disjoint from its
+    targets; a forward pass each); 0 = all."""
+    heldout_max_length: int = 384
+    """Tokens per held-out row (prompt and reference, chat template included). Longer than
+    max_length: at 128 tokens most MMLU and HumanEval rows have no reference token left (measured:
+    94% and 80% of rows), at 384 almost all fit."""
+    task_metrics: bool = True
+    """Compute the task metric besides the held-out loss (generation metrics are slow on a CPU;
+    the quality benchmark turns them off by default)."""
     max_new_tokens: int = 160
     seed: int = 0
+    """Seed of the selection: landmarks, cross-validation folds, round-robin ties, the uniform draw
+    and the fine-tuning order. Vary it to measure selection-to-selection variance."""
+    data_seed: int = 0
+    """Seed of the data and the instruments, fixed across selection seeds: the pool sample, the
+    warm-up, the gradient and proxy projections and the evaluation rows (so that scores pair across
+    methods and seeds)."""
     batch_size: int = 1
     """Samples per gradient batch (raise on a GPU)."""
     device: str = "auto"
@@ -73,10 +90,14 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         bad = {f: getattr(self, f) for f in ("pool_size", "max_length", "n_landmarks", "k", "projection_dim",
-                                             "embedding_dim", "jvp_blocks", "jvp_tangents", "batch_size")
+                                             "embedding_dim", "jvp_blocks", "jvp_tangents", "batch_size",
+                                             "heldout_max_length")
                if getattr(self, f) < 1}
         if bad:
             raise ValueError(f"these settings must be >= 1: {bad}")
+        negative = {f: getattr(self, f) for f in ("eval_subset", "heldout_rows") if getattr(self, f) < 0}
+        if negative:
+            raise ValueError(f"these settings must be >= 0 (0 = all rows): {negative}")
         if self.n_landmarks > self.pool_size:
             raise ValueError(f"n_landmarks={self.n_landmarks} exceeds pool_size={self.pool_size}")
         if self.k > self.pool_size:
@@ -112,12 +133,16 @@ class SelectionConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
-POOL_SIDE_FIELDS = (
-    "pool_size", "max_length", "n_landmarks", "projection_dim", "grad_params", "adam_aware", "warmup_samples",
-    "warmup_steps", "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "damping",
-    "kernel_search", "train_lr", "train_micro_batch", "train_grad_accum", "seed",
+DATA_SIDE_FIELDS = (
+    "pool_size", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples", "warmup_steps",
+    "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "train_lr",
+    "train_micro_batch", "train_grad_accum", "data_seed",
 )
-"""Settings the model-partitioned (pool-side) artefacts depend on."""
+"""Settings the selection-seed-free artefacts depend on (pool sample, warm-up, target gradients,
+the baselines' pool inputs): they are shared by every selection seed and budget k."""
+
+POOL_SIDE_FIELDS = DATA_SIDE_FIELDS + ("n_landmarks", "damping", "kernel_search", "seed")
+"""Settings the model-partitioned artefacts of one selection seed depend on (landmarks and on)."""
 
 TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + (
     "k", "per_target", "weighted_training", "train_epochs", "batch_size",

@@ -1,6 +1,7 @@
-"""Evaluation of a fine-tuned model: held-out target loss, GSM8K exact match (greedy, 8-shot),
-MMLU accuracy (zero-shot, answer-letter log-likelihood) and HumanEval pass@1 (tests executed in
-a separate Python process with a timeout). Subsets are seeded."""
+"""Evaluation of a fine-tuned model: held-out loss, multiple-choice log-likelihood accuracy
+(lm-evaluation-harness's ``acc`` / ``acc_norm``), GSM8K exact match (greedy, 8-shot), MMLU accuracy
+(zero-shot, answer-letter log-likelihood) and HumanEval pass@1 (tests executed in a separate
+Python process with a timeout). Subsets are seeded."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -34,11 +36,13 @@ def seeded_subset(rows: list, n: int | None, seed: int, name: str) -> list:
 def sample_losses(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> np.ndarray:
     """Mean label-token cross-entropy of every sample (its log-perplexity), float64 (n,)."""
     device = next(model.parameters()).device
-    vals = []
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i].input_ids))  # batches of similar length pad less
+    out = np.zeros(len(samples), np.float64)
     for lo in range(0, len(samples), batch_size):
-        batch = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
-        vals.append(per_sample_losses(model, batch).cpu())
-    return torch.cat(vals).numpy().astype(np.float64)
+        idx = order[lo : lo + batch_size]
+        batch = {k: v.to(device) for k, v in pad_batch([samples[i] for i in idx], pad_id).items()}
+        out[idx] = per_sample_losses(model, batch).cpu().numpy()
+    return out
 
 
 def target_loss(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> float:
@@ -93,6 +97,61 @@ def mmlu_accuracy(model, tok, rows: list[dict]) -> float:
         logits = model(input_ids=enc["input_ids"].to(device)).logits[0, -1]
         hits += "ABCD"[int(torch.argmax(logits[letters]))] == r["correct_answer"]
     return hits / max(1, len(rows))
+
+
+@dataclass
+class ChoiceScores:
+    """Per-item results of ``multiple_choice_scores``, each of shape (n_items,)."""
+
+    correct: np.ndarray
+    """argmax of the choices' summed log-likelihoods is the answer (``acc``)."""
+    correct_norm: np.ndarray
+    """argmax of log-likelihood / character length of the choice is the answer (``acc_norm``)."""
+    answer_loss: np.ndarray
+    """Mean per-token negative log-likelihood of the right choice."""
+
+
+def choice_context(tok, question: str) -> str:
+    """The prompt a choice continues: the question as a user turn, rendered with the chat template
+    and its generation prompt (the format the model is fine-tuned on)."""
+    return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+
+
+@torch.no_grad()
+def choice_loglikelihoods(model, tok, context: str, choices: tuple[str, ...] | list[str]) -> list[tuple[float, int]]:
+    """(summed log-likelihood, token count) of each choice as the continuation of ``context``.
+
+    As lm-evaluation-harness does, the whole string ``context + choice`` is tokenised and the
+    continuation is what follows the context's own tokens, so a merge across the boundary is
+    scored as the harness scores it."""
+    device = next(model.parameters()).device
+    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    out = []
+    for choice in choices:
+        whole = tok(context + choice, add_special_tokens=False)["input_ids"]
+        n_ctx = len(ctx)
+        while n_ctx > 0 and whole[:n_ctx] != ctx[:n_ctx]:
+            n_ctx -= 1  # the boundary token merged with the continuation's first characters
+        n_ctx = max(1, n_ctx)
+        ids = torch.tensor([whole], device=device)
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        target = ids[0, 1:]
+        lp = logp.gather(1, target[:, None])[:, 0][n_ctx - 1:]
+        out.append((float(lp.sum()), int(lp.numel())))
+    return out
+
+
+def multiple_choice_scores(model, tok, items: list) -> ChoiceScores:
+    """``acc``, ``acc_norm`` and the right answer's loss for ``evalsets.ChoiceItem``s."""
+    correct, norm, loss = [], [], []
+    for it in items:
+        ll = choice_loglikelihoods(model, tok, choice_context(tok, it.question), it.choices)
+        sums = np.array([s for s, _ in ll])
+        lengths = np.array([float(len(c)) for c in it.choices])
+        correct.append(int(np.argmax(sums)) == it.answer)
+        norm.append(int(np.argmax(sums / lengths)) == it.answer)
+        loss.append(-ll[it.answer][0] / max(1, ll[it.answer][1]))
+    return ChoiceScores(np.array(correct, bool), np.array(norm, bool), np.array(loss, np.float64))
 
 
 def extract_code(text: str) -> str:

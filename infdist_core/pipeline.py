@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from infdist_core import baselines, proxies, recovery
+from infdist_core import baselines, evalsets, proxies, recovery
 from infdist_core.config import PROXY_AUTO, SelectionConfig
 from infdist_core.gradients import GradientMatrix, sample_gradients
 from infdist_core.influence import landmark_scores, propagate_scores
@@ -37,7 +37,7 @@ def sample_pool(records: list[dict], tokenizer, cfg: SelectionConfig) -> Tokeniz
     """A seeded random sample of ``cfg.pool_size`` usable records, tokenised (order = pool index)."""
     if len(records) < cfg.pool_size:
         raise ValueError(f"the pool file has {len(records)} records, fewer than pool_size={cfg.pool_size}")
-    order = torch.randperm(len(records), generator=generator(cfg.seed, "pool", len(records))).tolist()
+    order = torch.randperm(len(records), generator=generator(cfg.data_seed, "pool", len(records))).tolist()
     out = TokenizedSet([])
     for i in order:
         if len(out.samples) == cfg.pool_size:
@@ -61,9 +61,9 @@ def warm_up(model, pool: list[TokenizedSample], cfg: SelectionConfig, pad_id: in
     if cfg.warmup_steps == 0:
         return None
     n = min(cfg.warmup_samples, len(pool))
-    idx = torch.randperm(len(pool), generator=generator(cfg.seed, "warmup", len(pool)))[:n].tolist()
+    idx = torch.randperm(len(pool), generator=generator(cfg.data_seed, "warmup", len(pool)))[:n].tolist()
     tc = TrainConfig(lr=cfg.train_lr, micro_batch=cfg.train_micro_batch, grad_accum=cfg.train_grad_accum,
-                     epochs=1e9, max_steps=cfg.warmup_steps, seed=cfg.seed)
+                     epochs=1e9, max_steps=cfg.warmup_steps, seed=cfg.data_seed)
     return train(model, [pool[i] for i in idx], tc, pad_id, progress=progress)
 
 
@@ -74,7 +74,7 @@ def gradient_parameters(model, cfg: SelectionConfig) -> list[tuple[str, torch.nn
 def gradient_projector(model, cfg: SelectionConfig) -> HadamardProjector:
     params = gradient_parameters(model, cfg)
     in_dim = sum(p.numel() for _, p in params)
-    return HadamardProjector(in_dim, min(cfg.projection_dim, in_dim), seed=cfg.seed, device=next(model.parameters()).device)
+    return HadamardProjector(in_dim, min(cfg.projection_dim, in_dim), seed=cfg.data_seed, device=next(model.parameters()).device)
 
 
 def compute_gradients(model, samples: list[TokenizedSample], cfg: SelectionConfig, pad_id: int,
@@ -108,15 +108,38 @@ def embedding_slices(spec: str, widths: tuple[int, ...] | list[int]) -> tuple[tu
     return part_slices(tuple(widths), proxies.gradient_parts(spec))
 
 
+def _proxy_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str, cfg: SelectionConfig, pad_id: int,
+                known: dict[str, tuple[np.ndarray, tuple[int, ...]]]) -> proxies.ProxyEmbedding:
+    """``spec``'s embeddings of ``pool[rows]``, taking rows already in ``known[spec]`` (NaN rows:
+    unknown) and computing only the others. Seconds per sample are those of the computed rows."""
+    have, widths = known.get(spec, (None, ()))
+    if have is None or not proxies.per_sample(spec):
+        return proxies.compute_proxy(model, [pool[i] for i in rows], pad_id, spec, cfg.embedding_dim, cfg.data_seed)
+    out = have[rows].astype(np.float32)
+    missing = np.isnan(out).any(1)
+    if not missing.any():
+        return proxies.ProxyEmbedding(spec, out, 0.0, tuple(widths))
+    pe = proxies.compute_proxy(model, [pool[i] for i in rows[missing]], pad_id, spec, cfg.embedding_dim, cfg.data_seed)
+    out[missing] = pe.vectors
+    return proxies.ProxyEmbedding(spec, out, pe.seconds_per_sample, pe.widths)
+
+
 def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_landmarks: np.ndarray,
-               cfg: SelectionConfig, pad_id: int, log_fn: Callable[[str], None] = log.info) -> EmbeddingChoice:
+               cfg: SelectionConfig, pad_id: int, log_fn: Callable[[str], None] = log.info,
+               known: dict[str, tuple[np.ndarray, tuple[int, ...]]] | None = None) -> EmbeddingChoice:
     """Proxy embeddings of the whole pool; with ``embedding='auto'`` the proxy is chosen first by
-    cross-validation on the landmarks (task-independent pseudo-targets, ``recovery``)."""
-    lm_samples = [pool[i] for i in landmarks]
+    cross-validation on the landmarks (task-independent pseudo-targets, ``recovery``).
+
+    ``known`` maps a spec to an (n, e) array of rows computed before (NaN rows: not computed) and
+    its part widths, e.g.
+    by another selection seed's run with the same model, pool and ``data_seed``: proxies computed
+    one sample at a time (``proxies.per_sample``) give the same rows whatever the landmarks, so
+    those rows are reused and only the others are computed."""
+    known = known or {}
     specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
     lm_emb, costs, widths, rows = {}, {}, {}, []
     for spec in specs:
-        pe = proxies.compute_proxy(model, lm_samples, pad_id, spec, cfg.embedding_dim, cfg.seed)
+        pe = _proxy_rows(model, pool, np.asarray(landmarks), spec, cfg, pad_id, known)
         lm_emb[spec], costs[spec], widths[spec] = pe.vectors, pe.seconds_per_sample, pe.widths
         if len(landmarks) >= 8:
             slices = embedding_slices(spec, pe.widths)
@@ -133,7 +156,7 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
     log_fn(f"embedding: {pick} ({reason})")
     rest = np.setdiff1d(np.arange(len(pool)), landmarks)
     t0 = time.perf_counter()
-    rest_emb = proxies.compute_proxy(model, [pool[i] for i in rest], pad_id, pick, cfg.embedding_dim, cfg.seed).vectors \
+    rest_emb = _proxy_rows(model, pool, rest, pick, cfg, pad_id, known).vectors \
         if len(rest) else np.zeros((0, lm_emb[pick].shape[1]), np.float32)
     per = (time.perf_counter() - t0) / max(1, len(rest))
     vectors = np.zeros((len(pool), lm_emb[pick].shape[1]), dtype=np.float32)
@@ -143,7 +166,7 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
 
 def embed_targets(model, samples: list[TokenizedSample], spec: str, cfg: SelectionConfig, pad_id: int) -> proxies.ProxyEmbedding:
     """The targets' proxy embeddings (for the direct term), with the pool's spec, dim and seed."""
-    return proxies.compute_proxy(model, samples, pad_id, spec, cfg.embedding_dim, cfg.seed)
+    return proxies.compute_proxy(model, samples, pad_id, spec, cfg.embedding_dim, cfg.data_seed)
 
 
 @dataclass
@@ -216,10 +239,13 @@ def score_pool(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_
 def select(method: str, cfg: SelectionConfig, n_pool: int, *, scores: TargetScores | None = None,
            losses: np.ndarray | None = None, E_pool: np.ndarray | None = None,
            E_targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (in pick order) and their weights for ``method`` in infdist, uniform, mid_ppl, rds, grad."""
+    """Indices (in pick order) and their weights for ``method`` in infdist, uniform, mid_ppl, rds, grad,
+    or full (the whole pool whatever k: the paper's ceiling row)."""
     if method == "infdist":
         idx = round_robin(scores.scores, cfg.k, seed=cfg.seed) if cfg.per_target else top_k(scores.weights, cfg.k)
         return idx, scores.weights[idx]
+    if method == "full":
+        return np.arange(n_pool), np.ones(n_pool)
     if method == "uniform":
         idx = baselines.uniform(n_pool, cfg.k, cfg.seed)
     elif method == "mid_ppl":
@@ -227,7 +253,7 @@ def select(method: str, cfg: SelectionConfig, n_pool: int, *, scores: TargetScor
     elif method in ("rds", "grad"):
         idx = baselines.similarity_round_robin(E_pool, E_targets, cfg.k, cfg.seed)
     else:
-        raise ValueError(f"unknown selection method {method!r}; use infdist, uniform, mid_ppl, rds or grad")
+        raise ValueError(f"unknown selection method {method!r}; use infdist, uniform, mid_ppl, rds, grad or full")
     return idx, np.ones(len(idx))
 
 
@@ -250,41 +276,59 @@ def fine_tune(model, samples: list[TokenizedSample], weights: np.ndarray | None,
     return train(model, samples, tc, pad_id, weights=w, progress=progress)
 
 
-def heldout_records(kind: str, rows: list[dict]) -> list[dict]:
-    """Evaluation rows as chat records with reference answers, for the held-out loss."""
-    if kind == "gsm8k":
-        return [{"id": f"gsm8k-test-{i}", "messages": [{"role": "user", "content": r["question"]},
-                                                        {"role": "assistant", "content": r["answer"].split("####")[0].strip()
-                                                         + f" The answer is {r['final']}."}]} for i, r in enumerate(rows)]
-    if kind == "mmlu":
-        return [{"id": f"mmlu-test-{i}", "messages": [
-            {"role": "user", "content": f"{r['question']}\n(A) {r['answer_a']} (B) {r['answer_b']} (C) {r['answer_c']} (D) {r['answer_d']}"},
-            {"role": "assistant", "content": f"The answer is ({r['correct_answer']})."}]} for i, r in enumerate(rows)]
-    if kind == "humaneval":
-        return [{"id": r["task_id"], "messages": [
-            {"role": "user", "content": "Complete the following Python function.\n\n" + r["prompt"]},
-            {"role": "assistant", "content": r["prompt"] + r["canonical_solution"]}]} for r in rows]
-    return []
+@dataclass
+class Evaluation:
+    """What ``evaluate`` measured: the scores by metric name, and one row per held-out row
+    (``row_id``, ``loss``: its mean label-token loss) for paired comparisons."""
+
+    scores: dict[str, float]
+    rows: list[dict]
 
 
-def evaluate(model, tok, kind: str, eval_rows: list[dict], targets: list[dict], cfg: SelectionConfig,
-             log_fn: Callable[[str], None] = log.info) -> dict[str, float]:
-    """Held-out loss plus the task's metric on a seeded subset of ``eval_rows`` (Sec. 5.1, App. E)."""
+def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: SelectionConfig,
+             log_fn: Callable[[str], None] = log.info) -> Evaluation:
+    """Held-out loss on ``cfg.heldout_rows`` rows of the task's evaluation set (seeded by
+    ``data_seed``, so every method and seed scores the same rows), plus the task metric on
+    ``cfg.eval_subset`` rows when ``cfg.task_metrics`` (Sec. 5.1, App. E).
+
+    ``target_loss`` is the loss on the targets the selection was made for: in-sample, a sanity
+    check, never evidence of quality."""
     from infdist_core import evaluation as ev
 
-    rows = ev.seeded_subset(eval_rows, cfg.eval_subset or None, cfg.seed, kind)
     pad = tok.pad_token_id
     out = {"target_loss": ev.target_loss(model, tokenize_records(tok, targets, cfg.max_length).samples, pad)}
-    held = tokenize_records(tok, heldout_records(kind, rows), cfg.max_length).samples
-    if held:
-        out["heldout_loss"] = ev.target_loss(model, held, pad)
+    rows: list[dict] = []
+    if eval_set.kind == "none":
+        log_fn("evaluation: this task has no evaluation set (eval kind none): target loss only")
+        return Evaluation(out, rows)
+    order = ev.seeded_subset(list(range(len(eval_set.records))), cfg.heldout_rows or None, cfg.data_seed,
+                             f"heldout-{eval_set.kind}")
+    held = tokenize_records(tok, [eval_set.records[i] for i in order], cfg.heldout_max_length)
+    if not held.samples:
+        raise ValueError(f"none of the {len(order)} held-out rows has an assistant token within heldout_max_length="
+                         f"{cfg.heldout_max_length} (e.g. {next(iter(held.excluded.items()))}): raise heldout_max_length")
+    losses = ev.sample_losses(model, held.samples, pad)
+    rows = [{"row_id": s.id, "loss": float(v)} for s, v in zip(held.samples, losses)]
+    out["heldout_loss"] = float(losses.mean())
+    out["heldout_rows"] = float(len(rows))
+    out["heldout_rows_excluded"] = float(len(held.excluded))
+    out["eval_rows_overlapping_targets"] = float(eval_set.excluded_as_targets)
+    if not cfg.task_metrics:
+        return Evaluation(out, rows)
     t0 = time.perf_counter()
-    if kind == "gsm8k":
-        out["gsm8k_exact_match"] = ev.gsm8k_exact_match(model, tok, rows, targets, cfg.max_new_tokens)
-    elif kind == "mmlu":
-        out["mmlu_accuracy"] = ev.mmlu_accuracy(model, tok, rows)
-    elif kind == "humaneval":
-        out["humaneval_pass@1"] = ev.humaneval_pass_at_1(model, tok, rows, cfg.max_new_tokens)
-    out["eval_rows"] = float(len(rows)) if kind != "none" else 0.0
-    log_fn(f"evaluation ({kind}, {len(rows)} rows, {time.perf_counter() - t0:.0f} s): {out}")
-    return out
+    metric_rows = ev.seeded_subset(eval_set.rows, cfg.eval_subset or None, cfg.data_seed, eval_set.kind)
+    if eval_set.kind == "gsm8k":
+        out["gsm8k_exact_match"] = ev.gsm8k_exact_match(model, tok, metric_rows, targets, cfg.max_new_tokens)
+    elif eval_set.kind == "mmlu":
+        out["mmlu_accuracy"] = ev.mmlu_accuracy(model, tok, metric_rows)
+    elif eval_set.kind == "humaneval":
+        out["humaneval_pass@1"] = ev.humaneval_pass_at_1(model, tok, metric_rows, cfg.max_new_tokens)
+    elif eval_set.kind == "multiple_choice":
+        mc = ev.multiple_choice_scores(model, tok, metric_rows)
+        out.update({"acc": float(mc.correct.mean()), "acc_norm": float(mc.correct_norm.mean()),
+                    "answer_loss": float(mc.answer_loss.mean())})
+    if eval_set.kind != "heldout":
+        out["eval_rows"] = float(len(metric_rows))
+    log_fn(f"evaluation ({eval_set.kind}, {len(rows)} held-out rows, {len(metric_rows)} metric rows, "
+           f"{time.perf_counter() - t0:.0f} s): {out}")
+    return Evaluation(out, rows)

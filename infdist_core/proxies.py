@@ -54,6 +54,12 @@ def gradient_parts(spec: str) -> tuple[bool, ...]:
     return tuple(parse_spec(s)[0] in GRADIENT_KINDS for s in spec.split("+"))
 
 
+def per_sample(spec: str) -> bool:
+    """Is every row of ``spec`` computed from its sample alone (one sample per pass), so that a row
+    does not depend on which other samples were embedded with it? (Batched kinds pad.)"""
+    return all(parse_spec(s)[0] in ("grad-last", "grad-head") for s in spec.split("+"))
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return np.where(n > 0, x / np.maximum(n, 1e-30), 0.0).astype(np.float32)

@@ -143,3 +143,63 @@ def mmlu_test(jsonl_path: str | Path) -> list[dict]:
             if isinstance(r, dict) and r.get("correct_answer") in ("A", "B", "C", "D"):
                 rows.append(r)
     return rows
+
+
+BBH_FROM_BIGBENCH = (
+    "causal_judgment", "date_understanding", "disambiguation_qa", "formal_fallacies_syllogisms_negation",
+    "geometric_shapes", "hyperbaton", "logical_deduction/three_objects", "logical_deduction/five_objects",
+    "logical_deduction/seven_objects", "movie_recommendation", "navigate", "reasoning_about_colored_objects",
+    "ruin_names", "salient_translation_error_detection", "snarks", "sports_understanding", "temporal_sequences",
+    "tracking_shuffled_objects/three_objects", "tracking_shuffled_objects/five_objects",
+    "tracking_shuffled_objects/seven_objects",
+)
+"""The BIG-Bench Hard tasks that BIG-bench ships as multiple-choice JSON tasks (BBH's other tasks
+are programmatic or free-form)."""
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def bbh_multiple_choice(sdist: str | Path, exemplars: list[dict], per_task: int = 50) -> list[dict]:
+    """A BBH evaluation set for the ``multiple_choice`` kind, from the BIG-bench sdist on PyPI.
+
+    BIG-Bench Hard's own test split is not on the package registries; its tasks are BIG-bench
+    tasks, whose ``task.json`` examples (input and ``target_scores``) the ``bigbench`` sdist
+    carries. For each task in ``BBH_FROM_BIGBENCH``, up to ``per_task`` examples (a stable hash
+    order), minus any whose input appears in a BBH chain-of-thought exemplar (the task's
+    targets). Rows: ``{"id", "question", "choices", "answer", "task"}``."""
+    import hashlib
+    import tarfile
+
+    used = [_squash(m["content"]) for ex in exemplars for m in ex["messages"] if m["role"] == "user"]
+    wanted = {f"bigbench/benchmark_tasks/{t}/task.json": t for t in BBH_FROM_BIGBENCH}
+    rows: list[dict] = []
+    with tarfile.open(sdist, "r:gz") as tar:
+        for member in tar:
+            key = member.name.split("/", 1)[-1]
+            if key not in wanted:
+                continue
+            task = wanted[key]
+            doc = json.load(tar.extractfile(member))
+            prefix = doc.get("task_prefix", "") or ""
+            examples = [e for e in doc.get("examples", []) if isinstance(e.get("target_scores"), dict)]
+            examples.sort(key=lambda e: hashlib.sha256(e["input"].encode()).hexdigest())
+            n = 0
+            for e in examples:
+                if n == per_task:
+                    break
+                choices = list(e["target_scores"])
+                scores = [float(e["target_scores"][c]) for c in choices]
+                if len(choices) < 2 or scores.count(max(scores)) != 1:
+                    continue
+                if any(_squash(e["input"]) in u for u in used):
+                    continue  # a target exemplar: never in the evaluation set
+                rows.append({"id": f"bbh-{task.replace('/', '-')}-{n}", "task": task,
+                             "question": (prefix + e["input"]).strip(), "choices": choices,
+                             "answer": scores.index(max(scores))})
+                n += 1
+    missing = sorted(set(wanted.values()) - {r["task"] for r in rows})
+    if missing:
+        raise RecordError(f"{sdist}: no multiple-choice examples found for BBH tasks {missing}")
+    return rows

