@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -48,11 +46,9 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other SelectionConfig settings (JSON values)")
     args = ap.parse_args()
 
-    data = Path(args.data).resolve()
-    os.environ.setdefault("INFDIST_DATA", str(data))
-    home = data / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
+    from infdist_assets.demo import use_data_root
+
+    data = use_data_root(args.data)
     import dagster as dg
 
     from infdist_assets.benchmark import BenchmarkPlan, headline, run_benchmark, summary_markdown

@@ -133,8 +133,10 @@ def build() -> list:
         out = root / "assets" / "quality_report"
         keep = [c for c in ("model", "task", "method", "seed", "k", "metric", "value", "run_id") if c in scores.column_names]
         storage.write_table(scores.select(keep), out / "data.parquet", {"run_id": context.run.run_id, "asset": "quality_report"})
-        storage.write_table(pa.Table.from_pylist([{"kind": "method", **r} for r in s.methods] +
-                                                 [{"kind": "difference", "method": "infdist", **d} for d in s.differences]),
+        summary = [{"kind": "method", **r} for r in s.methods] + [{"kind": "difference", "method": "infdist", **d}
+                                                                  for d in s.differences]
+        columns = list(dict.fromkeys(c for r in summary for c in r))  # from_pylist would keep the first row's keys only
+        storage.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in summary]),
                             out / "summary.parquet", {"run_id": context.run.run_id})
         svg = out / "heldout_loss.svg"
         tmp = svg.with_name(".heldout_loss.svg.tmp")

@@ -46,6 +46,17 @@ def up_to_date_run(catalog: Path, settings, model: str, task: str) -> str | None
     return row[0] if row else None
 
 
+def use_data_root(data: str | Path) -> Path:
+    """Point this process at a data root and its Dagster instance (``<data>/dagster_home``, which
+    ``make ui`` serves), before the definitions are imported. Returns the resolved root."""
+    root = Path(data).resolve()
+    os.environ.setdefault("INFDIST_DATA", str(root))
+    home = root / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return root
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default="data")
@@ -53,11 +64,7 @@ def main() -> None:
     ap.add_argument("--task", default="gsm8k")
     ap.add_argument("--force", action="store_true", help="recompute even if this partition is up to date")
     args = ap.parse_args()
-    data = Path(args.data).resolve()
-    os.environ.setdefault("INFDIST_DATA", str(data))
-    home = data / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
+    data = use_data_root(args.data)
     from infdist_assets.definitions import defs
     from infdist_assets.catalog import connect_readonly
 
@@ -71,20 +78,25 @@ def main() -> None:
         with dg.DagsterInstance.get() as instance:
             run_partition(defs, args.model, args.task, instance)
     con = connect_readonly(catalog)
+    cfg = defs.resources["settings"].to_core()
     scores = con.execute("SELECT method, metric, round(value, 4) FROM eval_scores WHERE model = ? AND task = ? "
-                         "ORDER BY metric, method", [args.model, args.task]).fetchall()
+                         "AND seed = ? AND k = ? ORDER BY metric, method", [args.model, args.task, cfg.seed, cfg.k]).fetchall()
     rec = con.execute("SELECT embedding, round(spearman, 3), round(grad_cosine, 3), round(mean_cosine, 3) FROM recovery "
-                      "WHERE model = ? AND task = ? AND chosen AND n_landmarks = (SELECT max(n_landmarks) FROM recovery) "
-                      "ORDER BY spearman DESC LIMIT 1", [args.model, args.task]).fetchall()
+                      "WHERE model = ? AND task = ? AND seed = ? AND chosen AND n_landmarks = (SELECT max(n_landmarks) FROM recovery) "
+                      "ORDER BY spearman DESC LIMIT 1", [args.model, args.task, cfg.seed]).fetchall()
     con.close()
     print(f"\nInfluence Distillation demo finished in {time.time() - t0:.0f} s ({args.model} x {args.task}).")
     print("eval scores (method, metric, value):")
     for row in scores:
-        print("  ", *row)
+        note = "   (in-sample: the targets the selection was made for; not evidence of quality)" \
+            if row[1] == "target_loss" else ""
+        print("  ", *row, note)
+    print("  held-out evidence with seeds and intervals: benchmarks/bench_quality.py (README, 'Does the selection pay?')")
     if rec:
         print(f"landmark recovery (embedding, Spearman, grad cosine, mean-landmark cosine): {rec[0]}")
-    print(f"selection:  {data}/assets/infdist/selected_subset/{args.model}/{args.task}/data.parquet")
-    print(f"eval:       {data}/assets/infdist/eval_scores/{args.model}/{args.task}/data.parquet")
+    where = f"{args.model}/{args.task}/seed={cfg.seed}/k={cfg.k}"
+    print(f"selection:  {data}/assets/infdist/selected_subset/{where}/data.parquet")
+    print(f"eval:       {data}/assets/infdist/eval_scores/{where}/data.parquet")
     print(f"catalog:    {catalog}   e.g.  duckdb -readonly {catalog} \"SELECT * FROM eval_scores\"")
     print("UI:         make ui   then open http://127.0.0.1:3000 (runs of this demo are listed there)")
 

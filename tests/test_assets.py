@@ -248,9 +248,9 @@ def test_demo_recognises_an_up_to_date_partition(world):
     assert up_to_date_run(catalog, same, "tiny", "code") is None  # no eval there
 
 
-def test_the_readme_sql_runs_against_the_catalog(world):
+def test_the_readme_sql_runs_against_the_catalog(world, bench):
     sql = (ROOT / "README.md").read_text().split("```sql")[1].split("```")[0]
-    sql = sql.replace("smollm2-135m", "tiny").replace("gsm8k", "math")
+    sql = sql.replace("smollm2-135m", "tiny").replace("gsm8k", "math").replace("k = 60", f"k = {K}")
     con = connect_readonly(world["data"] / "infdist.duckdb")
     counts = []
     for stmt in sql.split(";"):
@@ -258,4 +258,40 @@ def test_the_readme_sql_runs_against_the_catalog(world):
         if body:
             counts.append(len(con.execute(body).fetchall()))
     con.close()
-    assert len(counts) == 4 and all(counts), f"a README query returned nothing: {counts}"
+    assert len(counts) == 6 and all(counts), f"a README query returned nothing: {counts}"
+
+
+@pytest.fixture(scope="module")
+def bench(world):
+    """The quality benchmark on the tiny world (two seeds x four methods), run twice."""
+    from infdist_assets.benchmark import BenchmarkPlan, run_benchmark
+    from infdist_assets.resources import SelectionSettings
+
+    plan = BenchmarkPlan("tiny", ["math"], [0, 1], [K], ("infdist", "uniform", "mid_ppl", "rds"),
+                         {**SETTINGS, "heldout_rows": 0, "task_metrics": False})
+    store = world["resources"]["store"]
+    first = run_benchmark(world["defs"], plan, world["instance"], store, SelectionSettings, log=lambda m: None)
+    again = run_benchmark(world["defs"], plan, world["instance"], store, SelectionSettings, log=lambda m: None)
+    return first, again
+
+
+def test_quality_benchmark_fills_the_catalog_and_resumes(world, bench):
+    """The benchmark relation, the summary with paired differences, a plot; a second run
+    recomputes nothing but the report."""
+    first, again = bench
+    assert len(first) > 2 and len(again) == 1, "a second run must only recompute quality_report"
+    con = connect_readonly(world["data"] / "infdist.duckdb")
+    got = con.execute("SELECT method, count(DISTINCT seed) FROM benchmark WHERE task = 'math' AND metric = 'heldout_loss' "
+                      f"AND k = {K} GROUP BY method ORDER BY method").fetchall()
+    diffs = con.execute("SELECT method, baseline, seeds, rows, delta, low, high, verdict FROM benchmark_summary "
+                        "WHERE kind = 'difference' ORDER BY baseline").fetchall()
+    per_row = con.execute(f"SELECT count(*) FROM eval_rows WHERE task = 'math' AND method = 'uniform' AND k = {K}").fetchone()[0]
+    con.close()
+    assert got == [("infdist", 2), ("mid_ppl", 2), ("rds", 2), ("uniform", 2)]
+    assert [(d[0], d[1], d[2], d[3]) for d in diffs] == [("infdist", "rds", 2, 4), ("infdist", "uniform", 2, 4)]
+    assert all(d[5] <= d[4] <= d[6] and d[7] in ("win", "loss", "tie") for d in diffs)
+    assert per_row == 2 * 4, "4 held-out rows per seed, paired by row id"
+    assert (world["data"] / "assets" / "quality_report" / "heldout_loss.svg").read_text().startswith("<svg")
+    uniform_ft = {pq.read_table(p).column("model_path")[0].as_py()
+                  for p in (world["data"] / "assets" / "uniform" / "fine_tuned_model" / "tiny").glob(f"*/seed=1/k={K}/data.parquet")}
+    assert len(uniform_ft) == 1

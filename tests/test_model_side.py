@@ -243,3 +243,27 @@ def test_gradient_parts_name_the_direct_comparable_parts():
 
     assert gradient_parts("grad-last:2+grad-head") == (True, True)
     assert gradient_parts("jvp-hidden:4:2+grad-head-sketch:8+rds") == (False, True, False)
+
+
+def test_embed_pool_reuses_known_proxy_rows_bit_identically(tokenizer, tiny_model, chats, monkeypatch):
+    """Another selection seed's proxy rows are reused, not recomputed, and give the same embeddings."""
+    from infdist_core import pipeline, proxies
+    from infdist_core.config import SelectionConfig
+
+    pool = tokenize_records(tokenizer, chats, 64).samples
+    cfg = SelectionConfig(pool_size=4, n_landmarks=2, k=2, embedding="grad-last:1+grad-head", embedding_dim=64)
+    G = np.eye(2, 8)
+    first = pipeline.embed_pool(tiny_model, pool, np.array([0, 1]), G, cfg, tokenizer.pad_token_id)
+    fresh = pipeline.embed_pool(tiny_model, pool, np.array([3, 2]), G, cfg.with_(seed=1), tokenizer.pad_token_id)
+    calls = []
+    real = proxies.compute_proxy
+    monkeypatch.setattr(proxies, "compute_proxy", lambda m, s, *a, **k: calls.append(len(s)) or real(m, s, *a, **k))
+    known = {first.spec: (first.vectors.astype(np.float32), first.widths[first.spec])}
+    reused = pipeline.embed_pool(tiny_model, pool, np.array([3, 2]), G, cfg.with_(seed=1), tokenizer.pad_token_id, known=known)
+    assert calls == [], f"known rows were recomputed ({calls})"
+    assert np.array_equal(reused.vectors, fresh.vectors) and reused.widths == fresh.widths
+    partial = np.full_like(first.vectors, np.nan)
+    partial[:2] = first.vectors[:2]
+    again = pipeline.embed_pool(tiny_model, pool, np.array([3, 2]), G, cfg.with_(seed=1), tokenizer.pad_token_id,
+                                known={first.spec: (partial, first.widths[first.spec])})
+    assert sum(calls) == 2 and np.array_equal(again.vectors, fresh.vectors), "only the two unknown rows are computed"

@@ -1,0 +1,132 @@
+"""Evaluation sets and the held-out / multiple-choice metrics, against direct computations;
+bad evaluation files rejected with the file, line and field named."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infdist_core import evalsets, evaluation, pipeline
+from infdist_core.config import SelectionConfig
+from infdist_core.records import RecordError
+from infdist_core.tokenization import tokenize_records
+
+
+def _write(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+ITEMS = [{"question": "Capital of France?", "choices": ["Paris", "Rome", "Berlin"], "answer": 0},
+         {"prompt": "2+2?", "choices": ["4", "five"], "answer": 1, "id": "sum"}]
+
+
+def test_multiple_choice_scores_match_a_direct_computation(tiny_model, tokenizer, tmp_path):
+    es = evalsets.load_eval_set("multiple_choice", _write(tmp_path / "mc.jsonl", ITEMS), [])
+    got = evaluation.multiple_choice_scores(tiny_model, tokenizer, es.rows)
+    for i, it in enumerate(es.rows):
+        ctx = evaluation.choice_context(tokenizer, it.question)
+        n_ctx = len(tokenizer(ctx, add_special_tokens=False)["input_ids"])
+        lls, counts = [], []
+        for c in it.choices:
+            ids = torch.tensor([tokenizer(ctx + c, add_special_tokens=False)["input_ids"]])
+            with torch.no_grad():
+                logp = torch.log_softmax(tiny_model(input_ids=ids).logits[0].float(), -1)
+            lls.append(sum(float(logp[t - 1, ids[0, t]]) for t in range(n_ctx, ids.shape[1])))
+            counts.append(ids.shape[1] - n_ctx)
+        lengths = np.array([len(c) for c in it.choices], float)
+        assert got.correct[i] == (int(np.argmax(lls)) == it.answer)
+        assert got.correct_norm[i] == (int(np.argmax(np.array(lls) / lengths)) == it.answer)
+        assert got.answer_loss[i] == pytest.approx(-lls[it.answer] / counts[it.answer], rel=1e-5)
+
+
+def test_acc_norm_divides_by_the_choices_character_length(monkeypatch, tokenizer):
+    item = evalsets.ChoiceItem("x", "q", ("ab", "abcdef"), 1)
+    monkeypatch.setattr(evaluation, "choice_loglikelihoods", lambda m, t, c, ch: [(-4.0, 2), (-6.0, 3)])
+    s = evaluation.multiple_choice_scores(None, tokenizer, [item])
+    assert not s.correct[0] and s.correct_norm[0], "acc picks -4 > -6; acc_norm picks -6/6 > -4/2"
+    assert s.answer_loss[0] == pytest.approx(2.0)
+
+
+def test_heldout_kind_is_the_mean_per_sample_loss(tiny_model, tokenizer, chats, tmp_path):
+    path = _write(tmp_path / "held.jsonl", chats)
+    es = evalsets.load_eval_set("heldout", path, [])
+    cfg = SelectionConfig(heldout_rows=0, heldout_max_length=64, task_metrics=False)
+    res = pipeline.evaluate(tiny_model, tokenizer, es, chats[:1], cfg)
+    samples = tokenize_records(tokenizer, chats, 64).samples
+    assert res.scores["heldout_loss"] == pytest.approx(evaluation.target_loss(tiny_model, samples, tokenizer.pad_token_id))
+    direct = evaluation.sample_losses(tiny_model, samples, tokenizer.pad_token_id, batch_size=1)
+    assert [r["row_id"] for r in res.rows] == [s.id for s in samples]
+    assert np.allclose([r["loss"] for r in res.rows], direct, rtol=1e-5), "per-row losses must pair with their rows"
+
+
+def test_heldout_rows_are_the_same_for_every_selection_seed(tiny_model, tokenizer, chats, tmp_path):
+    es = evalsets.load_eval_set("heldout", _write(tmp_path / "h.jsonl", chats), [])
+    ids = [[r["row_id"] for r in pipeline.evaluate(tiny_model, tokenizer, es, chats[:1],
+                                                   SelectionConfig(seed=s, heldout_rows=2, task_metrics=False)).rows]
+           for s in (0, 1)]
+    assert ids[0] == ids[1] and len(ids[0]) == 2
+
+
+def test_targets_never_appear_in_an_evaluation_set(tmp_path, chats):
+    target = chats[0]
+    rows = chats[1:] + [{"id": "copy", "messages": [{"role": "user", "content": "  Say   hello. "},
+                                                    {"role": "assistant", "content": "another reply"}]}]
+    es = evalsets.load_eval_set("heldout", _write(tmp_path / "h.jsonl", rows), [target])
+    assert es.excluded_as_targets == 1 and "copy" not in [r["id"] for r in es.records]
+    mc = evalsets.load_eval_set("multiple_choice", _write(tmp_path / "m.jsonl", ITEMS),
+                                [{"id": "t", "messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}])
+    assert [it.id for it in mc.rows] == ["m-0"] and mc.excluded_as_targets == 1
+
+
+def test_shipped_evaluation_sets_are_disjoint_from_their_targets():
+    from infdist_assets.registry import load_registry
+    from infdist_core.records import load_records
+
+    from tests.conftest import ROOT
+
+    reg = load_registry(None, ROOT / "data")
+    for name, spec in reg.tasks.items():
+        if spec.eval_kind == "none":
+            continue
+        targets = load_records(spec.targets)
+        es = evalsets.load_eval_set(spec.eval_kind, spec.eval_path, targets)
+        keys = {evalsets._prompt_key(t) for t in targets}
+        assert not keys & {evalsets._prompt_key(r) for r in es.records}, name
+        assert len(es.records) >= 140, f"{name}: only {len(es.records)} evaluation rows"
+
+
+@pytest.mark.parametrize("kind, rows, message", [
+    ("multiple_choice", ['{"question": "q", "choices": ["a", "b"], "answer": 0}', "{not json"], "line 2 is not valid JSON"),
+    ("multiple_choice", [{"question": "q", "choices": ["a"], "answer": 0}], "line 1: 'choices' must be a list of at least 2"),
+    ("multiple_choice", [{"question": "q", "choices": ["a", "b"], "answer": 2}], "line 1: 'answer' must be the index (0..1)"),
+    ("multiple_choice", [{"question": "q", "choices": ["a", "b"], "answer": True}], "'answer' must be the index"),
+    ("multiple_choice", [{"choices": ["a", "b"], "answer": 0}], "line 1: needs a non-empty 'question'"),
+    ("multiple_choice", ["", "[1, 2]"], "line 2 is a list, expected an object"),
+    ("gsm8k", [{"question": "q", "answer": "a #### 1", "final": "1"}, {"question": "q2", "answer": "a"}],
+     "line 2: missing or empty ['final']"),
+    ("heldout", [{"foo": 1}], "row 0 has fields ['foo']"),
+])
+def test_bad_evaluation_files_name_the_file_line_and_field(tmp_path, kind, rows, message):
+    path = _write(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(RecordError) as err:
+        evalsets.load_eval_set(kind, path, [])
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_non_utf8_evaluation_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"question": "caf\xe9", "choices": ["a", "b"], "answer": 0}\n'.encode("latin-1"))
+    with pytest.raises(RecordError, match="not UTF-8"):
+        evalsets.load_eval_set("multiple_choice", path, [])
+
+
+def test_registry_rejects_an_eval_without_path_or_not_a_mapping(tmp_path):
+    from infdist_assets.registry import RegistryError, load_registry
+
+    for ev, message in (("{kind: heldout}", "needs a 'path'"), ("gsm8k", "must be a mapping")):
+        reg = tmp_path / "r.yaml"
+        reg.write_text(f"pool: p.jsonl\nmodels: {{m: {{path: m}}}}\ntasks:\n  t: {{targets: t.jsonl, eval: {ev}}}\n")
+        with pytest.raises(RegistryError, match=message):
+            load_registry(reg, tmp_path)

@@ -1,0 +1,95 @@
+"""The benchmark's statistics against closed forms, and its verdicts on synthetic losses."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from infdist_core.quality import summarize
+from infdist_core.statistics import crossed_interval, t_interval
+
+
+def test_t_interval_matches_the_closed_form():
+    x = np.array([1.0, 2.0, 4.0, 7.0])
+    half = stats.t.ppf(0.975, 3) * x.std(ddof=1) / 2.0
+    ci = t_interval(x)
+    assert ci.mean == pytest.approx(3.5) and ci.low == pytest.approx(3.5 - half) and ci.high == pytest.approx(3.5 + half)
+    assert np.isnan(t_interval(np.array([1.0])).low), "one value gives no interval"
+
+
+def test_crossed_interval_reduces_to_paired_t_with_one_seed_or_one_row():
+    rng = np.random.default_rng(0)
+    D = rng.normal(size=(1, 50))
+    assert crossed_interval(D) == t_interval(D[0])
+    D = rng.normal(size=(5, 1))
+    assert crossed_interval(D) == t_interval(D[:, 0])
+
+
+def test_crossed_interval_variance_is_the_anova_closed_form():
+    rng = np.random.default_rng(1)
+    S, R = 4, 30
+    D = 0.3 * rng.normal(size=(S, 1)) + 1.0 * rng.normal(size=(1, R)) + 0.2 * rng.normal(size=(S, R))
+    m = D.mean()
+    ms_seed = R * np.var(D.mean(1), ddof=1)
+    ms_row = S * np.var(D.mean(0), ddof=1)
+    ms_err = ((D - D.mean(1, keepdims=True) - D.mean(0, keepdims=True) + m) ** 2).sum() / ((S - 1) * (R - 1))
+    assert ms_seed > ms_err and ms_row > ms_err  # both components positive here: no flooring
+    var = (ms_seed + ms_row - ms_err) / (S * R)
+    df = var**2 / ((ms_seed / (S * R)) ** 2 / (S - 1) + (ms_row / (S * R)) ** 2 / (R - 1)
+                   + (ms_err / (S * R)) ** 2 / ((S - 1) * (R - 1)))
+    ci = crossed_interval(D)
+    assert ci.df == pytest.approx(df)
+    assert ci.high - ci.mean == pytest.approx(stats.t.ppf(0.975, df) * np.sqrt(var))
+
+
+def test_crossed_interval_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(2)
+    hits = 0
+    for _ in range(400):
+        D = 0.1 + 0.5 * rng.normal(size=(3, 1)) + rng.normal(size=(1, 40)) + 0.3 * rng.normal(size=(3, 40))
+        ci = crossed_interval(D)
+        hits += ci.low <= 0.1 <= ci.high
+    assert 0.90 <= hits / 400 <= 0.995, f"coverage {hits / 400:.3f}: the seed-level variance is mis-weighted"
+
+
+def test_ignoring_the_seed_variance_would_be_overconfident():
+    """The reason for the crossed design: a row-level paired t on seed-averaged differences
+    misses the seed-to-seed variance and is far too narrow when seeds disagree."""
+    rng = np.random.default_rng(3)
+    D = np.array([[1.0], [-1.0], [0.2]]) + 0.05 * rng.normal(size=(3, 200))
+    naive = t_interval(D.mean(0))
+    assert naive.excludes_zero and not crossed_interval(D).excludes_zero
+
+
+def _long(cells):
+    cols = ([], [], [], [], [], [])
+    for (task, method, seed), losses in cells.items():
+        for r, v in enumerate(losses):
+            for c, x in zip(cols, (task, method, seed, 30, f"r{r}", v)):
+                c.append(x)
+    return cols
+
+
+def test_summarize_calls_win_loss_and_tie_from_the_interval():
+    rng = np.random.default_rng(4)
+    base = rng.normal(2.0, 0.3, size=100)
+    cells = {}
+    for s in range(3):
+        cells[("a", "uniform", s)] = base + 0.01 * rng.normal(size=100)
+        cells[("a", "infdist", s)] = base - 0.1 + 0.01 * rng.normal(size=100)  # clearly better
+        cells[("b", "uniform", s)] = base + 0.01 * rng.normal(size=100)
+        cells[("b", "infdist", s)] = base + 0.1 + 0.01 * rng.normal(size=100)  # clearly worse
+        cells[("c", "uniform", s)] = base + 0.01 * rng.normal(size=100)
+        cells[("c", "infdist", s)] = base + 0.3 * rng.normal(size=100)  # noise
+    s = summarize(*_long(cells))
+    assert s.verdicts("uniform") == {"a": "win", "b": "loss", "c": "tie"}
+    a = next(d for d in s.differences if d["task"] == "a")
+    assert a["delta"] == pytest.approx(-0.1, abs=0.01) and a["seeds"] == 3 and a["rows"] == 100
+    m = next(r for r in s.methods if (r["task"], r["method"]) == ("a", "infdist"))
+    assert m["seeds"] == 3 and m["low"] < m["heldout_loss"] < m["high"]
+
+
+def test_summarize_pairs_only_common_seeds_and_rows():
+    cells = {("t", "infdist", 0): [1.0, 2.0, 3.0], ("t", "infdist", 1): [1.0, 2.0, 3.0],
+             ("t", "uniform", 0): [2.0, 3.0]}
+    d = summarize(*_long(cells)).differences[0]
+    assert (d["seeds"], d["rows"]) == (1, 2) and d["delta"] == pytest.approx(-1.0)
