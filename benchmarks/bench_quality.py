@@ -19,16 +19,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
 
-def selection_seconds(con, model: str) -> dict[str, float]:
-    """Mean wall seconds per materialisation of each asset InfDist and RDS+ need before fine-tuning."""
+def selection_seconds(con, model: str, task: str, seed: int, k: int) -> dict[str, float]:
+    """Wall seconds of each asset's materialisation for one task, the first seed and budget: the
+    cold cost (later seeds reuse the pool sample, warm-up and proxy rows)."""
     rows = con.execute("""SELECT asset, avg(epoch(finished_at) - epoch(started_at)) FROM lineage
-                          WHERE split_part(partition, '|', 1) = ? GROUP BY asset""", [model]).fetchall()
+                          WHERE partition IN (?, ?) AND coalesce(variant, '') IN ('', ?, ?) GROUP BY asset""",
+                       [model, f"{model}|{task}", f"seed={seed}", f"seed={seed}/k={k}"]).fetchall()
     return {a: float(s) for a, s in rows}
+
+
+def link_pool_side(src: Path, dst: Path, model: str) -> None:
+    """Hard-link ``src``'s model-side artefacts (and target gradients) for ``model`` into ``dst``."""
+    from infdist_assets.step import MODEL_SIDE_ASSETS
+
+    for asset in sorted(MODEL_SIDE_ASSETS | {"target_gradients"}):
+        for f in (src / "assets" / asset / model).rglob("*"):
+            out = dst / f.relative_to(src)
+            if f.is_file() and not out.exists():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, out)
 
 
 def main() -> None:
@@ -44,7 +60,14 @@ def main() -> None:
     ap.add_argument("--heldout-rows", type=int, default=200)
     ap.add_argument("--task-metrics", action="store_true", help="also compute the task metrics (slow generation)")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other SelectionConfig settings (JSON values)")
+    ap.add_argument("--reuse-pool-from", type=Path, default=None, metavar="DATA",
+                    help="hard-link another data root's model-side artefacts (pool, warm-up, landmarks, embeddings, "
+                         "baselines' inputs) and target gradients into --data first: a lever that changes only the "
+                         "target side or training then costs only those (artefacts made with other settings are "
+                         "still refused and recomputed)")
     args = ap.parse_args()
+    if args.reuse_pool_from:
+        link_pool_side(args.reuse_pool_from.resolve(), Path(args.data).resolve(), args.model)
 
     from infdist_assets.demo import use_data_root
 
@@ -72,7 +95,7 @@ def main() -> None:
                        "AND list_contains(?, method) AND list_contains(?, seed) AND list_contains(?, k)",
                        [args.model, args.tasks, list(plan.methods), args.seeds, args.k]).fetchall()
     s = summarize(*map(list, zip(*rows)))
-    secs = selection_seconds(con, args.model)
+    secs = selection_seconds(con, args.model, args.tasks[0], args.seeds[0], args.k[0])
     con.close()
     print(summary_markdown(s))
     infdist_assets = ["warmup_checkpoint", "landmark_gradients", "pool_embeddings", "krr_coefficients", "target_gradients",
@@ -85,8 +108,8 @@ def main() -> None:
                 "selection_seconds_infdist": round(infdist_s, 1), "selection_seconds_rds": round(rds_s, 1),
                 "selection_seconds_infdist_over_rds": round(infdist_s / rds_s, 3) if rds_s else None,
                 "wall_seconds_this_run": round(wall, 1)})
-    print(f"\n(selection seconds: mean per materialisation, summed over the assets each method needs before "
-          f"fine-tuning; InfDist {infdist_s:.0f} s, RDS+ {rds_s:.0f} s)")
+    print(f"\n(selection seconds for {args.tasks[0]}, seed {args.seeds[0]}, k={args.k[0]}, summed over the assets each "
+          f"method needs before fine-tuning: InfDist {infdist_s:.0f} s, RDS+ {rds_s:.0f} s)")
     print(json.dumps(out, default=lambda v: None if isinstance(v, float) and not np.isfinite(v) else v))
 
 

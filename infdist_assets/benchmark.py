@@ -23,23 +23,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infdist_core.config import SelectionConfig
 from infdist_core.quality import QualitySummary, summarize
 from infdist_assets import catalog, storage
 from infdist_assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore
-from infdist_assets.step import ALL_ASSET_KEYS, is_materialised
+from infdist_assets.step import ALL_ASSET_KEYS, MODEL_SIDE_ASSETS, is_materialised
 
 BENCH_METHODS = ("infdist", "uniform", "mid_ppl", "rds")
 EXTRA_METHODS = ("grad", "full")
-POOL_INPUTS = {"infdist": ["landmark_gradients", "pool_embeddings", "krr_coefficients"], "uniform": [],
-               "mid_ppl": ["pool_perplexity"], "rds": ["rds_embeddings"], "grad": ["pool_gradients"], "full": []}
-TARGET_INPUTS = {"infdist": ["target_gradients", "per_target_weights"], "grad": ["target_gradients"]}
-SEED_FREE_POOL = ("sampled_pool", "warmup_checkpoint", "pool_perplexity", "rds_embeddings", "pool_gradients")
 
 
 def method_keys(method: str) -> list[str]:
     return [f"{method}/{a}" for a in ("selected_subset", "fine_tuned_model", "eval_scores")]
+
+
+def needed_assets(assets, methods: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(model-side, model x task) assets that ``methods``' evaluations need, read off the asset
+    graph's dependencies (a method's inputs are declared once, on its assets). Sorted by name:
+    ``dg.materialize`` orders a selection itself."""
+    keys = dg.AssetSelection.assets(*[k for m in methods for k in method_keys(m)]).upstream().resolve(assets)
+    names = sorted(k.to_user_string() for k in keys)
+    return [a for a in names if a in MODEL_SIDE_ASSETS], [a for a in names if a not in MODEL_SIDE_ASSETS]
 
 
 def read_rows(root: Path) -> pa.Table:
@@ -152,9 +156,8 @@ def build() -> list:
     return [quality_report]
 
 
-def jobs(methods: tuple[str, ...] = BENCH_METHODS) -> list:
-    pool = sorted({a for m in methods for a in POOL_INPUTS[m]} | {"sampled_pool", "warmup_checkpoint"})
-    target = sorted({a for m in methods for a in TARGET_INPUTS.get(m, [])}) + [k for m in methods for k in method_keys(m)]
+def jobs(assets: list, methods: tuple[str, ...] = BENCH_METHODS) -> list:
+    pool, target = needed_assets(assets, methods)
     return [
         dg.define_asset_job("benchmark_pool_job", selection=dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(a) for a in pool]),
                             description="Pool side of the quality benchmark for one model and one selection seed "
@@ -190,24 +193,17 @@ def run_benchmark(defs: dg.Definitions, plan: BenchmarkPlan, instance: dg.Dagste
                              resources={"store": store, "settings": settings_cls(**cfg_kwargs)})
         runs.append(res.run_id)
 
+    pool_assets, target_assets = needed_assets(assets, plan.methods)
     for seed in plan.seeds:
         for k in plan.ks:
             kw = {**plan.settings, "seed": seed, "k": k}
-            cfg = SelectionConfig(**{**kw, **({"embedding_candidates": tuple(kw["embedding_candidates"])}
-                                              if "embedding_candidates" in kw else {})})
-            pool = [a for a in ["sampled_pool", "warmup_checkpoint"] + sorted({a for m in plan.methods for a in POOL_INPUTS[m]})
-                    if not is_materialised(store.path, a, plan.model, None, cfg)]
-            pool = [a for a in ("sampled_pool", "warmup_checkpoint", "landmark_gradients", "pool_embeddings",
-                                "krr_coefficients", "pool_perplexity", "rds_embeddings", "pool_gradients") if a in pool]
+            cfg = settings_cls(**kw).to_core()
+            pool = [a for a in pool_assets if not is_materialised(store.path, a, plan.model, None, cfg)]
             if pool:
                 log(f"[bench] seed={seed} k={k} {plan.model}: pool side {pool}")
                 go(pool, plan.model, kw)
             for task in plan.tasks:
-                wanted = ["target_gradients", "per_target_weights"] * ("infdist" in plan.methods) + \
-                         [key for m in plan.methods for key in method_keys(m)]
-                if "grad" in plan.methods and "target_gradients" not in wanted:
-                    wanted.insert(0, "target_gradients")
-                todo = [a for a in dict.fromkeys(wanted) if not is_materialised(store.path, a, plan.model, task, cfg)]
+                todo = [a for a in target_assets if not is_materialised(store.path, a, plan.model, task, cfg)]
                 if todo:
                     log(f"[bench] seed={seed} k={k} {plan.model} x {task}: {len(todo)} assets")
                     go(todo, dg.MultiPartitionKey({"model": plan.model, "task": task}), kw)

@@ -20,7 +20,7 @@ def build_definitions(registry_path: str | None = None, data_root: str | None = 
     assets += benchmark.build()
     step.ALL_ASSET_KEYS[:] = [a.key.to_user_string() for a in assets]
     jobs, schedules, sensors = automation.build(reg, by_model, by_model_task)
-    jobs += benchmark.jobs()
+    jobs += benchmark.jobs(assets)
     store = ArtefactStore(root=str(reg.data_root), registry_path=str(registry_path or ""))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
                           resources={"store": store, "settings": SelectionSettings()})

@@ -19,7 +19,7 @@ import dagster as dg
 import pyarrow as pa
 
 import infdist_core
-from infdist_core.config import DATA_SIDE_FIELDS, POOL_SIDE_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig
+from infdist_core.config import DATA_SIDE_FIELDS, EVAL_FIELDS, POOL_SIDE_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig
 from infdist_assets import catalog, storage
 from infdist_assets.partitions import split_key
 from infdist_assets.registry import Registry, RegistryError
@@ -62,6 +62,8 @@ def dependency_fields(asset: str, target_side: bool) -> tuple[str, ...]:
     """The settings an artefact of ``asset`` depends on (what a consumer must agree on)."""
     if asset in SEED_FREE_ASSETS:
         return DATA_SIDE_FIELDS
+    if asset.endswith("/eval_scores"):
+        return TARGET_SIDE_FIELDS + EVAL_FIELDS
     return TARGET_SIDE_FIELDS if target_side else POOL_SIDE_FIELDS
 
 

@@ -145,9 +145,15 @@ POOL_SIDE_FIELDS = DATA_SIDE_FIELDS + ("n_landmarks", "damping", "kernel_search"
 """Settings the model-partitioned artefacts of one selection seed depend on (landmarks and on)."""
 
 TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + (
-    "k", "per_target", "weighted_training", "train_epochs", "batch_size",
+    "k", "eta", "per_target", "weighted_training", "train_epochs", "batch_size",
 )
 """Settings the model x task artefacts depend on (evaluation settings affect only eval scores)."""
+
+EVAL_FIELDS = ("eval_subset", "heldout_rows", "heldout_max_length", "task_metrics", "max_new_tokens")
+"""Settings the evaluation scores depend on besides the target side's."""
+
+RUNTIME_FIELDS = ("device",)
+"""Settings no artefact depends on (where the computation runs)."""
 
 
 def field_docs() -> dict[str, str]:

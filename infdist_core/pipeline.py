@@ -131,10 +131,9 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
     cross-validation on the landmarks (task-independent pseudo-targets, ``recovery``).
 
     ``known`` maps a spec to an (n, e) array of rows computed before (NaN rows: not computed) and
-    its part widths, e.g.
-    by another selection seed's run with the same model, pool and ``data_seed``: proxies computed
-    one sample at a time (``proxies.per_sample``) give the same rows whatever the landmarks, so
-    those rows are reused and only the others are computed."""
+    its part widths, e.g. by another selection seed's run with the same model, pool and
+    ``data_seed``: proxies computed one sample at a time (``proxies.per_sample``) give the same
+    rows whatever the landmarks, so those rows are reused and only the others are computed."""
     known = known or {}
     specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
     lm_emb, costs, widths, rows = {}, {}, {}, []

@@ -1,0 +1,25 @@
+"""Every setting is classified by what depends on it, so artefacts are refused and recomputed
+when a setting they depend on changes."""
+
+import dataclasses
+
+import pytest
+
+from infdist_core.config import EVAL_FIELDS, RUNTIME_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig, field_docs
+
+
+def test_every_field_is_classified():
+    classified = set(TARGET_SIDE_FIELDS) | set(EVAL_FIELDS) | set(RUNTIME_FIELDS)
+    missing = [f.name for f in dataclasses.fields(SelectionConfig) if f.name not in classified]
+    assert not missing, f"classify {missing} in infdist_core.config (data, pool, target, eval or runtime side)"
+
+
+@pytest.mark.parametrize("field, value", [("heldout_rows", -1), ("eval_subset", -1), ("heldout_max_length", 0)])
+def test_bad_evaluation_settings_are_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        SelectionConfig(**{field: value})
+
+
+def test_the_new_settings_are_documented():
+    docs = field_docs()
+    assert all(docs.get(f) for f in ("seed", "data_seed", "heldout_rows", "heldout_max_length", "task_metrics"))
