@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--heldout-rows", type=int, default=200)
     ap.add_argument("--task-metrics", action="store_true", help="also compute the task metrics (slow generation)")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other SelectionConfig settings (JSON values)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="compute nothing: summarise what is materialised for these tasks, methods, seeds and budgets")
     ap.add_argument("--reuse-pool-from", type=Path, default=None, metavar="DATA",
                     help="hard-link another data root's model-side artefacts (pool, warm-up, landmarks, embeddings, "
                          "baselines' inputs) and target gradients into --data first: a lever that changes only the "
@@ -86,8 +88,9 @@ def main() -> None:
         settings[field] = json.loads(value)
     plan = BenchmarkPlan(args.model, args.tasks, args.seeds, args.k, tuple(args.methods + args.extra), settings)
     t0 = time.time()
-    with dg.DagsterInstance.get() as instance:
-        run_benchmark(defs, plan, instance, defs.resources["store"], SelectionSettings)
+    if not args.report_only:
+        with dg.DagsterInstance.get() as instance:
+            run_benchmark(defs, plan, instance, defs.resources["store"], SelectionSettings)
     wall = time.time() - t0
 
     con = connect_readonly(data / "infdist.duckdb")

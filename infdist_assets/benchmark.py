@@ -95,14 +95,37 @@ def interval_svg(rows: list[dict], width: int = 720) -> str:
     return "\n".join(out)
 
 
+def interval_text(rows: list[dict], width: int = 48) -> str:
+    """The plot of ``interval_svg`` as text (the UI renders metadata markdown, not SVG files):
+    per task and k, one line per method, ``[---*---]`` on a shared held-out-loss axis."""
+    lines = []
+    for task, k in sorted({(r["task"], r["k"]) for r in rows}):
+        group = [r for r in rows if (r["task"], r["k"]) == (task, k)]
+        ends = [v for r in group for v in (r["low"], r["high"], r["heldout_loss"]) if np.isfinite(v)]
+        lo, hi = min(ends), max(ends)
+        span = hi - lo if hi > lo else 1.0
+        pos = lambda v: int(round((width - 1) * (v - lo) / span))  # noqa: E731
+        lines.append(f"{task} k={k}   {lo:.4f} .. {hi:.4f}")
+        for r in sorted(group, key=lambda r: r["heldout_loss"]):
+            bar = [" "] * width
+            if np.isfinite(r["low"]):
+                for i in range(pos(r["low"]), pos(r["high"]) + 1):
+                    bar[i] = "-"
+                bar[pos(r["low"])], bar[pos(r["high"])] = "[", "]"
+            bar[pos(r["heldout_loss"])] = "*"
+            lines.append(f"  {r['method']:>8} |{''.join(bar)}| {r['heldout_loss']:.4f}")
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
 def summary_markdown(s: QualitySummary) -> str:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) and np.isfinite(v) else "n/a"  # noqa: E731
     methods = [{**r, "heldout_loss": fmt(r["heldout_loss"]), "95% CI (seeds)": f"[{fmt(r['low'])}, {fmt(r['high'])}]"}
                for r in s.methods]
     diffs = [{**d, "delta": fmt(d["delta"]), "95% CI (seeds x rows)": f"[{fmt(d['low'])}, {fmt(d['high'])}]",
               "95% CI (seeds)": f"[{fmt(d['seed_low'])}, {fmt(d['seed_high'])}]"} for d in s.differences]
-    return ("### Held-out loss per method\n\n" + table_md(methods, ["task", "k", "method", "seeds", "rows", "heldout_loss",
-                                                                     "95% CI (seeds)"]) +
+    return ("### Held-out loss per method (mean, 95% interval over seeds; lower is better)\n\n" +
+            interval_text(s.methods) + "\n\n" +
+            table_md(methods, ["task", "k", "method", "seeds", "rows", "heldout_loss", "95% CI (seeds)"]) +
             "\n\n### InfDist minus baseline (negative: InfDist better)\n\n" +
             table_md(diffs, ["task", "k", "baseline", "seeds", "rows", "delta", "95% CI (seeds x rows)", "95% CI (seeds)",
                              "verdict"]))

@@ -107,7 +107,7 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         if reused:  # the same subset, order, weights and training settings were trained before
             record = json.loads(done.read_text())
             size, digest = storage.folder_digest(final)
-            context.log.info(f"reusing fine-tuned model {final} (same samples, weights, settings and code)")
+            context.log.info(f"reusing fine-tuned model {final} (same base model, samples, weights and training settings)")
         else:
             model, tok = base_model(step)
             res = pipeline.fine_tune(model, chosen, sel.column("weight").to_numpy(), step.cfg, tok.pad_token_id,

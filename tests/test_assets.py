@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 N_POOL, K, L = 30, 5, 12
 SETTINGS = dict(pool_size=N_POOL, max_length=64, n_landmarks=L, k=K, projection_dim=256, embedding_dim=64,
                 warmup_samples=8, warmup_steps=2, adam_aware=True, train_epochs=1.0, train_micro_batch=2, train_grad_accum=1,
-                eval_subset=2, max_new_tokens=8, embedding_candidates=["grad-last:1+grad-head", "jvp-hidden:2:2", "rds"])
+                eval_subset=2, task_metrics=True, max_new_tokens=8,
+                embedding_candidates=["grad-last:1+grad-head", "jvp-hidden:2:2", "rds"])
 
 
 def _chat(i, q, a):
@@ -250,7 +251,7 @@ def test_demo_recognises_an_up_to_date_partition(world):
 
 def test_the_readme_sql_runs_against_the_catalog(world, bench):
     sql = (ROOT / "README.md").read_text().split("```sql")[1].split("```")[0]
-    sql = sql.replace("smollm2-135m", "tiny").replace("gsm8k", "math").replace("k = 60", f"k = {K}")
+    sql = sql.replace("smollm2-135m", "tiny").replace("gsm8k", "math").replace("k = 30", f"k = {K}")
     con = connect_readonly(world["data"] / "infdist.duckdb")
     counts = []
     for stmt in sql.split(";"):

@@ -93,3 +93,16 @@ def test_summarize_pairs_only_common_seeds_and_rows():
              ("t", "uniform", 0): [2.0, 3.0]}
     d = summarize(*_long(cells)).differences[0]
     assert (d["seeds"], d["rows"]) == (1, 2) and d["delta"] == pytest.approx(-1.0)
+
+
+def test_the_text_plot_places_each_method_on_a_shared_axis():
+    from infdist_assets.benchmark import interval_text
+
+    rows = [{"task": "t", "k": 30, "method": "infdist", "heldout_loss": 1.0, "low": 0.9, "high": 1.1, "seeds": 3},
+            {"task": "t", "k": 30, "method": "uniform", "heldout_loss": 2.0, "low": float("nan"), "high": float("nan"),
+             "seeds": 1}]
+    lines = interval_text(rows, width=21).splitlines()
+    infdist, uniform = (next(x for x in lines if m in x) for m in ("infdist", "uniform"))
+    bar = infdist.split("|")[1]
+    assert bar.index("[") == 0 and bar.index("*") == 2 and bar.index("]") == 4, bar  # 0.9..1.1 of 0.9..2.0
+    assert uniform.split("|")[1].index("*") == 20 and "[" not in uniform, "one seed: a point, no interval"
