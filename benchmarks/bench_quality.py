@@ -60,6 +60,9 @@ def main() -> None:
     ap.add_argument("--heldout-rows", type=int, default=200)
     ap.add_argument("--task-metrics", action="store_true", help="also compute the task metrics (slow generation)")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other SelectionConfig settings (JSON values)")
+    ap.add_argument("--budget-minutes", type=float, default=85.0,
+                    help="start no new run after this many minutes (the rest is left for the next invocation, which "
+                         "resumes); 0 = no limit")
     ap.add_argument("--report-only", action="store_true",
                     help="compute nothing: summarise what is materialised for these tasks, methods, seeds and budgets")
     ap.add_argument("--reuse-pool-from", type=Path, default=None, metavar="DATA",
@@ -88,9 +91,12 @@ def main() -> None:
         settings[field] = json.loads(value)
     plan = BenchmarkPlan(args.model, args.tasks, args.seeds, args.k, tuple(args.methods + args.extra), settings)
     t0 = time.time()
+    complete = True
     if not args.report_only:
+        deadline = t0 + 60 * args.budget_minutes if args.budget_minutes > 0 else None
         with dg.DagsterInstance.get() as instance:
-            run_benchmark(defs, plan, instance, defs.resources["store"], SelectionSettings)
+            complete = run_benchmark(defs, plan, instance, defs.resources["store"], SelectionSettings,
+                                     deadline=deadline).complete
     wall = time.time() - t0
 
     con = connect_readonly(data / "infdist.duckdb")
@@ -107,7 +113,7 @@ def main() -> None:
     infdist_s = sum(secs.get(a, 0.0) for a in infdist_assets)
     rds_s = sum(secs.get(a, 0.0) for a in rds_assets)
     out = headline(s, args.tasks, args.seeds)
-    out.update({"ks": args.k, "methods": list(plan.methods), "heldout_rows": args.heldout_rows,
+    out.update({"complete": complete, "ks": args.k, "methods": list(plan.methods), "heldout_rows": args.heldout_rows,
                 "selection_seconds_infdist": round(infdist_s, 1), "selection_seconds_rds": round(rds_s, 1),
                 "selection_seconds_infdist_over_rds": round(infdist_s / rds_s, 3) if rds_s else None,
                 "wall_seconds_this_run": round(wall, 1)})

@@ -13,7 +13,7 @@ the same settings, so an interrupted or extended benchmark resumes where it stop
 
 
 import html
-import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -204,19 +204,32 @@ class BenchmarkPlan:
     settings: dict = field(default_factory=dict)
 
 
-def run_benchmark(defs: dg.Definitions, plan: BenchmarkPlan, instance: dg.DagsterInstance, store: ArtefactStore,
-                  settings_cls, log: Callable[[str], None] = print) -> list[str]:
-    """Materialise what ``plan`` needs and is not materialised yet (same settings), seed by seed,
-    then ``quality_report``. Returns the run ids it started."""
-    assets = list(defs.assets)
-    runs = []
+@dataclass
+class BenchmarkRun:
+    runs: list[str]
+    """Dagster run ids started, in order (the last one computes ``quality_report``)."""
+    complete: bool
+    """False when the time budget ran out first: run the same plan again to continue."""
 
-    def go(selection: list[str], partition, cfg_kwargs: dict) -> None:
+
+def run_benchmark(defs: dg.Definitions, plan: BenchmarkPlan, instance: dg.DagsterInstance, store: ArtefactStore,
+                  settings_cls, log: Callable[[str], None] = print, deadline: float | None = None) -> BenchmarkRun:
+    """Materialise what ``plan`` needs and is not materialised yet (same settings), seed by seed,
+    then ``quality_report``. No new run starts after ``deadline`` (a ``time.time()``); the report
+    then covers what is done, and the same call later continues where this one stopped."""
+    assets = list(defs.assets)
+    runs: list[str] = []
+
+    def go(selection: list[str], partition, cfg_kwargs: dict) -> bool:
+        if deadline is not None and time.time() > deadline:
+            return False
         res = dg.materialize(assets, selection=selection, partition_key=partition, instance=instance,
                              resources={"store": store, "settings": settings_cls(**cfg_kwargs)})
         runs.append(res.run_id)
+        return True
 
     pool_assets, target_assets = needed_assets(assets, plan.methods)
+    complete = True
     for seed in plan.seeds:
         for k in plan.ks:
             kw = {**plan.settings, "seed": seed, "k": k}
@@ -224,13 +237,17 @@ def run_benchmark(defs: dg.Definitions, plan: BenchmarkPlan, instance: dg.Dagste
             pool = [a for a in pool_assets if not is_materialised(store.path, a, plan.model, None, cfg)]
             if pool:
                 log(f"[bench] seed={seed} k={k} {plan.model}: pool side {pool}")
-                go(pool, plan.model, kw)
+                complete = complete and go(pool, plan.model, kw)
             for task in plan.tasks:
                 todo = [a for a in target_assets if not is_materialised(store.path, a, plan.model, task, cfg)]
-                if todo:
+                if todo and complete:
                     log(f"[bench] seed={seed} k={k} {plan.model} x {task}: {len(todo)} assets")
-                    go(todo, dg.MultiPartitionKey({"model": plan.model, "task": task}), kw)
+                    complete = go(todo, dg.MultiPartitionKey({"model": plan.model, "task": task}), kw)
+                elif todo:
+                    complete = False
+    if not complete:
+        log("[bench] time budget used up: the report covers what is done; run the same command again to continue")
     res = dg.materialize(assets, selection=["quality_report"], instance=instance,
                          resources={"store": store, "settings": settings_cls(**plan.settings)})
     runs.append(res.run_id)
-    return runs
+    return BenchmarkRun(runs, complete)

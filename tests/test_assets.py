@@ -264,16 +264,23 @@ def test_the_readme_sql_runs_against_the_catalog(world, bench):
 
 @pytest.fixture(scope="module")
 def bench(world):
-    """The quality benchmark on the tiny world (two seeds x four methods), run twice."""
+    """The quality benchmark on the tiny world (two seeds x two budgets x six methods): once past
+    its deadline, then twice."""
     from infdist_assets.benchmark import BenchmarkPlan, run_benchmark
     from infdist_assets.resources import SelectionSettings
 
-    plan = BenchmarkPlan("tiny", ["math"], [0, 1], [K], ("infdist", "uniform", "mid_ppl", "rds"),
+    plan = BenchmarkPlan("tiny", ["math"], [0, 1], [K, K + 2], ("infdist", "uniform", "mid_ppl", "rds", "grad", "full"),
                          {**SETTINGS, "heldout_rows": 0, "task_metrics": False})
     store = world["resources"]["store"]
+    import time
+
+    stopped = run_benchmark(world["defs"], plan, world["instance"], store, SelectionSettings, log=lambda m: None,
+                            deadline=time.time() - 1)
+    assert not stopped.complete and len(stopped.runs) == 1, "past the deadline only the report runs"
     first = run_benchmark(world["defs"], plan, world["instance"], store, SelectionSettings, log=lambda m: None)
     again = run_benchmark(world["defs"], plan, world["instance"], store, SelectionSettings, log=lambda m: None)
-    return first, again
+    assert first.complete and again.complete
+    return first.runs, again.runs
 
 
 def test_quality_benchmark_fills_the_catalog_and_resumes(world, bench):
@@ -288,11 +295,16 @@ def test_quality_benchmark_fills_the_catalog_and_resumes(world, bench):
                         "WHERE kind = 'difference' ORDER BY baseline").fetchall()
     per_row = con.execute(f"SELECT count(*) FROM eval_rows WHERE task = 'math' AND method = 'uniform' AND k = {K}").fetchone()[0]
     con.close()
-    assert got == [("infdist", 2), ("mid_ppl", 2), ("rds", 2), ("uniform", 2)]
-    assert [(d[0], d[1], d[2], d[3]) for d in diffs] == [("infdist", "rds", 2, 4), ("infdist", "uniform", 2, 4)]
+    assert got == [("full", 2), ("grad", 2), ("infdist", 2), ("mid_ppl", 2), ("rds", 2), ("uniform", 2)]
+    assert sorted((d[0], d[1], d[2], d[3]) for d in diffs) == [("infdist", "rds", 2, 4)] * 2 + [("infdist", "uniform", 2, 4)] * 2
     assert all(d[5] <= d[4] <= d[6] and d[7] in ("win", "loss", "tie") for d in diffs)
     assert per_row == 2 * 4, "4 held-out rows per seed, paired by row id"
     assert (world["data"] / "assets" / "quality_report" / "heldout_loss.svg").read_text().startswith("<svg")
     uniform_ft = {pq.read_table(p).column("model_path")[0].as_py()
                   for p in (world["data"] / "assets" / "uniform" / "fine_tuned_model" / "tiny").glob(f"*/seed=1/k={K}/data.parquet")}
     assert len(uniform_ft) == 1
+    full = [pq.read_table(p) for p in (world["data"] / "assets" / "full" / "selected_subset" / "tiny" / "math").glob("seed=1/k=*/data.parquet")]
+    assert len(full) == 2 and all(t.num_rows == N_POOL for t in full), "full trains on the whole pool whatever k"
+    full_ft = {pq.read_table(p).column("model_path")[0].as_py()
+               for p in (world["data"] / "assets" / "full" / "fine_tuned_model" / "tiny" / "math").glob("seed=1/k=*/data.parquet")}
+    assert len(full_ft) == 1, "the same samples, order and settings are trained once, whatever k"
