@@ -51,11 +51,13 @@ def warmup_moments(step: Step, model):
     return load_adam_moments(meta["adam_state"], names)
 
 
-def known_embeddings(step: Step, n: int) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
+def known_embeddings(step: Step, n: int) -> dict[str, pipeline.KnownRows]:
     """Proxy rows that other selection seeds' ``pool_embeddings`` computed for this model with the
-    same data-side settings (so the same warm-up checkpoint, pool and projections):
-    spec -> ((n, e) array, NaN rows where unknown; part widths)."""
-    known: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
+    same data-side settings (so the same warm-up checkpoint, pool and projections), with the cost
+    measured when they were computed."""
+    vectors: dict[str, np.ndarray] = {}
+    widths: dict[str, tuple[int, ...]] = {}
+    cost: dict[str, float] = {}
     here = step.path("pool_embeddings").parent
     ours = {f: step.cfg.to_dict()[f] for f in DATA_SIDE_FIELDS}
     for data in sorted(here.parent.glob("seed=*/data.parquet")):
@@ -68,23 +70,26 @@ def known_embeddings(step: Step, n: int) -> dict[str, tuple[np.ndarray, tuple[in
         theirs = meta.get("config", {})
         if any(json.dumps(theirs.get(f), default=list) != json.dumps(v, default=list) for f, v in ours.items()):
             continue
-        tables = [(meta["embedding"], storage.read_table(data).select(["pool_index", "embedding"]), meta.get("widths", []))]
+        found = [(meta["embedding"], storage.read_table(data).select(["pool_index", "embedding"]), meta.get("widths", []))]
         cands = data.with_name("landmark_candidates.parquet")
         if cands.exists():
             c = storage.read_table(cands)
-            for spec, dim, widths, lm, flat in zip(*(c.column(x).to_pylist() for x in ("embedding", "dim", "widths", "pool_index", "matrix"))):
-                tables.append((spec, pa.table({"pool_index": lm, "embedding": storage.vectors_column(
-                    np.asarray(flat, np.float32).reshape(-1, dim))}), widths))
-        for spec, t, widths in tables:
+            for spec, dim, w, lm, flat in zip(*(c.column(x).to_pylist() for x in ("embedding", "dim", "widths", "pool_index", "matrix"))):
+                found.append((spec, pa.table({"pool_index": lm, "embedding": storage.vectors_column(
+                    np.asarray(flat, np.float32).reshape(-1, dim))}), w))
+        scored = data.with_name("candidates.parquet")
+        if scored.exists():  # the cost each candidate had when computed (the largest seen: a fresh computation)
+            for spec, sec in zip(*(storage.read_table(scored).column(x).to_pylist() for x in ("embedding", "seconds_per_sample"))):
+                cost[spec] = max(cost.get(spec, 0.0), float(sec))
+        for spec, t, w in found:
             if not proxies.per_sample(spec):
                 continue
-            rows = t.column("pool_index").to_numpy()
             vec = storage.column_matrix(t, "embedding")
-            arr, w = known.get(spec, (np.full((n, vec.shape[1]), np.nan, np.float32), tuple(widths)))
+            arr = vectors.setdefault(spec, np.full((n, vec.shape[1]), np.nan, np.float32))
             if arr.shape[1] == vec.shape[1]:
-                arr[rows] = vec
-                known[spec] = (arr, w)
-    return known
+                arr[t.column("pool_index").to_numpy()] = vec
+                widths.setdefault(spec, tuple(w))
+    return {spec: pipeline.KnownRows(arr, widths[spec], cost.get(spec, 0.0)) for spec, arr in vectors.items()}
 
 
 def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:

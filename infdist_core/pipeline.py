@@ -108,17 +108,29 @@ def embedding_slices(spec: str, widths: tuple[int, ...] | list[int]) -> tuple[tu
     return part_slices(tuple(widths), proxies.gradient_parts(spec))
 
 
+@dataclass(frozen=True)
+class KnownRows:
+    """Proxy rows computed before for the same pool, model and ``data_seed`` (another selection
+    seed's run): ``vectors`` (n, e) with NaN rows where unknown, the parts' ``widths``, and the
+    ``seconds_per_sample`` measured when they were computed (the cost the embedding choice weighs,
+    so that it does not depend on what happens to be cached)."""
+
+    vectors: np.ndarray
+    widths: tuple[int, ...]
+    seconds_per_sample: float
+
+
 def _proxy_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str, cfg: SelectionConfig, pad_id: int,
-                known: dict[str, tuple[np.ndarray, tuple[int, ...]]]) -> proxies.ProxyEmbedding:
-    """``spec``'s embeddings of ``pool[rows]``, taking rows already in ``known[spec]`` (NaN rows:
-    unknown) and computing only the others. Seconds per sample are those of the computed rows."""
-    have, widths = known.get(spec, (None, ()))
+                known: dict[str, KnownRows]) -> proxies.ProxyEmbedding:
+    """``spec``'s embeddings of ``pool[rows]``, taking rows already in ``known[spec]`` and computing
+    only the others. Seconds per sample: of the computed rows, or as recorded when all are known."""
+    have = known.get(spec)
     if have is None or not proxies.per_sample(spec):
         return proxies.compute_proxy(model, [pool[i] for i in rows], pad_id, spec, cfg.embedding_dim, cfg.data_seed)
-    out = have[rows].astype(np.float32)
+    out = have.vectors[rows].astype(np.float32)
     missing = np.isnan(out).any(1)
     if not missing.any():
-        return proxies.ProxyEmbedding(spec, out, 0.0, tuple(widths))
+        return proxies.ProxyEmbedding(spec, out, have.seconds_per_sample, tuple(have.widths))
     pe = proxies.compute_proxy(model, [pool[i] for i in rows[missing]], pad_id, spec, cfg.embedding_dim, cfg.data_seed)
     out[missing] = pe.vectors
     return proxies.ProxyEmbedding(spec, out, pe.seconds_per_sample, pe.widths)
@@ -126,14 +138,14 @@ def _proxy_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str,
 
 def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_landmarks: np.ndarray,
                cfg: SelectionConfig, pad_id: int, log_fn: Callable[[str], None] = log.info,
-               known: dict[str, tuple[np.ndarray, tuple[int, ...]]] | None = None) -> EmbeddingChoice:
+               known: dict[str, KnownRows] | None = None) -> EmbeddingChoice:
     """Proxy embeddings of the whole pool; with ``embedding='auto'`` the proxy is chosen first by
     cross-validation on the landmarks (task-independent pseudo-targets, ``recovery``).
 
-    ``known`` maps a spec to an (n, e) array of rows computed before (NaN rows: not computed) and
-    its part widths, e.g. by another selection seed's run with the same model, pool and
-    ``data_seed``: proxies computed one sample at a time (``proxies.per_sample``) give the same
-    rows whatever the landmarks, so those rows are reused and only the others are computed."""
+    ``known`` maps a spec to rows computed before (``KnownRows``), e.g. by another selection seed's
+    run with the same model, pool and ``data_seed``: proxies computed one sample at a time
+    (``proxies.per_sample``) give the same rows whatever the landmarks, so those rows are reused
+    and only the others are computed."""
     known = known or {}
     specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
     lm_emb, costs, widths, rows = {}, {}, {}, []
@@ -154,13 +166,13 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
         pick, reason = specs[0], ("pinned by configuration" if cfg.embedding != PROXY_AUTO else "only candidate")
     log_fn(f"embedding: {pick} ({reason})")
     rest = np.setdiff1d(np.arange(len(pool)), landmarks)
-    t0 = time.perf_counter()
-    rest_emb = _proxy_rows(model, pool, rest, pick, cfg, pad_id, known).vectors \
-        if len(rest) else np.zeros((0, lm_emb[pick].shape[1]), np.float32)
-    per = (time.perf_counter() - t0) / max(1, len(rest))
     vectors = np.zeros((len(pool), lm_emb[pick].shape[1]), dtype=np.float32)
-    vectors[landmarks], vectors[rest] = lm_emb[pick], rest_emb
-    return EmbeddingChoice(pick, reason, vectors, per if len(rest) else costs[pick], rows, lm_emb, widths)
+    vectors[landmarks] = lm_emb[pick]
+    per = costs[pick]
+    if len(rest):
+        rest_pe = _proxy_rows(model, pool, rest, pick, cfg, pad_id, known)
+        vectors[rest], per = rest_pe.vectors, rest_pe.seconds_per_sample
+    return EmbeddingChoice(pick, reason, vectors, per, rows, lm_emb, widths)
 
 
 def embed_targets(model, samples: list[TokenizedSample], spec: str, cfg: SelectionConfig, pad_id: int) -> proxies.ProxyEmbedding:

@@ -258,12 +258,13 @@ def test_embed_pool_reuses_known_proxy_rows_bit_identically(tokenizer, tiny_mode
     calls = []
     real = proxies.compute_proxy
     monkeypatch.setattr(proxies, "compute_proxy", lambda m, s, *a, **k: calls.append(len(s)) or real(m, s, *a, **k))
-    known = {first.spec: (first.vectors.astype(np.float32), first.widths[first.spec])}
+    known = {first.spec: pipeline.KnownRows(first.vectors.astype(np.float32), first.widths[first.spec], 0.25)}
     reused = pipeline.embed_pool(tiny_model, pool, np.array([3, 2]), G, cfg.with_(seed=1), tokenizer.pad_token_id, known=known)
     assert calls == [], f"known rows were recomputed ({calls})"
     assert np.array_equal(reused.vectors, fresh.vectors) and reused.widths == fresh.widths
+    assert reused.seconds_per_sample == 0.25, "the recorded cost, not 0: the choice must not depend on the cache"
     partial = np.full_like(first.vectors, np.nan)
     partial[:2] = first.vectors[:2]
     again = pipeline.embed_pool(tiny_model, pool, np.array([3, 2]), G, cfg.with_(seed=1), tokenizer.pad_token_id,
-                                known={first.spec: (partial, first.widths[first.spec])})
+                                known={first.spec: pipeline.KnownRows(partial, first.widths[first.spec], 0.25)})
     assert sum(calls) == 2 and np.array_equal(again.vectors, fresh.vectors), "only the two unknown rows are computed"
