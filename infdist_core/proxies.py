@@ -13,6 +13,12 @@ A proxy is named by a spec string; ``+`` concatenates (each part L2-normalised f
 - ``grad-head``           loss gradient w.r.t. the LM head alone, ``mean_t (p_t - y_t) h_t'``,
                           Hadamard-projected (a forward pass; the backward stops at the head).
                           ``grad-last:B+grad-head`` shares one forward and one partial backward.
+- ``grad-head:N[:B]``     the LM head's gradient for the model *truncated* after its first N blocks
+                          (+ final norm + head): a batched forward through N blocks, then the
+                          gradient in closed form, no autograd. ``B`` > 0 count-sketches the
+                          vocabulary side into B signed buckets before projecting (the V x H
+                          matrix is never formed). N = all blocks gives ``grad-head``'s gradient
+                          from a batched pass (not bit-identical to it: padding changes rounding)
 - ``grad-head-sketch[:A]`` the same gradient sketched as ``S_V' dW S_H`` with seeded Gaussian
                           ``S_V`` (V x A), ``S_H`` (H x A): A*A features, two thin matmuls, no
                           V x H matrix (cheaper, noisier: a Kronecker sketch)
@@ -57,7 +63,8 @@ def gradient_parts(spec: str) -> tuple[bool, ...]:
 def per_sample(spec: str) -> bool:
     """Is every row of ``spec`` computed from its sample alone (one sample per pass), so that a row
     does not depend on which other samples were embedded with it? (Batched kinds pad.)"""
-    return all(parse_spec(s)[0] in ("grad-last", "grad-head") for s in spec.split("+"))
+    return all(k == "grad-last" or (k == "grad-head" and not nums)
+               for k, nums in map(parse_spec, spec.split("+")))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -106,6 +113,55 @@ def head_gradient_sketch(model, samples: list[TokenizedSample], pad_id: int, wid
         resid = resid * (mask / mask.sum(1, keepdim=True).clamp_min(1))[..., None]
         rows.append(torch.einsum("bta,btc->bac", resid, h @ S_H).reshape(len(h), -1).cpu())
     return torch.cat(rows).numpy()
+
+
+def _vocab_sketch(V: int, buckets: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Count sketch of the vocabulary: bucket and sign of every token id (seeded)."""
+    from infdist_core.seeding import generator
+
+    g = generator(seed, "head-count-sketch", V, buckets)
+    return torch.randint(buckets, (V,), generator=g), torch.randint(2, (V,), generator=g).float() * 2 - 1
+
+
+@torch.no_grad()
+def truncated_head_gradients(model, samples: list[TokenizedSample], pad_id: int, n_blocks: int, dim: int, seed: int,
+                             buckets: int = 0, batch_size: int = 8) -> np.ndarray:
+    """Projected LM-head gradient of each sample's mean label-token loss under the model cut after
+    its first ``n_blocks`` blocks (final norm and head kept), shape (n, <=dim).
+
+    For the head ``z = W h`` the gradient is ``1/|labels| sum_t (softmax(z_t) - onehot(y_t)) h_t'``
+    (V x H), so no backward pass is needed: one batched forward through ``n_blocks`` blocks, the
+    logits at label positions, and one matmul per sample. With ``buckets`` > 0 the vocabulary rows
+    are count-sketched (``S (p - y)`` with a signed bucket per token id, ``E[S'S] = I``) before the
+    matmul: a (buckets x H) matrix instead of V x H, unbiased for inner products.
+    """
+    from infdist_core.jvp import truncated_backbone
+
+    device = next(model.parameters()).device
+    n_layers = len(decoder_layers(model))
+    sub = model.model if n_blocks >= n_layers else truncated_backbone(model, n_blocks)
+    W = model.get_output_embeddings().weight
+    V, H = W.shape
+    rows_in = (buckets or V) * H
+    proj = HadamardProjector(rows_in, min(dim, rows_in), seed=seed, device=device) if rows_in > dim else None
+    if buckets:
+        bucket, sign = (t.to(device) for t in _vocab_sketch(V, buckets, seed))
+    out = np.zeros((len(samples), proj.out_dim if proj else rows_in), np.float32)
+    for lo in range(0, len(samples), batch_size):
+        b = {k: v.to(device) for k, v in pad_batch(samples[lo : lo + batch_size], pad_id).items()}
+        hs = sub(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state[:, :-1]
+        for i, (h, labels) in enumerate(zip(hs, b["labels"][:, 1:])):
+            keep = labels != IGNORE
+            if not keep.any():
+                continue  # zero row: flagged like a zero gradient
+            h, y = h[keep].float(), labels[keep]
+            resid = torch.softmax(F.linear(h, W.float()), dim=-1)  # (T, V)
+            resid[torch.arange(len(y), device=device), y] -= 1.0
+            if buckets:
+                resid = torch.zeros(len(y), buckets, device=device).index_add_(1, bucket, resid * sign)
+            grad = resid.T @ h / len(y)  # (V or buckets, H)
+            out[lo + i] = (proj.project_parts([grad], None) if proj else grad.reshape(-1)).cpu().numpy()
+    return out
 
 
 def partial_gradients(model, samples: list[TokenizedSample], pad_id: int, blocks: int, head: bool, dim: int,
@@ -172,6 +228,9 @@ def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int
         return rds_embeddings(model, samples, pad_id, batch_size)
     if kind == "grad-head-sketch":
         return head_gradient_sketch(model, samples, pad_id, width=nums[0] if nums else 64, seed=seed)
+    if kind == "grad-head" and nums:
+        return truncated_head_gradients(model, samples, pad_id, min(nums[0], n_layers), dim, seed,
+                                        buckets=nums[1] if len(nums) > 1 else 0, batch_size=batch_size)
     if kind == "grad-head":
         return partial_gradients(model, samples, pad_id, 0, True, dim, seed)[0]
     if kind == "grad-last":

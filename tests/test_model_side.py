@@ -201,6 +201,41 @@ def test_head_gradient_sketch_equals_sketching_the_autograd_head_gradient(tokeni
         np.testing.assert_allclose(got[i], (S_V.T @ dW @ S_H).reshape(-1).numpy(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_blocks", [1, 3])
+def test_truncated_head_gradient_equals_autograd_of_the_cut_model(tokenizer, chats, n_blocks):
+    """grad-head:N = the head gradient of the model cut after N blocks (final norm kept), projected
+    with the seeded projector; grad-head:N:B = the same gradient with the vocabulary rows
+    count-sketched into B signed buckets (closed form, no autograd, batched with padding)."""
+    import copy
+
+    from infdist_core.modeling import tiny_llama
+    from infdist_core.proxies import _vocab_sketch, compute_proxy, per_sample, truncated_head_gradients
+
+    model = tiny_llama(len(tokenizer), seed=0, n_layers=3, hidden=32, pad_token_id=tokenizer.pad_token_id)
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    cut = copy.deepcopy(model)
+    cut.model.layers = cut.model.layers[:n_blocks]
+    ts = tokenize_records(tokenizer, chats, 128).samples
+    pad = tokenizer.pad_token_id
+    V, H = model.lm_head.weight.shape
+    exact = truncated_head_gradients(model, ts, pad, n_blocks, 48, seed=5, batch_size=3)
+    sketched = truncated_head_gradients(model, ts, pad, n_blocks, 48, seed=5, buckets=4, batch_size=3)
+    ph, ps = HadamardProjector(V * H, 48, seed=5), HadamardProjector(4 * H, 48, seed=5)
+    bucket, sign = _vocab_sketch(V, 4, 5)
+    S = torch.zeros(4, V).index_put_((bucket, torch.arange(V)), sign)  # the count sketch as a matrix
+    for i, s in enumerate(ts):
+        logits = cut(input_ids=s.input_ids[None]).logits[0, :-1]
+        loss = torch.nn.functional.cross_entropy(logits, s.labels[1:], ignore_index=IGNORE)
+        (dW,) = torch.autograd.grad(loss, [cut.lm_head.weight])
+        np.testing.assert_allclose(exact[i], ph.project_parts([dW], None).numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(sketched[i], ps.project_parts([S @ dW], None).numpy(), rtol=1e-4, atol=1e-6)
+    spec = f"grad-head:{n_blocks}:4"
+    pe = compute_proxy(model, ts, pad, spec, dim=48, seed=5)
+    assert pe.widths == (48,) and not per_sample(spec) and per_sample("grad-last:2+grad-head")
+    np.testing.assert_allclose(pe.vectors, sketched / np.linalg.norm(sketched, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
 def test_parameter_subsets_select_what_they_name(tiny_model):
     names = lambda which: [n for n, _ in select_parameters(tiny_model, block_pattern(tiny_model, which))]
     assert all(".layers." in n for n in names("blocks")) and not any("embed" in n for n in names("blocks"))
