@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from infdist_core import pipeline, proxies, recovery
+from infdist_core import proxies
 from infdist_core.gradients import sample_gradients
 from infdist_core.landmarks import DirectTerm, krr_fit, part_slices
 from infdist_core.modeling import load_model, load_tokenizer, select_parameters
@@ -31,6 +31,7 @@ from infdist_core.preconditioning import moments_from_optimizer
 from infdist_core.projection import HadamardProjector
 from infdist_core.records import load_records
 from infdist_core.tokenization import tokenize_records
+from recovery_data import shipped_recovery
 
 CANDIDATES = ["jvp-hidden:4:2", "jvp-logits:4:2", "rds", "grad-last:2", "grad-head", "grad-last:2+grad-head",
               "grad-last:4+grad-head"]
@@ -58,31 +59,6 @@ def evaluate(E, G, P, ell, draws, seed, scale=1.0, center=True, damping=0.01, wi
     if with_cos:
         out.update(grad_cosine=float(np.mean(coss)), mean_cosine=float(np.mean(means)))
     return out
-
-
-def auto_choice(emb, cost, directs, G, T, P, draws, ell):
-    """What ``embedding: auto`` does with ``ell`` landmarks, with the pipeline's own functions: pool-side
-    cross-validation (pseudo-targets) picks the proxy among the default candidates, then the kernel
-    setting; per task, cross-validation on the real targets turns the direct term on or off; the
-    result is scored on the real targets on the non-landmarks."""
-    cfg = SelectionConfig(pool_size=len(G), n_landmarks=ell, k=1)
-    picks, rhos = [], []
-    for d in range(draws):
-        lm = np.random.default_rng(d).choice(len(G), ell, replace=False)
-        rest = np.setdiff1d(np.arange(len(G)), lm)
-        results = {}
-        for spec in (c for c in cfg.embedding_candidates if c in emb):
-            sl = directs[spec].slices if spec in directs else ()
-            results[spec] = recovery.cross_validate(emb[spec][lm], G[lm], None, (recovery.KernelSetting(damping=cfg.damping,
-                                                    direct=bool(sl)),), seed=cfg.seed, slices=sl)[0]
-        pick, _ = recovery.choose_embedding(results, cost, prior=cfg.embedding_candidates)
-        reg = pipeline.fit_landmark_regression(emb[pick], lm, G[lm], cfg)
-        if pick in directs:
-            reg.setting, _ = pipeline.choose_direct(emb[pick][lm], G[lm], T, directs[pick], reg.setting, cfg.seed)
-        scores = pipeline.score_pool(emb[pick], lm, G[lm], T, reg, cfg, directs.get(pick)).scores
-        picks.append(f"{pick}{'+direct' if reg.setting.direct else ''}")
-        rhos.append(spearmanr(scores[rest].mean(1), P[rest].mean(1)).statistic)
-    return picks, float(np.mean(rhos))
 
 
 def main() -> None:
@@ -129,10 +105,10 @@ def main() -> None:
     print(f"true gradients: {t_true:.2f} s/sample; n={len(pool)}, {len(targets)} targets; "
           f"mean pairwise cosine {float(np.mean((G @ G.T)[np.triu_indices(len(G), 1)])):.3f}")
     ells = [int(x) for x in args.landmarks.split(",") if int(x) < len(pool)]
-    emb, cost, directs = {}, {}, {}
+    emb, cost, directs, widths = {}, {}, {}, {}
     for spec in [c for c in args.candidates.split(",") if c]:
         pe = proxies.compute_proxy(model, pool, pad, spec, dim=4096, seed=0)
-        emb[spec], cost[spec] = pe.vectors.astype(np.float64), pe.seconds_per_sample
+        emb[spec], cost[spec], widths[spec] = pe.vectors.astype(np.float64), pe.seconds_per_sample, pe.widths
         print(f"  embedded {spec}: {pe.seconds_per_sample:.3f} s/sample", flush=True)
         slices = part_slices(pe.widths, proxies.gradient_parts(spec))
         if slices:
@@ -169,7 +145,8 @@ def main() -> None:
     direct = {spec: float(spearmanr(dt.features(emb[spec]).mean(axis=(1, 2)), p).statistic) for spec, dt in directs.items()}
     print(f"direct similarity to the targets, no landmarks (mean part cosine): {direct}")
     ell = args.auto_landmarks
-    picks, rho_auto = auto_choice(emb, cost, directs, G, T, P, args.draws, ell) if len(G) > ell else ([], float("nan"))
+    picks, rho_auto = shipped_recovery(emb, widths, cost, directs, G, T, ell, args.draws) if len(G) > ell \
+        else ([], float("nan"))
     print(f"embedding: auto at l={ell} (default candidates, pool-side choice per draw): {picks}, Spearman {rho_auto:.3f}")
     key = "l256" if 256 in ells else f"l{ells[-1]}"
     cands = [r for r in rows if r["embedding"] != "true-gradients"]

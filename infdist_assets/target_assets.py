@@ -90,21 +90,19 @@ def build(partitions: dg.PartitionsDefinition) -> list:
                                           kernel["bandwidth2"], [], None)
         chosen = step.load_meta("pool_embeddings")["embedding"]
         TE, slices = target_embeddings(step).get(chosen, (None, ()))
-        direct, direct_cv = (DirectTerm(TE, slices), []) if slices else (None, [])
-        if direct is not None:
-            reg.setting, direct_cv = pipeline.choose_direct(E[idx], G_L, G_T, direct, reg.setting, step.cfg.seed)
-        res = pipeline.score_pool(E, idx, G_L, G_T, reg, step.cfg, direct)
+        direct = DirectTerm(TE, slices) if slices else None
+        res, setting, direct_cv = pipeline.score_targets(E, idx, G_L, G_T, reg, step.cfg, direct)
         mean = res.scores.mean(1)
         table = pa.table({"pool_index": np.arange(len(E)), "sample_id": ids, "is_landmark": np.isin(np.arange(len(E)), idx),
                           "mean_score": mean, "weight": res.weights, "scores": storage.vectors_column(res.scores)})
-        step.write(table, extra={"lambda": res.lam, "direct": reg.setting.direct})
+        step.write(table, extra={"lambda": res.lam, "direct": setting.direct})
         top = np.argsort(-res.weights)[:10]
         md = {"top_weighted": dg.MetadataValue.md(table_md([{"pool_index": int(i), "sample_id": ids[i], "weight": float(res.weights[i]),
                                                              "mean_score": float(mean[i])} for i in top],
                                                            ["pool_index", "sample_id", "weight", "mean_score"])),
               "weights_histogram": dg.MetadataValue.md(histogram_md(res.weights[res.weights > 0]))}
         cv = {f"direct_cv_spearman_{'on' if r['direct'] else 'off'}": r["spearman"] for r in direct_cv}
-        return step.finish(len(E), {"lambda": res.lam, "direct_term": reg.setting.direct, **cv,
+        return step.finish(len(E), {"lambda": res.lam, "direct_term": setting.direct, **cv,
                                     "nonzero_weights": int((res.weights > 0).sum()),
                                     "sparsity": float((res.weights == 0).mean()), "targets": G_T.shape[0],
                                     "weight_sum": float(res.weights.sum())}, md,

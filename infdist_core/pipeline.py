@@ -136,6 +136,33 @@ def _proxy_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str,
     return proxies.ProxyEmbedding(spec, out, pe.seconds_per_sample, pe.widths)
 
 
+def choose_proxy(on_landmarks: dict[str, proxies.ProxyEmbedding], G_landmarks: np.ndarray, cfg: SelectionConfig,
+                 log_fn: Callable[[str], None] = log.info) -> tuple[str, str, list[dict]]:
+    """The proxy embedding to use, from the candidates' embeddings of the landmarks: with
+    ``embedding='auto'``, landmark cross-validation on task-independent pseudo-targets (``recovery``),
+    the direct term on where a candidate has gradient parts, costs weighed as
+    ``recovery.choose_embedding`` does; a pinned spec is taken as is. Returns the spec, the reason
+    and one CV row per candidate. The pipeline and every benchmark decide through this function."""
+    rows = []
+    for spec, pe in on_landmarks.items():
+        if len(G_landmarks) < 8:
+            break
+        slices = embedding_slices(spec, pe.widths)
+        setting = recovery.KernelSetting(damping=cfg.damping, direct=bool(slices))
+        cv = recovery.cross_validate(pe.vectors, G_landmarks, None, (setting,), seed=cfg.seed, slices=slices)[0]
+        rows.append({"embedding": spec, "seconds_per_sample": pe.seconds_per_sample, **cv})
+        log_fn(f"candidate {spec}: held-out rho={cv['spearman']:.3f}, grad cos={cv['grad_cosine']:.3f} "
+               f"(mean-landmark {cv['mean_cosine']:.3f}), {pe.seconds_per_sample:.3f} s/sample")
+    specs = list(on_landmarks)
+    if cfg.embedding == PROXY_AUTO and rows:
+        costs = {s: pe.seconds_per_sample for s, pe in on_landmarks.items()}
+        pick, reason = recovery.choose_embedding({r["embedding"]: r for r in rows}, costs,
+                                                 prior=tuple(cfg.embedding_candidates))
+    else:
+        pick, reason = specs[0], ("pinned by configuration" if cfg.embedding != PROXY_AUTO else "only candidate")
+    return pick, reason, rows
+
+
 def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_landmarks: np.ndarray,
                cfg: SelectionConfig, pad_id: int, log_fn: Callable[[str], None] = log.info,
                known: dict[str, KnownRows] | None = None) -> EmbeddingChoice:
@@ -148,22 +175,11 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
     and only the others are computed."""
     known = known or {}
     specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
-    lm_emb, costs, widths, rows = {}, {}, {}, []
-    for spec in specs:
-        pe = _proxy_rows(model, pool, np.asarray(landmarks), spec, cfg, pad_id, known)
-        lm_emb[spec], costs[spec], widths[spec] = pe.vectors, pe.seconds_per_sample, pe.widths
-        if len(landmarks) >= 8:
-            slices = embedding_slices(spec, pe.widths)
-            setting = recovery.KernelSetting(damping=cfg.damping, direct=bool(slices))
-            cv = recovery.cross_validate(pe.vectors, G_landmarks, None, (setting,), seed=cfg.seed, slices=slices)[0]
-            rows.append({"embedding": spec, "seconds_per_sample": pe.seconds_per_sample, **cv})
-            log_fn(f"candidate {spec}: held-out rho={cv['spearman']:.3f}, grad cos={cv['grad_cosine']:.3f} "
-                   f"(mean-landmark {cv['mean_cosine']:.3f}), {pe.seconds_per_sample:.3f} s/sample")
-    if cfg.embedding == PROXY_AUTO and rows:
-        pick, reason = recovery.choose_embedding({r["embedding"]: r for r in rows}, costs,
-                                                 prior=tuple(cfg.embedding_candidates))
-    else:
-        pick, reason = specs[0], ("pinned by configuration" if cfg.embedding != PROXY_AUTO else "only candidate")
+    on_landmarks = {spec: _proxy_rows(model, pool, np.asarray(landmarks), spec, cfg, pad_id, known) for spec in specs}
+    pick, reason, rows = choose_proxy(on_landmarks, G_landmarks, cfg, log_fn)
+    lm_emb = {s: pe.vectors for s, pe in on_landmarks.items()}
+    costs = {s: pe.seconds_per_sample for s, pe in on_landmarks.items()}
+    widths = {s: pe.widths for s, pe in on_landmarks.items()}
     log_fn(f"embedding: {pick} ({reason})")
     rest = np.setdiff1d(np.arange(len(pool)), landmarks)
     vectors = np.zeros((len(pool), lm_emb[pick].shape[1]), dtype=np.float32)
@@ -245,6 +261,21 @@ def score_pool(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_
     scores = propagate_scores(model, E, landmarks, P_L)
     w, lam = robust_weights(scores.mean(1), k=cfg.k)
     return TargetScores(scores, w, lam, P_L)
+
+
+def score_targets(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_targets: np.ndarray,
+                  reg: LandmarkRegression, cfg: SelectionConfig,
+                  direct: DirectTerm | None = None) -> tuple[TargetScores, recovery.KernelSetting, list[dict]]:
+    """The target side's policy and scores in one call: the direct term decided for this task
+    (``choose_direct``, when the proxy has gradient parts, i.e. ``direct`` is given), then
+    ``score_pool`` with the resulting setting. Returns the scores, the setting used and the
+    direct-term cross-validation rows. The asset and the benchmarks score through this function."""
+    setting, rows = reg.setting, []
+    if direct is not None:
+        setting, rows = choose_direct(E[landmarks], G_landmarks, G_targets, direct, reg.setting, cfg.seed)
+    scores = score_pool(E, landmarks, G_landmarks, G_targets, replace(reg, setting=setting), cfg,
+                        direct if setting.direct else None)
+    return scores, setting, rows
 
 
 def select(method: str, cfg: SelectionConfig, n_pool: int, *, scores: TargetScores | None = None,

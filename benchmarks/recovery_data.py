@@ -1,0 +1,110 @@
+"""The recovery protocol shared by ``bench_recovery.py`` and ``bench_cost.py``: the model, the
+first ``n`` usable ShareGPT first exchanges, the GSM8K CoT targets, and their true per-sample
+gradients (all parameters, Hadamard-projected, normalised), cached on disk because they take
+~1.2 s per sample on 2 CPU cores and every proxy is measured against the same ones."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from infdist_core.gradients import sample_gradients
+from infdist_core.modeling import load_model, load_tokenizer, select_parameters
+from infdist_core.projection import HadamardProjector
+from infdist_core.records import load_records
+from infdist_core.tokenization import TokenizedSample, tokenize_records
+
+
+@dataclass
+class RecoverySetting:
+    model_path: str
+    pool_path: str
+    targets_path: str
+    n: int = 600
+    tokens: int = 128
+    dim: int = 8192
+
+    def key(self) -> str:
+        stat = [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in (self.pool_path, self.targets_path)]
+        raw = json.dumps([self.model_path, self.n, self.tokens, self.dim, stat])
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+@dataclass
+class RecoveryData:
+    model: object
+    tokenizer: object
+    pool: list[TokenizedSample]
+    spare: list[TokenizedSample]  # further usable pool records (warm-up data)
+    targets: list[TokenizedSample]
+    G: np.ndarray | None  # (n, dim) float64 true gradients of the pool
+    T: np.ndarray | None  # (t, dim) of the targets
+    seconds_per_gradient: float
+
+
+def load(setting: RecoverySetting, with_gradients: bool = True, cache_dir: str | Path = "data/bench_cache",
+         log=print) -> RecoveryData:
+    """The protocol's data; true gradients from ``cache_dir`` when computed before with the same
+    setting (and the same file sizes and times), else computed and cached (written under a
+    temporary name, then renamed)."""
+    import torch
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(setting.model_path)
+    model = load_model(setting.model_path, "cpu")
+    pool = tokenize_records(tok, load_records(setting.pool_path, limit=setting.n + 500), setting.tokens).samples
+    pool, spare = pool[: setting.n], pool[setting.n :]
+    targets = tokenize_records(tok, load_records(setting.targets_path), setting.tokens).samples
+    if not with_gradients:
+        return RecoveryData(model, tok, pool, spare, targets, None, None, float("nan"))
+    path = Path(cache_dir) / f"true_gradients_{setting.key()}.npz"
+    if path.exists():
+        z = np.load(path)
+        log(f"true gradients: cached in {path}")
+        return RecoveryData(model, tok, pool, spare, targets, z["G"], z["T"], float(z["seconds"]))
+    params = [p for _, p in select_parameters(model, None)]
+    proj = HadamardProjector(sum(p.numel() for p in params), setting.dim, seed=0)
+    t0 = time.perf_counter()
+    G = sample_gradients(model, pool, params, proj, tok.pad_token_id).vectors.astype(np.float64)
+    per = (time.perf_counter() - t0) / len(pool)
+    T = sample_gradients(model, targets, params, proj, tok.pad_token_id).vectors.astype(np.float64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, G=G, T=T, seconds=per)
+    os.replace(tmp, path)
+    log(f"true gradients: {per:.2f} s/sample, cached in {path}")
+    return RecoveryData(model, tok, pool, spare, targets, G, T, per)
+
+
+def shipped_recovery(emb: dict[str, np.ndarray], widths: dict[str, tuple[int, ...]], cost: dict[str, float],
+                     directs: dict, G: np.ndarray, T: np.ndarray, ell: int, draws: int,
+                     embedding: str = "auto") -> tuple[list[str], float]:
+    """What the pipeline does with ``ell`` landmarks, through its own policy functions: the proxy
+    chosen among the default candidates (``pipeline.choose_proxy``; or ``embedding`` pinned), the
+    kernel setting (``fit_landmark_regression``), the direct term per task and the scores
+    (``score_targets``); scored against the true influence on the non-landmarks (Spearman of the
+    mean over targets), for landmark draws 0 .. draws-1. Returns the choices and the mean Spearman."""
+    from scipy.stats import spearmanr
+
+    from infdist_core import pipeline, proxies
+    from infdist_core.config import SelectionConfig
+
+    cfg = SelectionConfig(pool_size=len(G), n_landmarks=ell, k=1, embedding=embedding)
+    specs = [c for c in cfg.embedding_candidates if c in emb] if embedding == "auto" else [embedding]
+    picks, rhos = [], []
+    for d in range(draws):
+        lm = np.random.default_rng(d).choice(len(G), ell, replace=False)
+        rest = np.setdiff1d(np.arange(len(G)), lm)
+        on_lm = {s: proxies.ProxyEmbedding(s, emb[s][lm], cost[s], widths[s]) for s in specs}
+        pick, _, _ = pipeline.choose_proxy(on_lm, G[lm], cfg, log_fn=lambda _: None)
+        reg = pipeline.fit_landmark_regression(emb[pick], lm, G[lm], cfg)
+        scores, setting, _ = pipeline.score_targets(emb[pick], lm, G[lm], T, reg, cfg, directs.get(pick))
+        picks.append(f"{pick}{'+direct' if setting.direct else ''}")
+        rhos.append(spearmanr(scores.scores[rest].mean(1), (G[rest] @ T.T).mean(1)).statistic)
+    return picks, float(np.mean(rhos))
