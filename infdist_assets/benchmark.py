@@ -27,7 +27,7 @@ from infdist_core.quality import QualitySummary, summarize
 from infdist_assets import catalog, storage
 from infdist_assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore
-from infdist_assets.step import ALL_ASSET_KEYS, MODEL_SIDE_ASSETS, is_materialised
+from infdist_assets.step import ALL_ASSET_KEYS, MODEL_SIDE_ASSETS, SELECTION_STAGES, is_materialised
 
 BENCH_METHODS = ("infdist", "uniform", "mid_ppl", "rds")
 EXTRA_METHODS = ("grad", "full")
@@ -44,6 +44,16 @@ def needed_assets(assets, methods: tuple[str, ...]) -> tuple[list[str], list[str
     keys = dg.AssetSelection.assets(*[k for m in methods for k in method_keys(m)]).upstream().resolve(assets)
     names = sorted(k.to_user_string() for k in keys)
     return [a for a in names if a in MODEL_SIDE_ASSETS], [a for a in names if a not in MODEL_SIDE_ASSETS]
+
+
+def selection_stages(assets, methods: tuple[str, ...]) -> dict[str, list[str]]:
+    """For each method, the assets its selection needs (its ``selected_subset`` and everything
+    upstream of it), read off the asset graph: what its selection costs."""
+    out = {}
+    for m in methods:
+        keys = dg.AssetSelection.assets(f"{m}/selected_subset").upstream().resolve(assets)
+        out[m] = sorted(k.to_user_string() for k in keys)
+    return out
 
 
 def read_rows(root: Path) -> pa.Table:
@@ -169,7 +179,7 @@ def build() -> list:
         tmp = svg.with_name(".heldout_loss.svg.tmp")
         tmp.write_text(interval_svg(s.methods))
         tmp.replace(svg)
-        catalog.rebuild(root, store.catalog_path, ALL_ASSET_KEYS)
+        catalog.rebuild(root, store.catalog_path, ALL_ASSET_KEYS, SELECTION_STAGES)
         tasks = sorted({r["task"] for r in s.methods})
         seeds = sorted(set(rows.column("seed").to_pylist()))
         return dg.MaterializeResult(metadata={

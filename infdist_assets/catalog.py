@@ -9,7 +9,10 @@ it undisturbed (POSIX rename), the next connection sees the new one.
 Relations: ``lineage``, ``selected_subset``, ``eval_scores``, ``eval_rows`` (per held-out row
 losses), ``recovery``, ``embedding_candidates``, ``benchmark`` (the quality benchmark's scores,
 one row per task, method, seed, k and metric), ``benchmark_summary`` (its means, intervals and
-paired differences), and ``asset_<name>`` for every asset (``/`` in keys becomes ``__``).
+paired differences), ``method_stages`` (the assets each method's selection needs, read off the
+asset graph) and ``selection_cost`` (per model, task, seed, k and method: the wall seconds of the
+latest materialisation of each of those stages, summed; with and without the warm-up, which the
+paper leaves out), and ``asset_<name>`` for every asset (``/`` in keys becomes ``__``).
 """
 
 from __future__ import annotations
@@ -63,8 +66,31 @@ def _views(root: Path, asset_keys: list[str]) -> dict[str, str]:
     return {name: glob for name, glob in views.items() if any(root.glob(glob))}
 
 
-def rebuild(root: Path, catalog_path: Path, asset_keys: list[str]) -> list[str]:
-    """Write a fresh catalog with a view for every relation that has data; atomically replace."""
+SELECTION_COST = r"""
+WITH runs AS (  -- the latest materialisation of each asset, partition and variant
+    SELECT asset, partition, coalesce(variant, '') AS variant, epoch(finished_at) - epoch(started_at) AS seconds
+    FROM lineage
+    QUALIFY row_number() OVER (PARTITION BY asset, partition, coalesce(variant, '') ORDER BY finished_at DESC) = 1),
+made AS (  -- every selection made: model, task, seed, k, method
+    SELECT split_part(partition, '|', 1) AS model, split_part(partition, '|', 2) AS task, variant,
+           CAST(regexp_extract(variant, 'seed=(-?\d+)', 1) AS BIGINT) AS seed,
+           CAST(regexp_extract(variant, 'k=(\d+)', 1) AS BIGINT) AS k, split_part(asset, '/', 1) AS method
+    FROM runs WHERE asset LIKE '%/selected_subset')
+SELECT m.model, m.task, m.seed, m.k, m.method, sum(r.seconds) AS seconds,
+       coalesce(sum(r.seconds) FILTER (WHERE r.asset <> 'warmup_checkpoint'), 0) AS seconds_without_warmup,
+       count(r.asset) AS stages_recorded, count(*) AS stages
+FROM made m JOIN method_stages s ON s.method = m.method
+LEFT JOIN runs r ON r.asset = s.asset AND (
+    (r.partition = m.model AND r.variant IN ('', 'seed=' || m.seed))
+    OR (r.partition = m.model || '|' || m.task AND r.variant IN ('', m.variant)))
+GROUP BY ALL
+"""
+
+
+def rebuild(root: Path, catalog_path: Path, asset_keys: list[str], stages: dict[str, list[str]] | None = None) -> list[str]:
+    """Write a fresh catalog with a view for every relation that has data; atomically replace.
+    ``stages`` (method -> the assets its selection needs) adds ``method_stages`` and, with
+    lineage, ``selection_cost``."""
     views = _views(root, asset_keys)
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = catalog_path.with_name(f".{catalog_path.name}.{uuid.uuid4().hex}.tmp")
@@ -74,6 +100,11 @@ def rebuild(root: Path, catalog_path: Path, asset_keys: list[str]) -> list[str]:
             pattern = f"{root.resolve()}/{glob}"
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', union_by_name=true, "
                         "hive_partitioning=false)")
+        if stages:
+            pairs = ", ".join(f"('{m}', '{a}')" for m, assets in sorted(stages.items()) for a in assets)
+            con.execute(f"CREATE VIEW method_stages AS SELECT * FROM (VALUES {pairs}) AS t(method, asset)")
+            if "lineage" in views:
+                con.execute(f"CREATE VIEW selection_cost AS {SELECTION_COST}")
     finally:
         con.close()
     os.replace(tmp, catalog_path)

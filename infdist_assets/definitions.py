@@ -19,6 +19,8 @@ def build_definitions(registry_path: str | None = None, data_root: str | None = 
         assets += method_assets.build(by_model_task, method)
     assets += benchmark.build()
     step.ALL_ASSET_KEYS[:] = [a.key.to_user_string() for a in assets]
+    step.SELECTION_STAGES.clear()
+    step.SELECTION_STAGES.update(benchmark.selection_stages(assets, method_assets.METHODS))
     jobs, schedules, sensors = automation.build(reg, by_model, by_model_task)
     jobs += benchmark.jobs(assets)
     store = ArtefactStore(root=str(reg.data_root), registry_path=str(registry_path or ""))

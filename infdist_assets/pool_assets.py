@@ -130,7 +130,8 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                           "steps": [record["steps"]], "final_loss": [losses[-1] if losses else None]})
         step.write(table, extra=record)
         return step.finish(1, {"steps": record["steps"], "bytes": size, "sha256": digest,
-                               "first_loss": losses[0] if losses else 0.0, "last_loss": losses[-1] if losses else 0.0})
+                               "first_loss": losses[0] if losses else 0.0, "last_loss": losses[-1] if losses else 0.0},
+                           samples=record["steps"] * step.cfg.train_micro_batch * step.cfg.train_grad_accum)
 
     @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
               check_specs=[checks.spec("gradients_finite", "landmark_gradients", "finite, as many as configured, of the configured dimension")],

@@ -37,6 +37,7 @@ def code_version() -> str:
 
 
 ALL_ASSET_KEYS: list[str] = []  # filled by the definitions, for the catalog's asset views
+SELECTION_STAGES: dict[str, list[str]] = {}  # method -> assets its selection needs (from the graph), for selection_cost
 
 SEED_FREE_ASSETS = frozenset({"sampled_pool", "warmup_checkpoint", "pool_perplexity", "rds_embeddings", "pool_gradients",
                               "target_gradients"})
@@ -85,6 +86,53 @@ def is_materialised(root: Path, asset: str, model: str, task: str | None, cfg: S
     return not settings_diff(meta, cfg, asset, target_side)
 
 
+class PeakMemory:
+    """The step's peak resident memory, sampled every ``interval`` s by a daemon thread from
+    ``/proc/self/statm`` (the process's lifetime high-water mark would include earlier steps of
+    an in-process run); and the peak CUDA memory allocated, when a GPU is in use."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import os
+        import threading
+
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+        try:
+            import torch
+
+            self._cuda = torch.cuda.is_available()
+            if self._cuda:
+                torch.cuda.reset_peak_memory_stats()
+        except ImportError:
+            self._cuda = False
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.peak = max(self.peak, self._rss())
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self.peak = max(self.peak, self._rss())
+        out = {"peak_rss_mb": round(self.peak / 2**20, 1)}
+        if self._cuda:
+            import torch
+
+            out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return out
+
+
 @dataclass
 class Step:
     context: dg.AssetExecutionContext
@@ -96,6 +144,7 @@ class Step:
     task: str | None
     started: float = field(default_factory=time.time)
     upstream: list[dict] = field(default_factory=list)
+    memory: PeakMemory = field(default_factory=PeakMemory)
 
     @classmethod
     def begin(cls, context: dg.AssetExecutionContext, store: ArtefactStore, settings) -> "Step":
@@ -158,16 +207,23 @@ class Step:
         return path
 
     def finish(self, rows: int, metrics: dict[str, Any], metadata: dict[str, Any] | None = None,
-               checks: list[dg.AssetCheckResult] | None = None) -> dg.MaterializeResult:
-        """Append the lineage row, refresh the catalog, and report metadata to Dagster."""
+               checks: list[dg.AssetCheckResult] | None = None, samples: int | None = None) -> dg.MaterializeResult:
+        """Append the lineage row, refresh the catalog, and report metadata to Dagster. Every step
+        reports its peak memory; a pool-side step (partitioned by model) also its wall seconds per
+        sample and samples per second, over ``samples`` (default: ``rows``) samples processed."""
         end = time.time()
+        metrics = {**metrics, **self.memory.stop()}
+        n = rows if samples is None else samples
+        if self.asset in MODEL_SIDE_ASSETS and n > 0:
+            metrics.update(wall_seconds_per_sample=round((end - self.started) / n, 4),
+                           samples_per_second=round(n / max(end - self.started, 1e-9), 3))
         catalog.write_lineage(self.store.path, {
             "asset": self.asset, "partition": self.partition, "run_id": self.context.run.run_id,
             "variant": variant(self.asset, self.cfg, self.task is not None), "code_version": code_version(), "config_hash": self.cfg.digest(),
             "upstream": self.upstream, "started_at": datetime.fromtimestamp(self.started, timezone.utc),
             "finished_at": datetime.fromtimestamp(end, timezone.utc), "row_count": int(rows), "metrics": metrics,
         })
-        catalog.rebuild(self.store.path, self.store.catalog_path, ALL_ASSET_KEYS)
+        catalog.rebuild(self.store.path, self.store.catalog_path, ALL_ASSET_KEYS, SELECTION_STAGES)
         md = {"rows": dg.MetadataValue.int(int(rows)), "seconds": dg.MetadataValue.float(round(end - self.started, 2)),
               "config_hash": self.cfg.digest(), "code_version": code_version(),
               "path": dg.MetadataValue.path(str(self.path()))}

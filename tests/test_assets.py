@@ -136,6 +136,34 @@ def test_duckdb_answers_the_readme_questions(world):
     con.close()
 
 
+def test_selection_cost_sums_the_latest_run_of_each_stage_the_graph_names(world):
+    """selection_cost (README's cost query) against a direct computation from the lineage files:
+    for each method, the stages its selected_subset needs per the asset graph, the latest
+    materialisation of each for this partition, seed and k. Pool-side steps report their cost
+    per sample and their peak memory in the lineage metrics."""
+    import pyarrow.parquet as pq
+
+    from infdist_assets import step
+
+    rows = [r for f in (world["data"] / "lineage").rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    latest = {}
+    for r in sorted(rows, key=lambda r: r["finished_at"]):
+        latest[(r["asset"], r["partition"], r["variant"] or "")] = (r["finished_at"] - r["started_at"]).total_seconds()
+    ok = {("tiny", ""), ("tiny", "seed=0"), ("tiny|math", ""), ("tiny|math", f"seed=0/k={K}")}
+    con = connect_readonly(world["data"] / "infdist.duckdb")
+    got = dict(con.execute("SELECT method, seconds FROM selection_cost WHERE model = 'tiny' AND task = 'math' "
+                           "AND seed = 0 AND k = ?", [K]).fetchall())
+    con.close()
+    assert set(got) == {"infdist", "uniform"}
+    for method, seconds in got.items():
+        stages = step.SELECTION_STAGES[method]
+        want = sum(v for (a, part, var), v in latest.items() if a in stages and (part, var) in ok)
+        assert seconds == pytest.approx(want, rel=1e-6), method
+    assert "landmark_gradients" in step.SELECTION_STAGES["infdist"] and "rds_embeddings" in step.SELECTION_STAGES["rds"]
+    emb = next(json.loads(r["metrics"]) for r in rows if r["asset"] == "pool_embeddings")
+    assert emb["peak_rss_mb"] > 50 and emb["samples_per_second"] * emb["wall_seconds_per_sample"] == pytest.approx(1, rel=1e-2)
+
+
 def test_catalog_refresh_never_waits_for_an_open_reader(world):
     from infdist_assets import catalog, step
 
