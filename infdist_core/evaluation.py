@@ -18,9 +18,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from infdist_core.gradients import per_sample_losses
 from infdist_core.seeding import generator
-from infdist_core.tokenization import TokenizedSample, pad_batch
+from infdist_core.tokenization import IGNORE, TokenizedSample, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +33,25 @@ def seeded_subset(rows: list, n: int | None, seed: int, name: str) -> list:
 
 @torch.no_grad()
 def sample_losses(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> np.ndarray:
-    """Mean label-token cross-entropy of every sample (its log-perplexity), float64 (n,)."""
+    """Mean label-token cross-entropy of every sample (its log-perplexity), float64 (n,).
+
+    The LM head runs at the label positions only (``gradients.per_sample_losses`` computes the
+    logits of every position, prompt and padding included): same losses, a fraction of the head's
+    cost and memory (the head is a fifth of a 135M model's forward FLOPs at 128 tokens)."""
     device = next(model.parameters()).device
+    head = model.get_output_embeddings()
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].input_ids))  # batches of similar length pad less
     out = np.zeros(len(samples), np.float64)
     for lo in range(0, len(samples), batch_size):
         idx = order[lo : lo + batch_size]
         batch = {k: v.to(device) for k, v in pad_batch([samples[i] for i in idx], pad_id).items()}
-        out[idx] = per_sample_losses(model, batch).cpu().numpy()
+        h = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state[:, :-1]
+        labels = batch["labels"][:, 1:]
+        keep = labels != IGNORE
+        tok = torch.nn.functional.cross_entropy(head(h[keep]).float(), labels[keep], reduction="none")
+        row = keep.nonzero()[:, 0]
+        sums = torch.zeros(len(idx), dtype=torch.float64, device=device).index_add_(0, row, tok.double())
+        out[idx] = (sums / keep.sum(1).clamp_min(1)).cpu().numpy()
     return out
 
 

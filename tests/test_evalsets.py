@@ -61,6 +61,20 @@ def test_heldout_kind_is_the_mean_per_sample_loss(tiny_model, tokenizer, chats, 
     assert np.allclose([r["loss"] for r in res.rows], direct, rtol=1e-5), "per-row losses must pair with their rows"
 
 
+def test_sample_losses_equal_the_full_logits_loss(tiny_model, tokenizer, chats):
+    """The label-positions-only head gives each sample's mean label-token loss as the full forward
+    does (padding, batch order and a sample without labels included)."""
+    from infdist_core.gradients import per_sample_losses
+    from infdist_core.tokenization import pad_batch
+
+    samples = tokenize_records(tokenizer, chats, 64).samples
+    got = evaluation.sample_losses(tiny_model, samples, tokenizer.pad_token_id, batch_size=3)
+    with torch.no_grad():
+        want = [float(per_sample_losses(tiny_model, pad_batch([s], tokenizer.pad_token_id))[0]) for s in samples]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert len(set(np.round(got, 6))) == len(samples)
+
+
 def test_heldout_rows_are_the_same_for_every_selection_seed(tiny_model, tokenizer, chats, tmp_path):
     es = evalsets.load_eval_set("heldout", _write(tmp_path / "h.jsonl", chats), [])
     ids = [[r["row_id"] for r in pipeline.evaluate(tiny_model, tokenizer, es, chats[:1],
