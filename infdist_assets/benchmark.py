@@ -68,6 +68,16 @@ def read_rows(root: Path) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default")
 
 
+def selection_costs(catalog_path: Path) -> list[tuple]:
+    """(task, seed, k, method, seconds_without_warmup) from the catalog's ``selection_cost``."""
+    con = catalog.connect_readonly(catalog_path)
+    try:
+        has = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'selection_cost'").fetchone()[0]
+        return con.execute("SELECT task, seed, k, method, seconds_without_warmup FROM selection_cost").fetchall() if has else []
+    finally:
+        con.close()
+
+
 def read_scores(root: Path) -> pa.Table:
     """Every eval_scores table under ``root`` (one row per task, method, seed, k and metric)."""
     files = [f for f in sorted(root.glob("assets/*/eval_scores/*/*/seed=*/k=*/data.parquet")) if storage.sidecar(f).exists()]
@@ -127,6 +137,54 @@ def interval_text(rows: list[dict], width: int = 48) -> str:
     return "```\n" + "\n".join(lines) + "\n```"
 
 
+def frontier(s: QualitySummary, costs: list[tuple]) -> list[dict]:
+    """Figure 1's points: per method, the cold selection cost (seconds before fine-tuning, warm-up
+    excluded as in the paper; the first seed's run, which computed the pool side, median over
+    tasks) against the mean over tasks of its held-out loss minus uniform's (at the largest k;
+    negative is better). ``costs``: (task, seed, k, method, seconds_without_warmup) rows of the
+    catalog's ``selection_cost``."""
+    k = max((r["k"] for r in s.methods), default=None)
+    loss = {(r["task"], r["method"]): r["heldout_loss"] for r in s.methods if r["k"] == k}
+    first = {}
+    for task, seed, kk, method, sec in costs:
+        if kk == k and ((task, method) not in first or seed < first[(task, method)][0]):
+            first[(task, method)] = (seed, sec)
+    out = []
+    for m in sorted({m for _, m in loss}):
+        tasks = [t for t, mm in loss if mm == m and (t, "uniform") in loss]
+        secs = [first[(t, m)][1] for t in tasks if (t, m) in first]
+        if tasks:
+            out.append({"method": m, "selection_seconds": float(np.median(secs)) if secs else float("nan"),
+                        "delta_vs_uniform": float(np.mean([loss[(t, m)] - loss[(t, "uniform")] for t in tasks])),
+                        "tasks": len(tasks)})
+    return out
+
+
+def frontier_text(points: list[dict], width: int = 48, height: int = 12) -> str:
+    """``frontier``'s points as a text scatter: selection seconds across, held-out loss minus
+    uniform's down the page (better is lower), one letter per method with a legend."""
+    pts = [p for p in points if np.isfinite(p["selection_seconds"])]
+    if not pts:
+        return "no selection costs recorded"
+    xs, ys = [p["selection_seconds"] for p in pts], [p["delta_vs_uniform"] for p in pts]
+    x0, x1 = 0.0, max(xs) * 1.05 or 1.0
+    y0, y1 = min(ys + [0.0]), max(ys + [0.0])
+    y1 = y1 if y1 > y0 else y0 + 1e-3
+    grid = [[" "] * width for _ in range(height)]
+    row = lambda v: int(round((height - 1) * (v - y0) / (y1 - y0)))  # noqa: E731
+    for c in range(width):
+        grid[row(0.0)][c] = "."  # uniform's level
+    legend = []
+    for i, p in enumerate(sorted(pts, key=lambda p: p["selection_seconds"])):
+        mark = chr(ord("A") + i)
+        grid[row(p["delta_vs_uniform"])][int(round((width - 1) * (p["selection_seconds"] - x0) / (x1 - x0)))] = mark
+        legend.append(f"{mark} {p['method']}: {p['selection_seconds']:.0f} s, {p['delta_vs_uniform']:+.4f}")
+    lines = [f"{y0 + (y1 - y0) * r / (height - 1):+.3f} |{''.join(grid[r])}" for r in range(height)]
+    lines.append(" " * 7 + "+" + "-" * width)
+    lines.append(" " * 8 + f"0 s{' ' * (width - 12)}{x1:.0f} s")
+    return "```\nheld-out loss minus uniform's (negative = better, at the top) vs selection seconds\n" + "\n".join(lines + legend) + "\n```"
+
+
 def summary_markdown(s: QualitySummary) -> str:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) and np.isfinite(v) else "n/a"  # noqa: E731
     methods = [{**r, "heldout_loss": fmt(r["heldout_loss"]), "95% CI (seeds)": f"[{fmt(r['low'])}, {fmt(r['high'])}]"}
@@ -180,11 +238,13 @@ def build() -> list:
         tmp.write_text(interval_svg(s.methods))
         tmp.replace(svg)
         catalog.rebuild(root, store.catalog_path, ALL_ASSET_KEYS, SELECTION_STAGES)
+        points = frontier(s, selection_costs(store.catalog_path))
         tasks = sorted({r["task"] for r in s.methods})
         seeds = sorted(set(rows.column("seed").to_pylist()))
         return dg.MaterializeResult(metadata={
             "summary": dg.MetadataValue.md(summary_markdown(s)), "plot": dg.MetadataValue.path(str(svg)),
-            "headline": dg.MetadataValue.json(headline(s, tasks, seeds)), "rows": dg.MetadataValue.int(rows.num_rows)})
+            "headline": dg.MetadataValue.json(headline(s, tasks, seeds)), "rows": dg.MetadataValue.int(rows.num_rows),
+            "quality_vs_cost": dg.MetadataValue.md(frontier_text(points))})
 
     return [quality_report]
 

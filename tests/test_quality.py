@@ -106,3 +106,20 @@ def test_the_text_plot_places_each_method_on_a_shared_axis():
     bar = infdist.split("|")[1]
     assert bar.index("[") == 0 and bar.index("*") == 2 and bar.index("]") == 4, bar  # 0.9..1.1 of 0.9..2.0
     assert uniform.split("|")[1].index("*") == 20 and "[" not in uniform, "one seed: a point, no interval"
+
+
+def test_frontier_pairs_each_methods_cold_cost_with_its_mean_gain_over_uniform():
+    """Figure 1's points: the cost of the first seed (which computed the pool side; later seeds
+    reuse it), median over tasks, against the mean over tasks of loss minus uniform's."""
+    from infdist_assets.benchmark import frontier, frontier_text
+
+    cells = {("a", "uniform", 0): [2.0, 2.0], ("a", "infdist", 0): [1.8, 1.8], ("a", "infdist", 1): [1.6, 1.6],
+             ("b", "uniform", 0): [3.0, 3.0], ("b", "infdist", 0): [3.1, 3.1]}
+    costs = [("a", 0, 30, "infdist", 100.0), ("a", 1, 30, "infdist", 10.0), ("b", 0, 30, "infdist", 120.0),
+             ("a", 0, 30, "uniform", 1.0), ("b", 0, 30, "uniform", 3.0), ("a", 0, 60, "infdist", 999.0)]
+    pts = {p["method"]: p for p in frontier(summarize(*_long(cells)), costs)}
+    assert pts["infdist"]["selection_seconds"] == pytest.approx(110.0)  # seeds 0 of a and b, not seed 1, not k=60
+    assert pts["infdist"]["delta_vs_uniform"] == pytest.approx(((1.7 - 2.0) + (3.1 - 3.0)) / 2)
+    assert pts["uniform"]["delta_vs_uniform"] == 0.0 and pts["uniform"]["selection_seconds"] == pytest.approx(2.0)
+    text = frontier_text(list(pts.values()), width=20, height=5)
+    assert "A uniform: 2 s" in text and "B infdist: 110 s, -0.1000" in text
