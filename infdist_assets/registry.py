@@ -8,6 +8,7 @@ a task is an edit of the registry file (see README, "Your own model, pool and ta
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,25 @@ import yaml
 from infdist_core.evalsets import KINDS as EVAL_KINDS
 
 DEFAULT_REGISTRY = Path(__file__).with_name("default_registry.yaml")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""Model and task names become folder names and partition keys: letters, digits, '.', '_', '-'."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"{key!r} is defined twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 class RegistryError(ValueError):
@@ -67,7 +87,7 @@ def load_registry(path: str | Path | None = None, root: str | Path | None = None
     if not path.is_file():
         raise RegistryError(f"{path}: registry file not found")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise RegistryError(f"{path}: not valid YAML ({err})") from err
     for key in ("pool", "models", "tasks"):
@@ -98,7 +118,11 @@ def load_registry(path: str | Path | None = None, root: str | Path | None = None
         tasks[str(name)] = TaskSpec(str(name), resolve(t["targets"]), kind, resolve(ev["path"]) if ev.get("path") else None)
     if not models or not tasks:
         raise RegistryError(f"{path}: needs at least one model and one task")
-    for n in list(models) + list(tasks):
-        if "|" in n or "," in n:
-            raise RegistryError(f"{path}: name {n!r} may not contain '|' or ','")
+    for kind, names in (("models", models), ("tasks", tasks)):
+        for n in names:
+            if not SAFE_NAME.fullmatch(n):
+                suggestion = re.sub(r"[^A-Za-z0-9._-]+", "-", n).strip(".-")[:100] or "name"
+                raise RegistryError(f"{path}: {kind}.{n}: a name becomes a folder and a partition key, so it may use "
+                                    f"letters, digits, '.', '_' and '-' only (at most 100, starting with a letter or "
+                                    f"digit); e.g. {suggestion!r}")
     return Registry(path, root, resolve(doc["pool"]), models, tasks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, replace
 
 PROXY_AUTO = "auto"
@@ -85,20 +86,33 @@ class SelectionConfig:
     warm-up, the gradient and proxy projections and the evaluation rows (so that scores pair across
     methods and seeds)."""
     batch_size: int = 1
-    """Samples per gradient batch (raise on a GPU)."""
+    """Samples per batch of the gradient passes: the landmark and target gradients (one vmapped
+    backward per batch) and the blocks before ``grad-last``'s in the gradient proxies (a no-grad
+    batched forward, then the last blocks per sample). 1: one sample per pass, so a proxy row does
+    not depend on its batch and other selection seeds' rows are reused (``proxies.per_sample``).
+    Results differ from 1 only by rounding; measured in ``benchmarks/bench_cost.py``."""
     device: str = "auto"
     """cuda when available, else cpu."""
 
     def __post_init__(self) -> None:
+        """Every field checked before any work starts; the error names the field and its value."""
+        from infdist_core.proxy_specs import validate_spec
+
         bad = {f: getattr(self, f) for f in ("pool_size", "max_length", "n_landmarks", "k", "projection_dim",
                                              "embedding_dim", "jvp_blocks", "jvp_tangents", "batch_size",
-                                             "heldout_max_length")
-               if getattr(self, f) < 1}
+                                             "heldout_max_length", "warmup_samples", "train_micro_batch",
+                                             "train_grad_accum", "max_new_tokens")
+               if not isinstance(getattr(self, f), int) or getattr(self, f) < 1}
         if bad:
-            raise ValueError(f"these settings must be >= 1: {bad}")
-        negative = {f: getattr(self, f) for f in ("eval_subset", "heldout_rows") if getattr(self, f) < 0}
+            raise ValueError(f"these settings must be integers >= 1: {bad}")
+        negative = {f: getattr(self, f) for f in ("eval_subset", "heldout_rows", "warmup_steps")
+                    if not isinstance(getattr(self, f), int) or getattr(self, f) < 0}
         if negative:
-            raise ValueError(f"these settings must be >= 0 (0 = all rows): {negative}")
+            raise ValueError(f"these settings must be integers >= 0 (0 = all rows; warmup_steps 0 = no warm-up): "
+                             f"{negative}")
+        positive = {f: getattr(self, f) for f in ("train_lr", "train_epochs") if not getattr(self, f) > 0}
+        if positive:
+            raise ValueError(f"these settings must be > 0: {positive}")
         if self.n_landmarks > self.pool_size:
             raise ValueError(f"n_landmarks={self.n_landmarks} exceeds pool_size={self.pool_size}")
         if self.k > self.pool_size:
@@ -112,6 +126,14 @@ class SelectionConfig:
                 "compute; infdist_core.weights.robust_weights accepts Q (dense or low rank) directly")
         if self.embedding == PROXY_AUTO and not self.embedding_candidates:
             raise ValueError("embedding='auto' needs at least one embedding candidate")
+        for spec in ([] if self.embedding == PROXY_AUTO else [self.embedding]) + list(self.embedding_candidates):
+            validate_spec(spec)  # names the spec and the part
+        kind, _, count = self.grad_params.partition(":")
+        if not (self.grad_params in ("all", "blocks", "down_proj")
+                or (kind in ("last", "first") and (count == "" or (count.isdigit() and int(count) >= 1)))):
+            raise ValueError(f"grad_params={self.grad_params!r}: use all, blocks, down_proj, last:N or first:N (N >= 1)")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
 
     @classmethod
     def paper(cls) -> "SelectionConfig":
@@ -137,7 +159,7 @@ class SelectionConfig:
 DATA_SIDE_FIELDS = (
     "pool_size", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples", "warmup_steps",
     "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "train_lr",
-    "train_micro_batch", "train_grad_accum", "data_seed",
+    "train_micro_batch", "train_grad_accum", "data_seed", "batch_size",
 )
 """Settings the selection-seed-free artefacts depend on (pool sample, warm-up, target gradients,
 the baselines' pool inputs): they are shared by every selection seed and budget k."""
@@ -146,7 +168,7 @@ POOL_SIDE_FIELDS = DATA_SIDE_FIELDS + ("n_landmarks", "damping", "kernel_search"
 """Settings the model-partitioned artefacts of one selection seed depend on (landmarks and on)."""
 
 TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + (
-    "k", "eta", "per_target", "weighted_training", "train_epochs", "batch_size",
+    "k", "eta", "per_target", "weighted_training", "train_epochs",
 )
 """Settings the model x task artefacts depend on (evaluation settings affect only eval scores)."""
 

@@ -134,8 +134,10 @@ def block_pattern(model, which: str) -> str:
     if which == "down_proj":
         return r"down_proj"
     kind, _, count = which.partition(":")
-    count = int(count or 1)
-    idx = range(n - count, n) if kind == "last" else range(count) if kind == "first" else None
-    if idx is None:
+    if kind not in ("last", "first") or not (count == "" or count.isdigit()):
         raise ValueError(f"unknown parameter subset {which!r}; use all, blocks, down_proj, last:N or first:N")
+    count = int(count or 1)
+    if not 1 <= count <= n:
+        raise ValueError(f"parameter subset {which!r}: the model has {n} blocks, so N must be in 1..{n}")
+    idx = range(n - count, n) if kind == "last" else range(count)
     return r"layers\.(" + "|".join(map(str, idx)) + r")\."

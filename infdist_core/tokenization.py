@@ -4,7 +4,9 @@ Assistant spans are found on the rendered text: for assistant turn i, the span r
 end of ``render(messages[:i], add_generation_prompt=True)`` to the end of
 ``render(messages[:i+1])`` (content and end-of-turn marker). Tokens whose character offsets fall
 inside a span get their own id as label; all others get -100. Truncation keeps the first
-``max_length`` tokens; a sample left with no label token is excluded and reported.
+``max_length`` tokens; a sample left with no label token is excluded and reported, and so is a
+sample with an empty (or whitespace-only) assistant reply: its only label would be the end-of-turn
+marker, which teaches the model to say nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
 
 def tokenize_sample(tokenizer, record: dict, max_length: int) -> TokenizedSample | str:
     """Tokenise one ``{"id", "messages"}`` record; returns the reason instead when unusable."""
+    empty = [i for i, m in enumerate(record["messages"]) if m["role"] == "assistant" and not m["content"].strip()]
+    if empty:
+        return f"empty assistant reply (turn {empty[0] + 1})"
     text, spans = assistant_spans(tokenizer, record["messages"])
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"][:max_length]
