@@ -82,7 +82,7 @@ def known_embeddings(step: Step, n: int) -> dict[str, pipeline.KnownRows]:
             for spec, sec in zip(*(storage.read_table(scored).column(x).to_pylist() for x in ("embedding", "seconds_per_sample"))):
                 cost[spec] = max(cost.get(spec, 0.0), float(sec))
         for spec, t, w in found:
-            if not proxies.per_sample(spec):
+            if not proxies.per_sample(spec, step.cfg.batch_size):
                 continue
             vec = storage.column_matrix(t, "embedding")
             arr = vectors.setdefault(spec, np.full((n, vec.shape[1]), np.nan, np.float32))

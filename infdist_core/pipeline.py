@@ -51,7 +51,11 @@ def sample_pool(records: list[dict], tokenizer, cfg: SelectionConfig) -> Tokeniz
         log.info("pool: skipped %d records on the way to %d usable ones (e.g. %s)", len(out.excluded),
                  len(out.samples), next(iter(out.excluded.items())))
     if len(out.samples) < cfg.pool_size:
-        raise ValueError(f"only {len(out.samples)} pool records are usable, fewer than pool_size={cfg.pool_size}")
+        from collections import Counter
+
+        why = Counter(reason.split(" (")[0] for reason in out.excluded.values()).most_common()
+        raise ValueError(f"only {len(out.samples)} of {len(records)} pool records are usable, fewer than pool_size="
+                         f"{cfg.pool_size}; excluded: " + ", ".join(f"{n} x {r}" for r, n in why))
     return out
 
 
@@ -74,7 +78,10 @@ def gradient_parameters(model, cfg: SelectionConfig) -> list[tuple[str, torch.nn
 def gradient_projector(model, cfg: SelectionConfig) -> HadamardProjector:
     params = gradient_parameters(model, cfg)
     in_dim = sum(p.numel() for _, p in params)
-    return HadamardProjector(in_dim, min(cfg.projection_dim, in_dim), seed=cfg.data_seed, device=next(model.parameters()).device)
+    if cfg.projection_dim > in_dim:
+        raise ValueError(f"projection_dim={cfg.projection_dim} exceeds the {in_dim} parameters grad_params="
+                         f"{cfg.grad_params!r} covers: a projection cannot add dimensions; lower projection_dim")
+    return HadamardProjector(in_dim, cfg.projection_dim, seed=cfg.data_seed, device=next(model.parameters()).device)
 
 
 def compute_gradients(model, samples: list[TokenizedSample], cfg: SelectionConfig, pad_id: int,
@@ -125,13 +132,15 @@ def _proxy_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str,
     """``spec``'s embeddings of ``pool[rows]``, taking rows already in ``known[spec]`` and computing
     only the others. Seconds per sample: of the computed rows, or as recorded when all are known."""
     have = known.get(spec)
-    if have is None or not proxies.per_sample(spec):
-        return proxies.compute_proxy(model, [pool[i] for i in rows], pad_id, spec, cfg.embedding_dim, cfg.data_seed)
+    if have is None or not proxies.per_sample(spec, cfg.batch_size):
+        return proxies.compute_proxy(model, [pool[i] for i in rows], pad_id, spec, cfg.embedding_dim, cfg.data_seed,
+                                     grad_batch=cfg.batch_size)
     out = have.vectors[rows].astype(np.float32)
     missing = np.isnan(out).any(1)
     if not missing.any():
         return proxies.ProxyEmbedding(spec, out, have.seconds_per_sample, tuple(have.widths))
-    pe = proxies.compute_proxy(model, [pool[i] for i in rows[missing]], pad_id, spec, cfg.embedding_dim, cfg.data_seed)
+    pe = proxies.compute_proxy(model, [pool[i] for i in rows[missing]], pad_id, spec, cfg.embedding_dim, cfg.data_seed,
+                               grad_batch=cfg.batch_size)
     out[missing] = pe.vectors
     return proxies.ProxyEmbedding(spec, out, pe.seconds_per_sample, pe.widths)
 
@@ -193,7 +202,7 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
 
 def embed_targets(model, samples: list[TokenizedSample], spec: str, cfg: SelectionConfig, pad_id: int) -> proxies.ProxyEmbedding:
     """The targets' proxy embeddings (for the direct term), with the pool's spec, dim and seed."""
-    return proxies.compute_proxy(model, samples, pad_id, spec, cfg.embedding_dim, cfg.data_seed)
+    return proxies.compute_proxy(model, samples, pad_id, spec, cfg.embedding_dim, cfg.data_seed, grad_batch=cfg.batch_size)
 
 
 @dataclass

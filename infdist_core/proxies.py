@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from infdist_core.jvp import jvp_embeddings
 from infdist_core.modeling import block_pattern, decoder_layers, select_parameters
 from infdist_core.projection import HadamardProjector, RademacherProjector
+from infdist_core.proxy_specs import KINDS, parse_spec
 from infdist_core.tokenization import IGNORE, TokenizedSample, pad_batch
 
 
@@ -60,10 +61,11 @@ def gradient_parts(spec: str) -> tuple[bool, ...]:
     return tuple(parse_spec(s)[0] in GRADIENT_KINDS for s in spec.split("+"))
 
 
-def per_sample(spec: str) -> bool:
+def per_sample(spec: str, grad_batch: int = 1) -> bool:
     """Is every row of ``spec`` computed from its sample alone (one sample per pass), so that a row
-    does not depend on which other samples were embedded with it? (Batched kinds pad.)"""
-    return all(k == "grad-last" or (k == "grad-head" and not nums)
+    does not depend on which other samples were embedded with it? (Batched kinds pad, and so does
+    ``grad-last`` when its earlier blocks run in batches of ``grad_batch`` > 1.)"""
+    return all((k == "grad-last" and grad_batch == 1) or (k == "grad-head" and not nums)
                for k, nums in map(parse_spec, spec.split("+")))
 
 
@@ -164,14 +166,58 @@ def truncated_head_gradients(model, samples: list[TokenizedSample], pad_id: int,
     return out
 
 
+def split_backbone(model, blocks: int):
+    """(prefix, suffix) of the model's backbone around its last ``blocks`` blocks, sharing
+    parameters: the first L-B blocks without the final norm (a no-grad batched forward), and the
+    last B blocks with the final norm, fed the prefix's hidden states as ``inputs_embeds``."""
+    from infdist_core.jvp import truncated_backbone
+
+    n_layers = len(decoder_layers(model))
+    prefix = truncated_backbone(model, n_layers - blocks)
+    prefix.norm = torch.nn.Identity()
+    suffix = truncated_backbone(model, n_layers)
+    suffix.layers = torch.nn.ModuleList(list(model.model.layers[n_layers - blocks:]))
+    suffix.config.num_hidden_layers = blocks
+    return prefix, suffix
+
+
+def _hidden_states(model, samples: list[TokenizedSample], pad_id: int, blocks: int, batch_size: int):
+    """For each sample (in order): its label-shifted final hidden states ``h[:-1]`` (with the graph
+    from the last ``blocks`` blocks when blocks > 0) and its batch. With ``batch_size`` > 1 the
+    blocks before those run batched without a graph, the last ones one sample at a time (a
+    per-sample gradient needs its own backward); equal to the one-sample path up to rounding."""
+    device = next(model.parameters()).device
+    n_layers = len(decoder_layers(model))
+    if batch_size <= 1 or not 0 < blocks < n_layers:
+        for s in samples:
+            b = {k: v.to(device) for k, v in pad_batch([s], pad_id).items()}
+            with torch.set_grad_enabled(bool(blocks)):
+                h = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state[0, :-1]
+            yield h, b  # outside the grad-mode context: a generator would carry it into the consumer
+        return
+    prefix, suffix = split_backbone(model, blocks)
+    for lo in range(0, len(samples), batch_size):
+        chunk = samples[lo : lo + batch_size]
+        pb = {k: v.to(device) for k, v in pad_batch(chunk, pad_id).items()}
+        with torch.no_grad():
+            hp = prefix(input_ids=pb["input_ids"], attention_mask=pb["attention_mask"], use_cache=False).last_hidden_state
+        for i, s in enumerate(chunk):
+            L = len(s.input_ids)
+            b = {k: v[i : i + 1, :L] for k, v in pb.items()}
+            h = suffix(inputs_embeds=hp[i : i + 1, :L], attention_mask=b["attention_mask"],
+                       use_cache=False).last_hidden_state[0, :-1]  # (no cache: its layer indices are the model's)
+            yield h, b
+
+
 def partial_gradients(model, samples: list[TokenizedSample], pad_id: int, blocks: int, head: bool, dim: int,
-                      seed: int) -> list[np.ndarray]:
+                      seed: int, batch_size: int = 1) -> list[np.ndarray]:
     """Projected loss gradients w.r.t. the last ``blocks`` blocks (+ final norm) and/or the LM head,
     from one forward pass and one backward pass that stops at the earliest of them.
 
     The head enters the graph as a detached copy of its weight, so a tied input embedding is not
     differentiated (that would need the full backward). Returns one (n, <=dim) array per part, in
     the order [blocks, head]; the mean label-token loss is ``gradients.per_sample_losses``'.
+    ``batch_size`` > 1 batches the forward through the earlier blocks (``_hidden_states``).
     """
     device = next(model.parameters()).device
     W = model.get_output_embeddings().weight
@@ -182,10 +228,7 @@ def partial_gradients(model, samples: list[TokenizedSample], pad_id: int, blocks
     sizes = ([sum(p.numel() for p in block_params)] if blocks else []) + ([W.numel()] if head else [])
     projs = [HadamardProjector(m, min(dim, m), seed=seed, device=device) for m in sizes]
     out = [np.zeros((len(samples), pr.out_dim), np.float32) for pr in projs]
-    for j, s in enumerate(samples):
-        b = {k: v.to(device) for k, v in pad_batch([s], pad_id).items()}
-        with torch.set_grad_enabled(bool(blocks)):
-            h = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state[0, :-1]
+    for j, (h, b) in enumerate(_hidden_states(model, samples, pad_id, blocks, batch_size)):
         labels = b["labels"][0, 1:]
         keep = labels != IGNORE
         if not keep.any():
@@ -201,17 +244,12 @@ def partial_gradients(model, samples: list[TokenizedSample], pad_id: int, blocks
     return out
 
 
-def parse_spec(spec: str) -> tuple[str, list[int]]:
-    kind, *nums = spec.split(":")
-    return kind, [int(x) for x in nums]
-
-
 def _last_blocks(nums: list[int], n_layers: int) -> int:
     """Blocks of ``grad-last[:B]`` (default 1), at most the model's."""
     return min(nums[0] if nums else 1, n_layers)
 
 
-def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int) -> np.ndarray:
+def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int, grad_batch: int) -> np.ndarray:
     kind, nums = parse_spec(spec)
     n_layers = len(decoder_layers(model))
     if kind in ("jvp-hidden", "jvp-logits", "jvp-hidden-last", "jvp-hidden-concat"):
@@ -234,14 +272,15 @@ def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int
     if kind == "grad-head":
         return partial_gradients(model, samples, pad_id, 0, True, dim, seed)[0]
     if kind == "grad-last":
-        return partial_gradients(model, samples, pad_id, _last_blocks(nums, n_layers), False, dim, seed)[0]
-    raise ValueError(f"unknown proxy embedding {spec!r}; known kinds: jvp-hidden, jvp-logits, jvp-hidden-last, "
-                     "jvp-hidden-concat, rds, grad-last, grad-head, grad-head-sketch")
+        return partial_gradients(model, samples, pad_id, _last_blocks(nums, n_layers), False, dim, seed, grad_batch)[0]
+    raise ValueError(f"unknown proxy embedding {spec!r}; known kinds: {sorted(KINDS)}")
 
 
 def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str, dim: int = 4096, seed: int = 0,
-                  batch_size: int = 8) -> ProxyEmbedding:
-    """Embeddings of ``samples`` for the proxy ``spec`` (see module docstring)."""
+                  batch_size: int = 8, grad_batch: int = 1) -> ProxyEmbedding:
+    """Embeddings of ``samples`` for the proxy ``spec`` (see module docstring). ``batch_size``:
+    samples per forward of the batched kinds; ``grad_batch``: of the blocks before ``grad-last``'s
+    (1: one sample per pass, rows independent of the batch, see ``per_sample``)."""
     if not samples:
         raise ValueError("no samples to embed")
     t0 = time.perf_counter()
@@ -252,10 +291,10 @@ def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str,
     if kinds.count("grad-last") == 1 and kinds.count("grad-head") == 1 and not parsed[kinds.index("grad-head")][1]:
         i, j = kinds.index("grad-last"), kinds.index("grad-head")  # one shared forward + partial backward
         blocks = _last_blocks(parsed[i][1], len(decoder_layers(model)))
-        parts[i], parts[j] = partial_gradients(model, samples, pad_id, blocks, True, dim, seed)
+        parts[i], parts[j] = partial_gradients(model, samples, pad_id, blocks, True, dim, seed, grad_batch)
     for i, s in enumerate(names):
         if i not in parts:
-            parts[i] = _one(model, samples, pad_id, s, dim, seed, batch_size)
+            parts[i] = _one(model, samples, pad_id, s, dim, seed, batch_size, grad_batch)
     units = [_unit(parts[i]) for i in range(len(names))]
     vec = _unit(np.concatenate(units, axis=1)) if len(units) > 1 else units[0]
     return ProxyEmbedding(spec, vec, (time.perf_counter() - t0) / len(samples), tuple(u.shape[1] for u in units))

@@ -50,14 +50,14 @@ def _messages_from_row(row: dict[str, Any]) -> list[dict[str, str]] | None:
                 raise KeyError(f"conversations[{i}]: unknown speaker {turn.get('from')!r}")
             out.append({"role": role, "content": _text(turn.get("value"), f"conversations[{i}].value")})
         return out
-    if "instruction" in row and "output" in row:
+    if row.get("instruction") is not None:  # (Parquet and datasets rows carry every column, None where absent)
         prompt = _text(row["instruction"], "instruction")
         if row.get("input"):
             prompt += "\n\n" + _text(row["input"], "input")
-        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(row["output"], "output")}]
-    if "prompt" in row and "completion" in row:
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(row.get("output"), "output")}]
+    if row.get("prompt") is not None:
         return [{"role": "user", "content": _text(row["prompt"], "prompt")},
-                {"role": "assistant", "content": _text(row["completion"], "completion")}]
+                {"role": "assistant", "content": _text(row.get("completion"), "completion")}]
     return None
 
 

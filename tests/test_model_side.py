@@ -152,11 +152,13 @@ def test_load_records_accepts_the_common_shapes_and_names_bad_rows(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.Table.from_pylist(rows[2:]), tmp_path / "pool.parquet")
-    assert [r["id"] for r in load_records(tmp_path / "pool.parquet")] == ["al", "pc"]
+    cols = ("id", "instruction", "input", "output", "prompt", "completion")  # every column, None where a shape has none
+    pq.write_table(pa.table({c: [r.get(c) for r in rows[2:]] for c in cols}), tmp_path / "pool.parquet")
+    got = load_records(tmp_path / "pool.parquet")
+    assert [r["id"] for r in got] == ["al", "pc"] and got[1]["messages"][1]["content"] == "c"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"text": "x"}) + "\n")
-    with pytest.raises(RecordError, match=r"bad.jsonl: row 1 has fields \['text'\]"):
+    with pytest.raises(RecordError, match=r"bad.jsonl: line 2 has fields \['text'\]"):
         load_records(bad)
 
 
@@ -271,6 +273,25 @@ def test_partial_gradients_equal_autograd_of_blocks_and_untied_head(tokenizer, c
     alone = [compute_proxy(model, ts, pad, s, dim=48, seed=5).vectors for s in ("grad-last:1", "grad-head")]
     assert fused.widths == (48, 48)
     np.testing.assert_allclose(fused.vectors * np.sqrt(2), np.concatenate(alone, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_batched_prefix_gives_the_one_sample_partial_gradients(tokenizer, chats):
+    """batch_size > 1 runs the blocks before the differentiated ones batched (padded, no graph) and
+    the last ones per sample on the prefix's hidden states: the same gradients up to rounding."""
+    from infdist_core.modeling import tiny_llama
+    from infdist_core.proxies import partial_gradients, split_backbone
+
+    model = tiny_llama(len(tokenizer), seed=0, n_layers=3, hidden=32, pad_token_id=tokenizer.pad_token_id)
+    ts = tokenize_records(tokenizer, chats, 128).samples
+    pad = tokenizer.pad_token_id
+    one = partial_gradients(model, ts, pad, 2, True, 48, seed=5)
+    batched = partial_gradients(model, ts, pad, 2, True, 48, seed=5, batch_size=3)
+    for a, b in zip(one, batched):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    prefix, suffix = split_backbone(model, 2)
+    assert len(prefix.layers) == 1 and len(suffix.layers) == 2 and len(model.model.layers) == 3
+    assert suffix.layers[0] is model.model.layers[1] and suffix.norm is model.model.norm
+    assert isinstance(prefix.norm, torch.nn.Identity) and not isinstance(model.model.norm, torch.nn.Identity)
 
 
 def test_gradient_parts_name_the_direct_comparable_parts():
