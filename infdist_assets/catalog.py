@@ -18,14 +18,14 @@ paper leaves out), and ``asset_<name>`` for every asset (``/`` in keys becomes `
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from infdist_core.atomic import atomic_path
 
 RESULT_VIEWS = {
     "selected_subset": "assets/*/selected_subset/*/*/seed=*/k=*/data.parquet",
@@ -52,10 +52,8 @@ def write_lineage(root: Path, record: dict[str, Any]) -> Path:
     row["metrics"] = json.dumps(row.get("metrics", {}), sort_keys=True, default=str)
     table = pa.Table.from_pylist([row], schema=LINEAGE_SCHEMA)
     path = root / "lineage" / record["asset"].replace("/", "__") / record["partition"].replace("|", "__") / f"{record['run_id']}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 
@@ -92,28 +90,42 @@ def rebuild(root: Path, catalog_path: Path, asset_keys: list[str], stages: dict[
     ``stages`` (method -> the assets its selection needs) adds ``method_stages`` and, with
     lineage, ``selection_cost``."""
     views = _views(root, asset_keys)
-    catalog_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = catalog_path.with_name(f".{catalog_path.name}.{uuid.uuid4().hex}.tmp")
-    con = duckdb.connect(str(tmp))
-    try:
-        for name, glob in sorted(views.items()):
-            pattern = f"{root.resolve()}/{glob}"
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', union_by_name=true, "
-                        "hive_partitioning=false)")
-        if stages:
-            pairs = ", ".join(f"('{m}', '{a}')" for m, assets in sorted(stages.items()) for a in assets)
-            con.execute(f"CREATE VIEW method_stages AS SELECT * FROM (VALUES {pairs}) AS t(method, asset)")
-            if "lineage" in views:
-                con.execute(f"CREATE VIEW selection_cost AS {SELECTION_COST}")
-    finally:
-        con.close()
-    os.replace(tmp, catalog_path)
-    wal = tmp.with_name(tmp.name + ".wal")
-    if wal.exists():
-        wal.unlink()
+    with atomic_path(catalog_path) as tmp:
+        con = duckdb.connect(str(tmp))
+        try:
+            for name, glob in sorted(views.items()):
+                pattern = f"{root.resolve()}/{glob}"
+                con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', union_by_name=true, "
+                            "hive_partitioning=false)")
+            if stages:
+                pairs = ", ".join(f"('{m}', '{a}')" for m, assets in sorted(stages.items()) for a in assets)
+                con.execute(f"CREATE VIEW method_stages AS SELECT * FROM (VALUES {pairs}) AS t(method, asset)")
+                if "lineage" in views:
+                    con.execute(f"CREATE VIEW selection_cost AS {SELECTION_COST}")
+        finally:
+            con.close()
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+    # a write-ahead log a read-write session left for the file just replaced: against the new file
+    # DuckDB would refuse to open it ("WAL does not match"); what it held is gone anyway
+    catalog_path.with_name(catalog_path.name + ".wal").unlink(missing_ok=True)
     return sorted(views)
 
 
 def connect_readonly(catalog_path: Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection for users, notebooks and tests."""
     return duckdb.connect(str(catalog_path), read_only=True)
+
+
+def main() -> None:
+    """``python -m infdist_assets.catalog``: rebuild the catalog of the data root (``INFDIST_DATA``),
+    e.g. after a read-write session broke it."""
+    from infdist_assets import step
+    from infdist_assets.definitions import defs
+
+    store = defs.resources["store"]
+    names = rebuild(store.path, store.catalog_path, step.ALL_ASSET_KEYS, step.SELECTION_STAGES)
+    print(f"{store.catalog_path}: {len(names)} relations")
+
+
+if __name__ == "__main__":
+    main()

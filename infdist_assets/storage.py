@@ -2,14 +2,19 @@
 temporary name and renamed, with a JSON sidecar (run id, config digest, code version, upstream).
 
     <root>/assets/<asset>/<model>[/<task>]/data.parquet   (+ data.meta.json)
-    <root>/checkpoints/<asset>/<model>[/<task>]/           (model folders, recorded by size + hash)
+    <root>/checkpoints/<asset>/<model>/<address>/          (model folders, recorded by path, size + hash)
+
+A checkpoint folder is never moved or replaced once complete: it is written under a temporary
+name unique to its process and renamed to a name that addresses its content (the settings or the
+training inputs it was made from), so a sidecar always points at the folder it recorded, and a
+crash leaves at most a temporary folder (removed by the next save in that place once its process
+is gone).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from infdist_core import atomic
+from infdist_core.atomic import atomic_path, remove_orphans
 from infdist_core.tokenization import TokenizedSample
 
 
@@ -32,15 +39,14 @@ def partition_dir(root: Path, asset: str, model: str, task: str | None = None) -
 
 
 def write_table(table: pa.Table, path: Path, meta: dict[str, Any]) -> None:
-    """Atomically write ``table`` and its sidecar; the sidecar is written last (it marks completeness)."""
+    """Atomically write ``table`` and its sidecar; the sidecar is written last (it marks completeness).
+    Temporary files that killed runs left for this path are removed first (``atomic.remove_orphans``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
-    side = sidecar(path)
-    tmp_meta = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-    tmp_meta.replace(side)
+    remove_orphans(path.parent, path.name)
+    remove_orphans(path.parent, sidecar(path).name)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    atomic.write_text(sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str))
 
 
 def sidecar(path: Path) -> Path:
@@ -102,23 +108,37 @@ def folder_digest(path: Path) -> tuple[int, str]:
 
 
 def save_checkpoint(model, tokenizer, final: Path, also: Callable[[Path], None] | None = None) -> tuple[int, str]:
-    """Save model and tokenizer (and whatever ``also`` writes into the folder) to a temporary
-    folder, swap it into ``final``, and return its size and SHA-256 (``folder_digest``)."""
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if also is not None:
-        also(tmp)
-    replace_folder(tmp, final)
+    """Save model and tokenizer (and whatever ``also`` writes into the folder) under a temporary
+    name unique to this process, then rename it to ``final`` in one step, and return the size and
+    SHA-256 (``folder_digest``) of ``final``. ``final`` must address the content (settings or
+    training inputs): an existing ``final`` is complete and equal, so it is kept and ours dropped
+    (a concurrent run of the same content wins the rename)."""
+    remove_orphans(final.parent, final.name)
+    with atomic_path(final, folder=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if also is not None:
+            also(tmp)
     return folder_digest(final)
 
 
-def replace_folder(tmp: Path, final: Path) -> None:
-    """Swap a fully written folder into place (the old one is removed only after)."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+def remove_other_versions(keep: Path) -> list[Path]:
+    """Delete the sibling checkpoint folders of ``keep`` (other settings' versions), once the
+    sidecar that pointed at them has been replaced by one pointing at ``keep``."""
+    gone = []
+    for d in keep.parent.iterdir():
+        if d != keep and d.is_dir() and not d.name.startswith("."):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
+def verify_checkpoint(path: Path, size: int) -> None:
+    """Refuse a recorded checkpoint folder that is missing or whose total size changed since it
+    was recorded (the full SHA-256 is recorded too; hashing gigabytes on every load is not done)."""
+    if not path.is_dir():
+        raise ArtefactMissing(f"{path}: the recorded checkpoint folder is missing; re-materialise the asset that made it")
+    now = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    if now != size:
+        raise ArtefactMissing(f"{path}: {now} bytes where {size} were recorded: the checkpoint changed after it was "
+                              "written; re-materialise the asset that made it")

@@ -17,12 +17,11 @@ an evaluation set never contains the samples the selection was made for.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infdist_core.records import RecordError, load_records
+from infdist_core.records import RecordError, jsonl_rows, load_records
 
 KINDS = ("gsm8k", "mmlu", "humaneval", "heldout", "multiple_choice", "none")
 
@@ -48,24 +47,12 @@ class EvalSet:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; errors name the file and the 1-based line."""
+    """Rows of a JSONL file (``records.jsonl_rows``), each with its 1-based ``_line`` for errors."""
     rows = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise RecordError(f"{path}: line {lineno} is not valid JSON ({err.msg})") from err
-                if not isinstance(row, dict):
-                    raise RecordError(f"{path}: line {lineno} is a {type(row).__name__}, expected an object")
-                rows.append({"_line": lineno, **row})
-    except UnicodeDecodeError as err:
-        raise RecordError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
-    except OSError as err:
-        raise RecordError(f"{path}: cannot read ({err.strerror})") from err
+    for lineno, row in jsonl_rows(path):
+        if not isinstance(row, dict):
+            raise RecordError(f"{path}: line {lineno} is a {type(row).__name__}, expected an object")
+        rows.append({"_line": lineno, **row})
     if not rows:
         raise RecordError(f"{path}: contains no rows")
     return rows

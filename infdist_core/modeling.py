@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from pathlib import Path
 
 import torch
+
+from infdist_core.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,9 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
         raise RuntimeError(f"GGUF conversion mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if config.tie_word_embeddings:
         model.tie_weights()
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_path(out_dir, folder=True) as tmp:  # an existing conversion is kept (same GGUF, same result)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
     return out_dir
 
 

@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from infdist_core.atomic import atomic_path
+
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
                 "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
 
@@ -81,6 +83,28 @@ def normalise(row: dict[str, Any], source: str, index: int, where: str = "") -> 
     return {"id": str(rid), "messages": messages}
 
 
+def jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, parsed value) of every non-blank line of a JSONL file; a line that is
+    not UTF-8 or not JSON raises ``RecordError`` naming the file, line and column."""
+    try:
+        f = path.open("rb")
+    except OSError as err:
+        raise RecordError(f"{path}: cannot read ({err.strerror})") from err
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise RecordError(f"{path}: line {lineno} is not UTF-8 (byte {raw[err.start]:#04x} at column "
+                                  f"{err.start + 1}); re-encode the file as UTF-8") from err
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RecordError(f"{path}: line {lineno} is not valid JSON ({err.msg} at column {err.colno})") from err
+
+
 def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, row) pairs: ``"line N"`` for JSONL (1-based, blank lines counted), ``"row N"`` else."""
     if path.is_dir():
@@ -97,19 +121,8 @@ def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 i += 1
                 yield f"row {i}", row
     elif path.suffix in (".jsonl", ".json"):
-        with path.open("rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise RecordError(f"{path}: line {lineno} is not UTF-8 (byte {raw[err.start]:#04x} at column "
-                                      f"{err.start + 1}); re-encode the file as UTF-8") from err
-                if not line.strip():
-                    continue
-                try:
-                    yield f"line {lineno}", json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise RecordError(f"{path}: line {lineno} is not valid JSON ({err.msg} at column {err.colno})") from err
+        for lineno, row in jsonl_rows(path):
+            yield f"line {lineno}", row
     else:
         raise RecordError(f"{path}: unsupported file type; use .jsonl, .parquet or a datasets folder")
 
@@ -135,10 +148,6 @@ def load_records(path: str | Path, limit: int | None = None) -> list[dict[str, A
 
 def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> None:
     """Write records atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)

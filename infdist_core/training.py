@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from infdist_core.atomic import atomic_path
 from infdist_core.gradients import per_sample_losses
 from infdist_core.preconditioning import AdamMoments
 from infdist_core.seeding import generator
@@ -125,10 +126,8 @@ def save_adam_state(result: TrainResult, model, path: str | Path) -> None:
             tensors[f"{name}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
             step = int(st["step"])
     meta = {"step": str(step), "beta1": str(group["betas"][0]), "beta2": str(group["betas"][1]), "eps": str(group["eps"])}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_adam_moments(path: str | Path, names: list[str]) -> AdamMoments:

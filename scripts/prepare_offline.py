@@ -71,6 +71,8 @@ def fetch_sdists(folder: Path, index: str = "https://pypi.org/simple") -> dict[s
     import re
     import urllib.request
 
+    from infdist_core.atomic import atomic_path
+
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for spec, name in SDISTS.items():
@@ -84,16 +86,14 @@ def fetch_sdists(folder: Path, index: str = "https://pypi.org/simple") -> dict[s
                 raise FileNotFoundError(f"{index}/{project}/ lists no {name}")
             url, want = m.group(1), m.group(2)
             url = url if url.startswith("http") else urllib.request.urljoin(f"{index}/{project}/", url)
-            tmp = final.with_name(f".{name}.tmp")
             h = hashlib.sha256()
-            with urllib.request.urlopen(url, timeout=600) as src, tmp.open("wb") as dst:
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    h.update(block)
-                    dst.write(block)
-            if h.hexdigest() != want:
-                tmp.unlink()
-                raise ValueError(f"{url}: SHA-256 {h.hexdigest()} differs from the index's {want}")
-            tmp.replace(final)
+            with atomic_path(final) as tmp:
+                with urllib.request.urlopen(url, timeout=600) as src, tmp.open("wb") as dst:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        h.update(block)
+                        dst.write(block)
+                if h.hexdigest() != want:
+                    raise ValueError(f"{url}: SHA-256 {h.hexdigest()} differs from the index's {want}")
         out[project] = final
     return out
 

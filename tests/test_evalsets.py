@@ -120,7 +120,7 @@ def test_shipped_evaluation_sets_are_disjoint_from_their_targets():
     ("multiple_choice", ["", "[1, 2]"], "line 2 is a list, expected an object"),
     ("gsm8k", [{"question": "q", "answer": "a #### 1", "final": "1"}, {"question": "q2", "answer": "a"}],
      "line 2: missing or empty ['final']"),
-    ("heldout", [{"foo": 1}], "row 0 has fields ['foo']"),
+    ("heldout", [{"foo": 1}], "line 1 has fields ['foo']"),
 ])
 def test_bad_evaluation_files_name_the_file_line_and_field(tmp_path, kind, rows, message):
     path = _write(tmp_path / "bad.jsonl", rows)

@@ -1,0 +1,145 @@
+"""A run killed with SIGKILL at the worst moment of a checkpoint swap loses nothing finished and
+leaves no sidecar pointing at the wrong folder; the next save in that place cleans up after it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / "data" / "models" / "smollm2-135m"
+
+CHILD = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from infdist_core.modeling import load_tokenizer, tiny_llama
+    from infdist_assets import storage
+
+    final, ready, stage = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    tok = load_tokenizer(sys.argv[4])
+    model = tiny_llama(len(tok), seed=1, n_layers=1, hidden=16, pad_token_id=tok.pad_token_id)
+
+    def wait(_folder=None):
+        ready.write_text("x")
+        time.sleep(60)
+
+    if stage == "inside":  # killed while the new folder is being written
+        storage.save_checkpoint(model, tok, final, also=wait)
+    else:  # killed after the new folder is in place, before its sidecar is written
+        storage.save_checkpoint(model, tok, final)
+        wait()
+""")
+
+
+def _kill_at(tmp_path, final, stage):
+    ready = tmp_path / f"ready-{stage}"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(final), str(ready), stage, str(MODEL_DIR)],
+                            cwd=ROOT)
+    deadline = time.time() + 120
+    while not ready.exists():
+        assert proc.poll() is None, "the child died before the point where it is to be killed"
+        assert time.time() < deadline, "the child never reached the point where it is to be killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc.pid
+
+
+def _old_version(tmp_path, tokenizer):
+    """A finished checkpoint with its sidecar, as a completed earlier run leaves them."""
+    from infdist_assets import storage
+    from infdist_core.modeling import tiny_llama
+
+    import pyarrow as pa
+
+    model = tiny_llama(len(tokenizer), seed=0, n_layers=1, hidden=16, pad_token_id=tokenizer.pad_token_id)
+    old = tmp_path / "checkpoints" / "warmup_checkpoint" / "m" / "settings-a"
+    size, digest = storage.save_checkpoint(model, tokenizer, old)
+    table = tmp_path / "assets" / "warmup_checkpoint" / "m" / "data.parquet"
+    storage.write_table(pa.table({"model_path": [str(old)]}), table, {"model_path": str(old), "bytes": size, "sha256": digest})
+    return old, table
+
+
+def test_kill_while_writing_a_checkpoint_leaves_the_finished_one_and_its_sidecar(tmp_path, tokenizer):
+    from infdist_assets import storage
+    from infdist_core.modeling import tiny_llama
+
+    old, table = _old_version(tmp_path, tokenizer)
+    new = old.with_name("settings-b")
+    pid = _kill_at(tmp_path, new, "inside")
+    meta = storage.read_meta(table)
+    assert meta["model_path"] == str(old) and not new.exists()
+    storage.verify_checkpoint(old, meta["bytes"])  # intact, nothing half-written is visible
+    orphans = list(old.parent.glob(".settings-b.*.tmp"))
+    assert [o.name.split(".")[2] for o in orphans] == [str(pid)], "the killed run's temporary folder names its process"
+    model = tiny_llama(len(tokenizer), seed=1, n_layers=1, hidden=16, pad_token_id=tokenizer.pad_token_id)
+    storage.save_checkpoint(model, tokenizer, new)  # the next save in that place removes the orphan
+    assert new.is_dir() and not list(old.parent.glob(".*.tmp"))
+
+
+def test_kill_between_the_folder_and_its_sidecar_never_pairs_them_wrongly(tmp_path, tokenizer):
+    """The old replace-in-place swap could pair a new checkpoint with the old sidecar; versions
+    live side by side now, and the sidecar always points at the folder it recorded."""
+    from infdist_assets import storage
+
+    old, table = _old_version(tmp_path, tokenizer)
+    before = json.loads(storage.sidecar(table).read_text())
+    new = old.with_name("settings-b")
+    _kill_at(tmp_path, new, "after")
+    assert new.is_dir(), "the new version was complete when the run died"
+    assert json.loads(storage.sidecar(table).read_text()) == before
+    storage.verify_checkpoint(old, before["bytes"])
+    with pytest.raises(storage.ArtefactMissing, match="bytes where"):
+        storage.verify_checkpoint(new, before["bytes"] + 1)
+    assert storage.remove_other_versions(old) == [new] and not new.exists()
+
+
+CATALOG_CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import duckdb
+
+    con = duckdb.connect(sys.argv[1])  # read-write, against the contract
+    con.execute("CREATE TABLE mine AS SELECT 42 AS x")
+    Path(sys.argv[2]).write_text("x")
+    time.sleep(60)
+""")
+
+
+def test_a_read_write_session_killed_around_a_catalog_swap_leaves_it_readable(tmp_path):
+    """A read-write session's write-ahead log used to outlive the file it belonged to and make the
+    swapped-in catalog unreadable ("WAL does not match"). The swap removes it; the session's own
+    table is lost (the README's DuckDB contract: open the catalog read-only)."""
+    from datetime import datetime, timezone
+
+    from infdist_assets import catalog
+
+    now = datetime.now(timezone.utc)
+    catalog.write_lineage(tmp_path, {"asset": "a", "partition": "m", "run_id": "r1", "started_at": now, "finished_at": now,
+                                     "row_count": 1})
+    path = tmp_path / "infdist.duckdb"
+    catalog.rebuild(tmp_path, path, ["a"])
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", CATALOG_CHILD, str(path), str(ready)])
+    deadline = time.time() + 60
+    while not ready.exists():
+        assert proc.poll() is None and time.time() < deadline, "the session never wrote"
+        time.sleep(0.05)
+    assert path.with_name(path.name + ".wal").exists(), "the session's write sits in the write-ahead log"
+    catalog.rebuild(tmp_path, path, ["a"])  # a run finishes meanwhile
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    con = catalog.connect_readonly(path)
+    try:
+        assert con.execute("SELECT run_id FROM lineage").fetchall() == [("r1",)]
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert "mine" not in tables
+    finally:
+        con.close()
