@@ -6,6 +6,7 @@ of them can be materialised for the same partition and compared in the catalog."
 
 import hashlib
 import json
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -18,10 +19,9 @@ from infdist_core.tokenization import tokenize_records
 from infdist_assets import checks, storage
 from infdist_assets.markdown import table_md
 from infdist_assets.partitions import on_model
-from infdist_assets.pool_assets import GPU_TAGS, base_model
+from infdist_assets.loaders import GPU_TAGS, base_model, target_records
 from infdist_assets.resources import ArtefactStore, SelectionSettings
-from infdist_assets.step import Step
-from infdist_assets.target_assets import target_records
+from infdist_assets.step import Step, code_version
 
 METHODS = ("infdist", "uniform", "mid_ppl", "rds", "grad", "full")
 DEFAULT_METHODS = ("infdist", "uniform")
@@ -73,7 +73,7 @@ def finetune_key(step: Step, sample_ids: list[str], weights: np.ndarray) -> str:
 
 
 def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDefinition]:
-    common = dict(partitions_def=partitions, group_name=f"method_{method}", key_prefix=[method])
+    common = dict(code_version=code_version(), partitions_def=partitions, group_name=f"method_{method}", key_prefix=[method])
     needs_pool = [on_model("sampled_pool")] if method not in ("uniform", "full") else []
 
     @dg.asset(**common, name="selected_subset", deps=UPSTREAM[method] + needs_pool, kinds={"parquet"},
@@ -116,7 +116,8 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
             size, digest = storage.save_checkpoint(
                 model, tok, final, also=lambda d: (d / FINETUNE_RECORD).write_text(json.dumps(record)))
         step.write(pa.table({"model_path": [str(final)], "bytes": [size], "sha256": [digest], "steps": [record["steps"]],
-                             "losses": [json.dumps(record["losses"])]}), extra={"model_path": str(final), "reused": reused})
+                             "losses": [json.dumps(record["losses"])]}),
+                   extra={"model_path": str(final), "reused": reused, "bytes": size, "sha256": digest})
         return step.finish(1, {"reused": reused, "steps": record["steps"], "first_loss": record["losses"][0], "last_loss": record["losses"][-1],
                                "bytes": size, "sha256": digest, "train_seconds": record["train_seconds"]})
 
@@ -124,7 +125,13 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
               description="Held-out loss and the task metric (GSM8K EM, MMLU accuracy, HumanEval pass@1) of the fine-tuned model.")
     def eval_scores(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        path = step.load_meta(f"{method}/fine_tuned_model", target_side=True)["model_path"]
+        ft = step.load_meta(f"{method}/fine_tuned_model", target_side=True)
+        path = ft["model_path"]
+        if ft.get("bytes"):
+            try:
+                storage.verify_checkpoint(Path(path), ft["bytes"])
+            except storage.ArtefactMissing as err:
+                raise dg.Failure(description=str(err)) from err
         spec = step.registry.task(step.task)
         targets = target_records(step)
         try:

@@ -2,98 +2,24 @@
 gradients -> pool (JVP/proxy) embeddings -> KRR coefficients; plus the baselines' pool inputs."""
 
 
-
-import json
-
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 
 from infdist_core import pipeline, proxies
 from infdist_core.config import DATA_SIDE_FIELDS
-from infdist_core.modeling import load_model, load_tokenizer
 from infdist_core.records import RecordError, load_records
-from infdist_core.training import load_adam_moments, save_adam_state
+from infdist_core.training import save_adam_state
 from infdist_assets import checks, storage
+from infdist_assets.loaders import (GPU_TAGS, base_model, base_tokenizer, known_embeddings, pool_samples,
+                                    selection_model, warmup_moments)
 from infdist_assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore, SelectionSettings
-from infdist_assets.step import Step
-
-GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
-"""Op tags that request a GPU when the job runs on Kubernetes with ``k8s_job_executor``."""
-
-
-def pool_samples(step: Step):
-    return storage.table_samples(step.load("sampled_pool"))
-
-
-def selection_model(step: Step):
-    """The model at which influence is measured: the warm-up checkpoint (or the base model)."""
-    meta = step.load_meta("warmup_checkpoint")
-    return load_model(meta["model_path"], step.cfg.device)
-
-
-def base_tokenizer(step: Step):
-    return load_tokenizer(step.registry.model_path(step.model))
-
-
-def base_model(step: Step):
-    """The registered (not warmed-up) model and its tokenizer."""
-    path = step.registry.model_path(step.model)
-    return load_model(path, step.cfg.device), load_tokenizer(path)
-
-
-def warmup_moments(step: Step, model):
-    meta = step.load_meta("warmup_checkpoint")
-    if not (step.cfg.adam_aware and meta.get("adam_state")):
-        return None
-    names = [n for n, _ in pipeline.gradient_parameters(model, step.cfg)]
-    return load_adam_moments(meta["adam_state"], names)
-
-
-def known_embeddings(step: Step, n: int) -> dict[str, pipeline.KnownRows]:
-    """Proxy rows that other selection seeds' ``pool_embeddings`` computed for this model with the
-    same data-side settings (so the same warm-up checkpoint, pool and projections), with the cost
-    measured when they were computed."""
-    vectors: dict[str, np.ndarray] = {}
-    widths: dict[str, tuple[int, ...]] = {}
-    cost: dict[str, float] = {}
-    here = step.path("pool_embeddings").parent
-    ours = {f: step.cfg.to_dict()[f] for f in DATA_SIDE_FIELDS}
-    for data in sorted(here.parent.glob("seed=*/data.parquet")):
-        if data.parent == here:
-            continue
-        try:
-            meta = storage.read_meta(data)
-        except storage.ArtefactMissing:
-            continue
-        theirs = meta.get("config", {})
-        if any(json.dumps(theirs.get(f), default=list) != json.dumps(v, default=list) for f, v in ours.items()):
-            continue
-        found = [(meta["embedding"], storage.read_table(data).select(["pool_index", "embedding"]), meta.get("widths", []))]
-        cands = data.with_name("landmark_candidates.parquet")
-        if cands.exists():
-            c = storage.read_table(cands)
-            for spec, dim, w, lm, flat in zip(*(c.column(x).to_pylist() for x in ("embedding", "dim", "widths", "pool_index", "matrix"))):
-                found.append((spec, pa.table({"pool_index": lm, "embedding": storage.vectors_column(
-                    np.asarray(flat, np.float32).reshape(-1, dim))}), w))
-        scored = data.with_name("candidates.parquet")
-        if scored.exists():  # the cost each candidate had when computed (the largest seen: a fresh computation)
-            for spec, sec in zip(*(storage.read_table(scored).column(x).to_pylist() for x in ("embedding", "seconds_per_sample"))):
-                cost[spec] = max(cost.get(spec, 0.0), float(sec))
-        for spec, t, w in found:
-            if not proxies.per_sample(spec, step.cfg.batch_size):
-                continue
-            vec = storage.column_matrix(t, "embedding")
-            arr = vectors.setdefault(spec, np.full((n, vec.shape[1]), np.nan, np.float32))
-            if arr.shape[1] == vec.shape[1]:
-                arr[t.column("pool_index").to_numpy()] = vec
-                widths.setdefault(spec, tuple(w))
-    return {spec: pipeline.KnownRows(arr, widths[spec], cost.get(spec, 0.0)) for spec, arr in vectors.items()}
+from infdist_assets.step import Step, code_version
 
 
 def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    common = dict(partitions_def=partitions, group_name="pool_side")
+    common = dict(code_version=code_version(), partitions_def=partitions, group_name="pool_side")
 
     @dg.asset(**common, kinds={"parquet"}, description="Seeded random sample of the pool, tokenised with the model's chat template.")
     def sampled_pool(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
@@ -121,14 +47,16 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
             record = {"model_path": str(step.registry.model_path(step.model)), "adam_state": None, "steps": 0}
             size, digest, losses = 0, "", []
         else:
-            final = step.checkpoint_dir()
+            final = step.checkpoint_dir() / step.cfg.digest(*DATA_SIDE_FIELDS)  # addressed by its settings
             size, digest = storage.save_checkpoint(model, tok, final,
                                                    also=lambda d: save_adam_state(res, model, d / "adam_state.safetensors"))
             record = {"model_path": str(final), "adam_state": str(final / "adam_state.safetensors"), "steps": res.steps}
             losses = res.losses
         table = pa.table({"model_path": [record["model_path"]], "bytes": [size], "sha256": [digest],
                           "steps": [record["steps"]], "final_loss": [losses[-1] if losses else None]})
-        step.write(table, extra=record)
+        step.write(table, extra={**record, "bytes": size, "sha256": digest})
+        if res is not None:  # the sidecar now points at this version: earlier settings' versions are unreferenced
+            storage.remove_other_versions(final)
         return step.finish(1, {"steps": record["steps"], "bytes": size, "sha256": digest,
                                "first_loss": losses[0] if losses else 0.0, "last_loss": losses[-1] if losses else 0.0},
                            samples=record["steps"] * step.cfg.train_micro_batch * step.cfg.train_grad_accum)
@@ -153,7 +81,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                                       "seconds_per_sample": g.seconds / len(idx), "adam_aware": moments is not None,
                                       "norm_vs_label_tokens_corr": corr},
                            checks=[checks.finite_matrix("gradients_finite", g.vectors, step.cfg.n_landmarks,
-                                                        pipeline.gradient_projector(model, step.cfg).out_dim)])
+                                                        step.cfg.projection_dim)])  # (checked <= the parameters)
 
     @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint, landmark_gradients], kinds={"pytorch", "parquet"},
               op_tags=GPU_TAGS, pool="gpu",
@@ -216,6 +144,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         return step.finish(len(E), {"bandwidth2": reg.bandwidth2, "bandwidth_scale": reg.setting.bandwidth_scale,
                                     "damping": reg.setting.damping, "center": reg.setting.center,
                                     "cv_spearman": best.get("spearman", float("nan")),
+                                    "cv_spearman_is": "the selection criterion (best setting on these folds: optimistic)",
                                     "cv_grad_cosine": best.get("grad_cosine", float("nan")),
                                     "cv_mean_cosine": best.get("mean_cosine", float("nan")),
                                     "coefficients_stored": reg.coefficients is not None}, md)

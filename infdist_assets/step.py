@@ -75,15 +75,37 @@ def settings_diff(meta: dict, cfg: SelectionConfig, asset: str, target_side: boo
             if k in theirs and json.dumps(theirs[k], default=list) != json.dumps(ours[k], default=list)}
 
 
+def artefact_path(root: Path, asset: str, partition: str, cfg: SelectionConfig, name: str = "data.parquet") -> Path:
+    """Where ``asset``'s artefact for ``partition`` (``model`` or ``model|task``) and ``cfg``'s seed and k lives."""
+    model, _, task = partition.partition("|")
+    return storage.partition_dir(root, asset, model, task or None) / variant(asset, cfg, bool(task)) / name
+
+
+def stale_upstream(root: Path, meta: dict, cfg: SelectionConfig) -> str | None:
+    """Why the artefact with sidecar ``meta`` is stale, or None: each upstream artefact it was made
+    from must still be the same materialisation (run id) as recorded. One level: every step checks
+    the artefacts it loads, so a chain is checked link by link."""
+    for u in meta.get("upstream", []):
+        try:
+            now = storage.read_meta(artefact_path(root, u["asset"], u["partition"], cfg, u.get("file", "data.parquet")))
+        except storage.ArtefactMissing:
+            return f"its upstream {u['asset']} [{u['partition']}] is gone"
+        if now.get("run_id") != u.get("run_id"):
+            return (f"it was made from {u['asset']} [{u['partition']}] of run {str(u.get('run_id'))[:8]}, which has been "
+                    f"re-materialised since (run {str(now.get('run_id'))[:8]})")
+    return None
+
+
 def is_materialised(root: Path, asset: str, model: str, task: str | None, cfg: SelectionConfig) -> bool:
-    """Does a complete artefact of ``asset`` for this partition, made with ``cfg``'s settings, exist?"""
+    """Does a complete, current artefact of ``asset`` for this partition, made with ``cfg``'s
+    settings from the upstream artefacts that exist now, exist?"""
     target_side = task is not None and asset not in MODEL_SIDE_ASSETS
     path = storage.partition_dir(root, asset, model, task if target_side else None) / variant(asset, cfg, target_side)
     try:
         meta = storage.read_meta(path / "data.parquet")
     except storage.ArtefactMissing:
         return False
-    return not settings_diff(meta, cfg, asset, target_side)
+    return not settings_diff(meta, cfg, asset, target_side) and stale_upstream(root, meta, cfg) is None
 
 
 class PeakMemory:
@@ -187,6 +209,9 @@ class Step:
         if diff:
             raise dg.Failure(description=f"{asset} for {self.model} was made with other settings {diff} "
                                          "(theirs, ours): re-materialise it first")
+        stale = stale_upstream(self.store.path, meta, self.cfg)
+        if stale:
+            raise dg.Failure(description=f"{asset} [{meta.get('partition')}] is stale: {stale}; re-materialise {asset} first")
         entry = {"asset": asset, "partition": meta.get("partition"), "run_id": meta.get("run_id"), "file": name}
         if entry not in self.upstream:
             self.upstream.append(entry)
@@ -233,7 +258,10 @@ class Step:
             else:
                 md[k] = dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(int(v))
         md.update(metadata or {})
-        return dg.MaterializeResult(metadata=md, check_results=checks or [])
+        # the data version is the materialisation (run id + variant): Dagster then marks downstream
+        # partitions "unsynced" in the UI when this one is re-made, as stale_upstream refuses them
+        version = dg.DataVersion(f"{self.context.run.run_id}:{variant(self.asset, self.cfg, self.task is not None)}")
+        return dg.MaterializeResult(metadata=md, check_results=checks or [], data_version=version)
 
     def progress(self, what: str, every: int = 10):
         def report(i: int, n: int, *rest) -> None:

@@ -2,7 +2,6 @@
 the recovery report (how well the landmarks' influence transfers, for this task)."""
 
 
-
 import dagster as dg
 import numpy as np
 import pyarrow as pa
@@ -10,40 +9,18 @@ import pyarrow as pa
 from infdist_core import pipeline, proxies, recovery
 from infdist_core.config import PROXY_AUTO
 from infdist_core.landmarks import DirectTerm
-from infdist_core.records import RecordError, load_records
 from infdist_core.tokenization import tokenize_records
 from infdist_assets import checks, storage
 from infdist_assets.markdown import histogram_md, table_md
 from infdist_assets.partitions import on_model
-from infdist_assets.pool_assets import GPU_TAGS, base_tokenizer, selection_model
+from infdist_assets.loaders import (GPU_TAGS, base_tokenizer, check_ids, landmark_inputs, selection_model,
+                                    target_embeddings, target_records)
 from infdist_assets.resources import ArtefactStore, SelectionSettings
-from infdist_assets.step import Step
-
-
-def target_records(step: Step) -> list[dict]:
-    try:
-        return load_records(step.registry.task(step.task).targets)
-    except RecordError as err:
-        raise dg.Failure(description=str(err)) from err
-
-
-def target_embeddings(step: Step) -> dict[str, tuple[np.ndarray, tuple]]:
-    """spec -> (the targets' proxy embeddings, gradient-part slices), as written by target_gradients."""
-    t = step.load("target_gradients", name="target_embeddings.parquet", target_side=True)
-    out = {}
-    for spec, dim, widths, flat in zip(*(t.column(c).to_pylist() for c in ("embedding", "dim", "widths", "matrix"))):
-        out[spec] = (np.asarray(flat, dtype=np.float64).reshape(-1, dim), pipeline.embedding_slices(spec, widths))
-    return out
-
-
-def landmark_inputs(step: Step):
-    lg = step.load("landmark_gradients")
-    valid = np.asarray(lg.column("valid").to_pylist())
-    return lg.column("pool_index").to_numpy()[valid], storage.column_matrix(lg, "gradient")[valid]
+from infdist_assets.step import Step, code_version
 
 
 def build(partitions: dg.PartitionsDefinition) -> list:
-    common = dict(partitions_def=partitions, group_name="target_side")
+    common = dict(code_version=code_version(), partitions_def=partitions, group_name="target_side")
 
     @dg.asset(**common, deps=[on_model("warmup_checkpoint")], kinds={"pytorch", "parquet"},
               op_tags=GPU_TAGS, pool="gpu",
@@ -64,7 +41,7 @@ def build(partitions: dg.PartitionsDefinition) -> list:
                           "n_label_tokens": g.n_label_tokens[keep], "gradient": storage.vectors_column(g.vectors[keep])})
         kept = [s for s, k in zip(ts.samples, keep) if k]
         specs = step.cfg.embedding_candidates if step.cfg.embedding == PROXY_AUTO else (step.cfg.embedding,)
-        embedded = [pipeline.embed_targets(model, kept, spec, step.cfg, tok.pad_token_id)
+        embedded = [pipeline.embed_samples(model, kept, spec, step.cfg, tok.pad_token_id)
                     for spec in specs if any(proxies.gradient_parts(spec))]
         step.write(pa.table({"embedding": [e.spec for e in embedded], "dim": [e.vectors.shape[1] for e in embedded],
                              "widths": [list(e.widths) for e in embedded],
@@ -81,11 +58,13 @@ def build(partitions: dg.PartitionsDefinition) -> list:
                           "robust weights of Eq. 7 with lambda searched so exactly k samples are non-zero.")
     def per_target_weights(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        E = storage.column_matrix(step.load("pool_embeddings"), "embedding")
-        idx, G_L = landmark_inputs(step)
+        ids = step.load("sampled_pool").column("sample_id").to_pylist()
+        emb = step.load("pool_embeddings")
+        check_ids("pool_embeddings", emb.column("sample_id").to_pylist(), ids)
+        E = storage.column_matrix(emb, "embedding")
+        idx, G_L = landmark_inputs(step, ids)
         kernel = step.load_meta("krr_coefficients")["kernel"]
         G_T = storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")
-        ids = step.load("sampled_pool").column("sample_id").to_pylist()
         reg = pipeline.LandmarkRegression(recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"]),
                                           kernel["bandwidth2"], [], None)
         chosen = step.load_meta("pool_embeddings")["embedding"]
@@ -145,7 +124,11 @@ def build(partitions: dg.PartitionsDefinition) -> list:
                                                            ["embedding", "bandwidth_scale", "damping", "center", "direct", "spearman",
                                                             "grad_cosine", "mean_cosine", "top10_overlap"])),
               "quality_vs_landmarks": dg.MetadataValue.md(table_md(curve, ["n_landmarks", "spearman", "grad_cosine", "mean_cosine"]))}
-        return step.finish(len(rows), {"embedding": chosen, "spearman": mine["spearman"], "grad_cosine": mine["grad_cosine"],
+        return step.finish(len(rows), {"embedding": chosen, "spearman": mine["spearman"],
+                                       "spearman_is": "the selection criterion: the cross-validated Spearman of the "
+                                                      "setting chosen on these same folds (optimistic as an estimate; "
+                                                      "benchmarks/bench_recovery.py measures on held-out samples)",
+                                       "grad_cosine": mine["grad_cosine"],
                                        "mean_landmark_cosine": mine["mean_cosine"], "top10_overlap": mine["top10_overlap"],
                                        "n_landmarks": len(idx)}, md,
                            checks=[checks.beats_mean_landmark(mine["grad_cosine"], mine["mean_cosine"], mine["spearman"])])

@@ -181,6 +181,9 @@ def test_catalog_refresh_never_waits_for_an_open_reader(world):
     [
         (dict(k=N_POOL + 1), "k=31 exceeds pool_size=30"),
         (dict(pool_size=100, n_landmarks=L), "pool file has 45 records, fewer than pool_size=100"),
+        (dict(warmup_steps=-1), "'warmup_steps': -1"),
+        (dict(device="gpu"), "device='gpu'"),
+        (dict(embedding="grad-tail:2"), "unknown kind 'grad-tail'"),
     ],
 )
 def test_bad_settings_fail_with_a_clear_message_and_write_nothing(world, change, message):
@@ -287,7 +290,7 @@ def test_the_readme_sql_runs_against_the_catalog(world, bench):
         if body:
             counts.append(len(con.execute(body).fetchall()))
     con.close()
-    assert len(counts) == 6 and all(counts), f"a README query returned nothing: {counts}"
+    assert len(counts) == 8 and all(counts), f"a README query returned nothing: {counts}"
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +339,34 @@ def test_quality_benchmark_fills_the_catalog_and_resumes(world, bench):
     full_ft = {pq.read_table(p).column("model_path")[0].as_py()
                for p in (world["data"] / "assets" / "full" / "fine_tuned_model" / "tiny" / "math").glob("seed=1/k=*/data.parquet")}
     assert len(full_ft) == 1, "the same samples, order and settings are trained once, whatever k"
+
+
+def test_a_re_made_upstream_makes_its_consumers_stale_and_they_are_refused(world, bench):
+    """The pool file changes and only sampled_pool is re-materialised: the target side used to
+    succeed with the old pool's scores matched to the new pool by position. Now it is refused,
+    naming the stale artefact, nothing is overwritten, and the UI's data version changed.
+    (Runs last: it leaves the pool side stale.)"""
+    from infdist_assets.step import is_materialised
+    from infdist_core.config import SelectionConfig
+
+    data, instance = world["data"], world["instance"]
+    pool = data / "pool.jsonl"
+    rows = pool.read_text().splitlines()
+    pool.write_text("\n".join(reversed(rows)))  # the same records in another order: another sample
+    key = dg.MultiPartitionKey({"model": "tiny", "task": "math"})
+    res = dg.materialize(list(world["defs"].assets), selection=["sampled_pool"], partition_key="tiny",
+                         instance=instance, resources=world["resources"])
+    assert res.success
+    weights = sorted((data / "assets" / "per_target_weights" / "tiny" / "math").rglob("*"))
+    before = {p: p.stat().st_mtime_ns for p in weights if p.is_file()}
+    res = dg.materialize(list(world["defs"].assets), selection=["per_target_weights"], partition_key=key,
+                         instance=instance, resources=world["resources"], raise_on_error=False)
+    assert not res.success
+    error = str(next(e for e in res.all_events if e.is_step_failure).step_failure_data.error)
+    assert "pool_embeddings [tiny] is stale: it was made from sampled_pool [tiny] of run" in error, error
+    assert {p: p.stat().st_mtime_ns for p in weights if p.is_file()} == before, "nothing written or overwritten"
+    cfg = SelectionConfig(**SETTINGS)
+    assert not is_materialised(data, "landmark_gradients", "tiny", None, cfg)
+    assert is_materialised(data, "sampled_pool", "tiny", None, cfg)
+    mat = instance.get_latest_materialization_event(dg.AssetKey("sampled_pool"))
+    assert mat.asset_materialization.tags["dagster/data_version"].startswith(mat.run_id)
