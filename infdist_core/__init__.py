@@ -3,13 +3,33 @@
 This package never imports dagster; the orchestration layer lives in ``infdist_assets``.
 Module map (paper: Nikdan et al., "Efficient Data Selection at Scale via Influence Distillation"):
 
+The maths
 - ``hadamard``        fast Walsh-Hadamard transforms (reference, torch, fht-cpu, CUDA)
 - ``projection``      randomized Hadamard and Rademacher projectors (Sec. 4.2, App. I)
 - ``preconditioning`` gradient normalisation and Adam preconditioning (Eq. 8-9, App. C)
 - ``weights``         robust weights, first and second order (Eq. 7, App. G)
-- ``landmarks``       kernel ridge propagation from landmarks (Sec. 4.3, Eq. 10-11)
-- ``selection``       per-target round-robin selection (Sec. 3.3)
-- ``recovery``        landmark cross-validation of proxy embeddings
+- ``influence``       landmark influence scores and their propagation (Eq. 3, 10)
+- ``landmarks``       kernel ridge propagation from landmarks, the direct term (Sec. 4.3, Eq. 10-11)
+- ``selection``       per-target round-robin and top-k selection (Sec. 3.3)
+- ``baselines``       uniform, mid-perplexity and similarity round-robin (RDS+, Grad)
+- ``recovery``        landmark cross-validation of proxy embeddings and kernel settings
+- ``statistics``      t and crossed random-effects intervals; ``quality`` the benchmark's verdict
+
+The model side
+- ``modeling``        loading models, parameter subsets, a tiny Llama for tests
+- ``tokenization``    chat-template tokenisation, labels on assistant tokens only
+- ``gradients``       per-sample projected gradients (Sec. 3.3, 4.2)
+- ``jvp``             JVP embeddings (Eq. 12)
+- ``proxies``         proxy embeddings behind one interface; ``proxy_specs`` their grammar
+- ``training``        warm-up and fine-tuning (AdamW)
+- ``evaluation``      held-out loss and task metrics; ``evalsets`` evaluation files
+
+Data and orchestration-free glue
+- ``records``         pool and target files (JSONL, Parquet, datasets) to chat records
+- ``sources``         the embedded default's data from the installed packages
+- ``config``          ``SelectionConfig``: every setting, documented, validated, classified
+- ``pipeline``        one function per artefact, on models and arrays
+- ``seeding``         named, derived seeds; ``validation`` array argument checks
 """
 
 __version__ = "0.1.0"

@@ -60,9 +60,13 @@ class SelectionConfig:
     weighted_training: bool = False
     """Scale each selected sample's loss by its weight (App. J: does not help)."""
     train_lr: float = 2e-5
+    """AdamW learning rate of the warm-up and the fine-tuning (linear decay); paper: 2e-5."""
     train_epochs: float = 2.0
+    """Epochs over the selected subset when fine-tuning; paper: 2."""
     train_micro_batch: int = 4
+    """Samples per forward/backward pass when training; paper: 1."""
     train_grad_accum: int = 2
+    """Micro-batches per optimizer step; paper: 128 (an effective batch of 128)."""
     eval_subset: int = 10
     """Rows for the task metric (GSM8K EM, MMLU accuracy, HumanEval pass@1, multiple-choice
     accuracy; a seeded subset); 0 = all."""
@@ -78,6 +82,7 @@ class SelectionConfig:
     HumanEval pass@1, multiple-choice acc/acc_norm. Off by default here: generation takes minutes
     on a 2-core CPU, and a 135M model scores ~0 on ten rows, which says nothing."""
     max_new_tokens: int = 160
+    """Tokens generated per row for the generation metrics (GSM8K exact match, HumanEval pass@1)."""
     seed: int = 0
     """Seed of the selection: landmarks, cross-validation folds, round-robin ties, the uniform draw
     and the fine-tuning order. Vary it to measure selection-to-selection variance."""
@@ -113,6 +118,12 @@ class SelectionConfig:
         positive = {f: getattr(self, f) for f in ("train_lr", "train_epochs") if not getattr(self, f) > 0}
         if positive:
             raise ValueError(f"these settings must be > 0: {positive}")
+        if self.weighted_training and self.per_target:
+            raise ValueError("weighted_training=True needs per_target=False: round-robin picks have no Eq. 7 weight of "
+                             "their own (the mean target's weights are zero for most of them)")
+        if self.n_landmarks < 2:
+            raise ValueError(f"n_landmarks={self.n_landmarks}: the kernel regression needs at least 2 landmarks (one "
+                             "landmark gives every sample the same score); 8 or more for its cross-validation")
         if self.n_landmarks > self.pool_size:
             raise ValueError(f"n_landmarks={self.n_landmarks} exceeds pool_size={self.pool_size}")
         if self.k > self.pool_size:
@@ -137,8 +148,11 @@ class SelectionConfig:
 
     @classmethod
     def paper(cls) -> "SelectionConfig":
-        """The paper's Section 5.1 settings (Llama-2-7B on one H100)."""
+        """The paper's Section 5.1 settings (Llama-2-7B on one H100), landmark gradients over the
+        ``down_proj`` matrices as for Llama-2-7B. Not expressible here: the paper's kernel
+        regression without centring (``kernel_search=False`` keeps the median bandwidth, centred)."""
         return cls(pool_size=200_000, max_length=2048, n_landmarks=4096, k=10_000, projection_dim=131_072, adam_aware=True,
+                   grad_params="down_proj",
                    warmup_samples=10_000, warmup_steps=80, embedding="jvp-logits:4:2", kernel_search=False,
                    train_micro_batch=1, train_grad_accum=128, eval_subset=0, task_metrics=True, batch_size=8)
 

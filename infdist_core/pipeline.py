@@ -26,7 +26,7 @@ from infdist_core.seeding import generator
 from infdist_core.selection import round_robin, top_k
 from infdist_core.tokenization import TokenizedSample, TokenizedSet, tokenize_records, tokenize_sample
 from infdist_core.training import TrainConfig, TrainResult, train
-from infdist_core.weights import robust_weights
+from infdist_core.weights import ScoreTies, break_ties, robust_weights
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -133,14 +133,12 @@ def _proxy_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str,
     only the others. Seconds per sample: of the computed rows, or as recorded when all are known."""
     have = known.get(spec)
     if have is None or not proxies.per_sample(spec, cfg.batch_size):
-        return proxies.compute_proxy(model, [pool[i] for i in rows], pad_id, spec, cfg.embedding_dim, cfg.data_seed,
-                                     grad_batch=cfg.batch_size)
+        return embed_samples(model, [pool[i] for i in rows], spec, cfg, pad_id)
     out = have.vectors[rows].astype(np.float32)
     missing = np.isnan(out).any(1)
     if not missing.any():
         return proxies.ProxyEmbedding(spec, out, have.seconds_per_sample, tuple(have.widths))
-    pe = proxies.compute_proxy(model, [pool[i] for i in rows[missing]], pad_id, spec, cfg.embedding_dim, cfg.data_seed,
-                               grad_batch=cfg.batch_size)
+    pe = embed_samples(model, [pool[i] for i in rows[missing]], spec, cfg, pad_id)
     out[missing] = pe.vectors
     return proxies.ProxyEmbedding(spec, out, pe.seconds_per_sample, pe.widths)
 
@@ -200,9 +198,11 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
     return EmbeddingChoice(pick, reason, vectors, per, rows, lm_emb, widths)
 
 
-def embed_targets(model, samples: list[TokenizedSample], spec: str, cfg: SelectionConfig, pad_id: int) -> proxies.ProxyEmbedding:
-    """The targets' proxy embeddings (for the direct term), with the pool's spec, dim and seed."""
-    return proxies.compute_proxy(model, samples, pad_id, spec, cfg.embedding_dim, cfg.data_seed, grad_batch=cfg.batch_size)
+def embed_samples(model, samples: list[TokenizedSample], spec: str, cfg: SelectionConfig, pad_id: int) -> proxies.ProxyEmbedding:
+    """``spec``'s embeddings of ``samples`` with ``cfg``'s width, seed, batch size and JVP defaults:
+    the pool's rows, and the targets' (for the direct term) the same way."""
+    return proxies.compute_proxy(model, samples, pad_id, spec, cfg.embedding_dim, cfg.data_seed, grad_batch=cfg.batch_size,
+                                 jvp=(cfg.jvp_blocks, cfg.jvp_tangents))
 
 
 @dataclass
@@ -268,7 +268,12 @@ def score_pool(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_
     model: KRRModel = krr_fit(E[landmarks], P_L, damping=reg.setting.damping, bandwidth2=reg.bandwidth2,
                               center=reg.setting.center, direct=direct if reg.setting.direct else None)
     scores = propagate_scores(model, E, landmarks, P_L)
-    w, lam = robust_weights(scores.mean(1), k=cfg.k)
+    mean = scores.mean(1)
+    try:
+        w, lam = robust_weights(mean, k=cfg.k)
+    except ScoreTies:  # e.g. duplicate pool rows: exactly k non-zeros needs a tie-break, by index as top_k's
+        log.warning("the mean-target scores tie at rank k=%d (duplicate samples?): ties broken by pool index", cfg.k)
+        w, lam = robust_weights(break_ties(mean), k=cfg.k)
     return TargetScores(scores, w, lam, P_L)
 
 

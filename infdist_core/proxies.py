@@ -249,12 +249,13 @@ def _last_blocks(nums: list[int], n_layers: int) -> int:
     return min(nums[0] if nums else 1, n_layers)
 
 
-def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int, grad_batch: int) -> np.ndarray:
+def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int, grad_batch: int,
+         jvp: tuple[int, int]) -> np.ndarray:
     kind, nums = parse_spec(spec)
     n_layers = len(decoder_layers(model))
     if kind in ("jvp-hidden", "jvp-logits", "jvp-hidden-last", "jvp-hidden-concat"):
-        blocks = nums[0] if nums else 4
-        tangents = nums[1] if len(nums) > 1 else 2
+        blocks = nums[0] if nums else jvp[0]
+        tangents = nums[1] if len(nums) > 1 else jvp[1]
         out = jvp_embeddings(model, samples, pad_id, n_blocks=min(blocks, n_layers), n_tangents=tangents,
                              output=kind.split("-")[1], seed=seed, batch_size=batch_size,
                              position="last" if kind.endswith("-last") else "first",
@@ -277,10 +278,11 @@ def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int
 
 
 def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str, dim: int = 4096, seed: int = 0,
-                  batch_size: int = 8, grad_batch: int = 1) -> ProxyEmbedding:
+                  batch_size: int = 8, grad_batch: int = 1, jvp: tuple[int, int] = (4, 2)) -> ProxyEmbedding:
     """Embeddings of ``samples`` for the proxy ``spec`` (see module docstring). ``batch_size``:
     samples per forward of the batched kinds; ``grad_batch``: of the blocks before ``grad-last``'s
-    (1: one sample per pass, rows independent of the batch, see ``per_sample``)."""
+    (1: one sample per pass, rows independent of the batch, see ``per_sample``); ``jvp``: blocks
+    and tangents of a ``jvp-*`` part given without them (``jvp_blocks``, ``jvp_tangents``)."""
     if not samples:
         raise ValueError("no samples to embed")
     t0 = time.perf_counter()
@@ -294,7 +296,7 @@ def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str,
         parts[i], parts[j] = partial_gradients(model, samples, pad_id, blocks, True, dim, seed, grad_batch)
     for i, s in enumerate(names):
         if i not in parts:
-            parts[i] = _one(model, samples, pad_id, s, dim, seed, batch_size, grad_batch)
+            parts[i] = _one(model, samples, pad_id, s, dim, seed, batch_size, grad_batch, jvp)
     units = [_unit(parts[i]) for i in range(len(names))]
     vec = _unit(np.concatenate(units, axis=1)) if len(units) > 1 else units[0]
     return ProxyEmbedding(spec, vec, (time.perf_counter() - t0) / len(samples), tuple(u.shape[1] for u in units))

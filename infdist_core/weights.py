@@ -58,6 +58,17 @@ def lambda_interval_for_k(p: np.ndarray, k: int) -> tuple[float, float]:
     return lo, hi
 
 
+class ScoreTies(ValueError):
+    """The scores tie at the k-th largest value: no lambda gives exactly k non-zero weights."""
+
+
+def break_ties(p: np.ndarray) -> np.ndarray:
+    """``p`` minus ``index x 4 ulp(max |p|)``: exact ties broken in favour of the lower index (the
+    order ``_order`` uses), every other order kept unless two values are within n x 4 ulp."""
+    p = np.asarray(p, dtype=np.float64)
+    return p - np.arange(len(p)) * 4 * np.spacing(max(1.0, float(np.abs(p).max(initial=0.0))))
+
+
 def _first_order_exact_k(p: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     lo, hi = lambda_interval_for_k(p, k)
     if math.isinf(hi):
@@ -65,7 +76,7 @@ def _first_order_exact_k(p: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     elif hi > lo:
         lam = 0.5 * (lo + hi)
     else:
-        raise ValueError(
+        raise ScoreTies(
             f"p has ties at the k-th largest value ({p[_order(p)][k - 1]!r}): no lambda gives exactly k={k} "
             "non-zero weights; perturb or de-duplicate the scores"
         )

@@ -80,7 +80,7 @@ def test_too_few_usable_pool_records_says_why(tokenizer):
             for i in range(3)] + [{"id": "s", "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]}]
     with pytest.raises(ValueError, match=r"only 0 of 4 pool records are usable, fewer than pool_size=2; excluded: "
                                          r"3 x empty assistant reply, 1 x no assistant turn"):
-        sample_pool(rows, tokenizer, SelectionConfig(pool_size=2, n_landmarks=1, k=1))
+        sample_pool(rows, tokenizer, SelectionConfig(pool_size=2, n_landmarks=2, k=1))
 
 
 # -------------------------------------------------------------------------------- settings
@@ -152,3 +152,41 @@ def test_a_task_defined_twice_is_refused_not_overwritten(tmp_path):
     load = _registry(tmp_path, "pool: p.jsonl\nmodels: {m: {path: m}}\ntasks:\n  t: {targets: a.jsonl}\n  t: {targets: b.jsonl}\n")
     with pytest.raises(RegistryError, match=r"'t' is defined twice"):
         load()
+
+
+# ------------------------------------------------------------------------------ degenerate
+def test_one_landmark_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"n_landmarks=1: the kernel regression needs at least 2 landmarks"):
+        SelectionConfig(n_landmarks=1)
+
+
+def test_duplicate_pool_rows_tying_at_rank_k_select_by_index_instead_of_crashing():
+    """Exact ties at the k-th score (duplicate samples) made the mean-target weights raise even
+    under round-robin (~0.3% of demo runs); ties are now broken by pool index, as top_k does."""
+    import numpy as np
+
+    from infdist_core.pipeline import LandmarkRegression, score_pool
+    from infdist_core.recovery import KernelSetting
+    from infdist_core.selection import top_k
+
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((12, 6))
+    E[7] = E[3]  # a duplicate pool row: same embedding, same propagated score
+    G = rng.standard_normal((12, 16))
+    lm = np.array([0, 1, 2, 5, 9, 10])
+    G_T = rng.standard_normal((2, 16))
+    reg = LandmarkRegression(KernelSetting(), 1.0, [], None)
+    cfg = SelectionConfig(pool_size=12, n_landmarks=6, k=1)
+    mean = score_pool(E, lm, G[lm], G_T, reg, cfg.with_(k=11)).scores.mean(1)
+    k = int(np.sum(mean > mean[3])) + 1  # rank of the tied pair's first member
+    assert mean[3] == mean[7]
+    res = score_pool(E, lm, G[lm], G_T, reg, cfg.with_(k=k))
+    assert (res.weights > 0).sum() == k and res.weights[3] > 0 and res.weights[7] == 0
+    assert set(np.flatnonzero(res.weights)) == set(top_k(mean, k).tolist())
+
+
+def test_weighted_training_with_round_robin_is_refused():
+    """Round-robin picks used to be weighted by the mean target's weights: mostly 0, NaN when all were."""
+    with pytest.raises(ValueError, match="weighted_training=True needs per_target=False"):
+        SelectionConfig(weighted_training=True)
+    SelectionConfig(weighted_training=True, per_target=False)
