@@ -38,3 +38,4 @@ bench: setup
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_recovery.py
+	$(PY) benchmarks/bench_cost.py

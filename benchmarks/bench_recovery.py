@@ -18,19 +18,17 @@ import json
 import time
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 
 from infdist_core import proxies
 from infdist_core.gradients import sample_gradients
 from infdist_core.landmarks import DirectTerm, krr_fit, part_slices
-from infdist_core.modeling import load_model, load_tokenizer, select_parameters
+from infdist_core.modeling import select_parameters
 from infdist_core.pipeline import warm_up
 from infdist_core.config import SelectionConfig
 from infdist_core.preconditioning import moments_from_optimizer
 from infdist_core.projection import HadamardProjector
-from infdist_core.records import load_records
-from infdist_core.tokenization import tokenize_records
+import recovery_data
 from recovery_data import shipped_recovery
 
 CANDIDATES = ["jvp-hidden:4:2", "jvp-logits:4:2", "rds", "grad-last:2", "grad-head", "grad-last:2+grad-head",
@@ -63,12 +61,7 @@ def evaluate(E, G, P, ell, draws, seed, scale=1.0, center=True, damping=0.01, wi
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="data/models/smollm2-135m")
-    ap.add_argument("--pool", default="data/pools/sharegpt.jsonl")
-    ap.add_argument("--targets", default="data/targets/gsm8k.jsonl")
-    ap.add_argument("--n", type=int, default=600)
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--dim", type=int, default=8192)
+    recovery_data.add_arguments(ap)
     ap.add_argument("--landmarks", default="64,256,512")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--warmup-steps", type=int, default=0)
@@ -78,28 +71,27 @@ def main() -> None:
     ap.add_argument("--auto-landmarks", type=int, default=256, help="landmarks for the emulated 'embedding: auto' run")
     ap.add_argument("--save", default="", help="write the gradients and embeddings to this .npz (for further analysis)")
     args = ap.parse_args()
-    torch.manual_seed(0)
-    tok = load_tokenizer(args.model)
-    model = load_model(args.model, "cpu")
+    plain = not (args.warmup_steps or args.grad_params)  # the shared protocol: true gradients cached on disk
+    data = recovery_data.load(recovery_data.setting(args), with_gradients=plain)
+    model, tok, pool, spare, targets = data.model, data.tokenizer, data.pool, data.spare, data.targets
     pad = tok.pad_token_id
-    pool = tokenize_records(tok, load_records(args.pool, limit=args.n + 500), args.tokens).samples
-    pool, spare = pool[: args.n], pool[args.n :]
-    targets = tokenize_records(tok, load_records(args.targets), args.tokens).samples
-    moments = None
-    if args.warmup_steps:
-        cfg = SelectionConfig(pool_size=len(spare), k=1, n_landmarks=1, warmup_steps=args.warmup_steps, warmup_samples=64,
-                              train_lr=2e-5, train_micro_batch=4, train_grad_accum=2)
-        res = warm_up(model, spare, cfg, pad)
-        print(f"warm-up: {res.steps} steps, loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
-    params_named = select_parameters(model, args.grad_params or None)
-    params = [p for _, p in params_named]
-    if args.warmup_steps and args.adam:
-        moments = moments_from_optimizer(res.optimizer, params)
-    proj = HadamardProjector(sum(p.numel() for p in params), args.dim, seed=0)
-    t0 = time.perf_counter()
-    G = sample_gradients(model, pool, params, proj, pad, moments=moments).vectors.astype(np.float64)
-    t_true = (time.perf_counter() - t0) / len(pool)
-    T = sample_gradients(model, targets, params, proj, pad).vectors.astype(np.float64)
+    if plain:
+        G, T, t_true = data.G, data.T, data.seconds_per_gradient
+    else:
+        moments = None
+        if args.warmup_steps:
+            cfg = SelectionConfig(pool_size=len(spare), k=1, n_landmarks=2, warmup_steps=args.warmup_steps,
+                                  warmup_samples=64, train_lr=2e-5, train_micro_batch=4, train_grad_accum=2)
+            res = warm_up(model, spare, cfg, pad)
+            print(f"warm-up: {res.steps} steps, loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
+        params = [p for _, p in select_parameters(model, args.grad_params or None)]
+        if args.warmup_steps and args.adam:
+            moments = moments_from_optimizer(res.optimizer, params)
+        proj = HadamardProjector(sum(p.numel() for p in params), args.dim, seed=0)
+        t0 = time.perf_counter()
+        G = sample_gradients(model, pool, params, proj, pad, moments=moments).vectors.astype(np.float64)
+        t_true = (time.perf_counter() - t0) / len(pool)
+        T = sample_gradients(model, targets, params, proj, pad).vectors.astype(np.float64)
     P = G @ T.T
     p = P.mean(1)
     print(f"true gradients: {t_true:.2f} s/sample; n={len(pool)}, {len(targets)} targets; "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infdist_core.atomic import atomic_path
 from infdist_core.gradients import sample_gradients
 from infdist_core.modeling import load_model, load_tokenizer, select_parameters
 from infdist_core.projection import HadamardProjector
@@ -34,6 +35,20 @@ class RecoverySetting:
         stat = [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in (self.pool_path, self.targets_path)]
         raw = json.dumps([self.model_path, self.n, self.tokens, self.dim, stat])
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def add_arguments(ap) -> None:
+    """The protocol's command-line arguments (``--model --pool --targets --n --tokens --dim``)."""
+    ap.add_argument("--model", default="data/models/smollm2-135m")
+    ap.add_argument("--pool", default="data/pools/sharegpt.jsonl")
+    ap.add_argument("--targets", default="data/targets/gsm8k.jsonl")
+    ap.add_argument("--n", type=int, default=600, help="pool samples (the first usable ones)")
+    ap.add_argument("--tokens", type=int, default=128, help="tokens per sample")
+    ap.add_argument("--dim", type=int, default=8192, help="projection of the true gradients")
+
+
+def setting(args) -> RecoverySetting:
+    return RecoverySetting(args.model, args.pool, args.targets, args.n, args.tokens, args.dim)
 
 
 @dataclass
@@ -74,10 +89,8 @@ def load(setting: RecoverySetting, with_gradients: bool = True, cache_dir: str |
     G = sample_gradients(model, pool, params, proj, tok.pad_token_id).vectors.astype(np.float64)
     per = (time.perf_counter() - t0) / len(pool)
     T = sample_gradients(model, targets, params, proj, tok.pad_token_id).vectors.astype(np.float64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, G=G, T=T, seconds=per)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, G=G, T=T, seconds=per)
     log(f"true gradients: {per:.2f} s/sample, cached in {path}")
     return RecoveryData(model, tok, pool, spare, targets, G, T, per)
 
@@ -95,14 +108,16 @@ def shipped_recovery(emb: dict[str, np.ndarray], widths: dict[str, tuple[int, ..
     from infdist_core import pipeline, proxies
     from infdist_core.config import SelectionConfig
 
-    cfg = SelectionConfig(pool_size=len(G), n_landmarks=ell, k=1, embedding=embedding)
-    specs = [c for c in cfg.embedding_candidates if c in emb] if embedding == "auto" else [embedding]
+    spec_of = lambda key: key.partition("@")[0]  # noqa: E731  (keys may carry "@B", the batch they were computed in)
+    cfg = SelectionConfig(pool_size=len(G), n_landmarks=ell, k=1, embedding=spec_of(embedding))
+    keys = [c for c in cfg.embedding_candidates if c in emb] if embedding == "auto" else [embedding]
+    key_of = {spec_of(k): k for k in keys}
     picks, rhos = [], []
     for d in range(draws):
         lm = np.random.default_rng(d).choice(len(G), ell, replace=False)
         rest = np.setdiff1d(np.arange(len(G)), lm)
-        on_lm = {s: proxies.ProxyEmbedding(s, emb[s][lm], cost[s], widths[s]) for s in specs}
-        pick, _, _ = pipeline.choose_proxy(on_lm, G[lm], cfg, log_fn=lambda _: None)
+        on_lm = {spec_of(k): proxies.ProxyEmbedding(spec_of(k), emb[k][lm], cost[k], widths[k]) for k in keys}
+        pick = key_of[pipeline.choose_proxy(on_lm, G[lm], cfg, log_fn=lambda _: None)[0]]
         reg = pipeline.fit_landmark_regression(emb[pick], lm, G[lm], cfg)
         scores, setting, _ = pipeline.score_targets(emb[pick], lm, G[lm], T, reg, cfg, directs.get(pick))
         picks.append(f"{pick}{'+direct' if setting.direct else ''}")

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from infdist_core import atomic
 from infdist_core.quality import QualitySummary, summarize
 from infdist_assets import catalog, storage
 from infdist_assets.markdown import table_md
@@ -234,9 +235,7 @@ def build() -> list:
         storage.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in summary]),
                             out / "summary.parquet", {"run_id": context.run.run_id})
         svg = out / "heldout_loss.svg"
-        tmp = svg.with_name(".heldout_loss.svg.tmp")
-        tmp.write_text(interval_svg(s.methods))
-        tmp.replace(svg)
+        atomic.write_text(svg, interval_svg(s.methods))
         catalog.rebuild(root, store.catalog_path, ALL_ASSET_KEYS, SELECTION_STAGES)
         points = frontier(s, selection_costs(store.catalog_path))
         tasks = sorted({r["task"] for r in s.methods})
