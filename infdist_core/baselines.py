@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from infdist_core.preconditioning import unit_rows
 from infdist_core.selection import round_robin
 from infdist_core.seeding import generator
 from infdist_core.validation import as_numpy, check_k
@@ -31,9 +32,7 @@ def cosine_scores(E_pool: np.ndarray, E_targets: np.ndarray) -> np.ndarray:
     """Cosine similarity of every pool row to every target row, shape (n, t)."""
     A = as_numpy(E_pool, "E_pool", 2)
     B = as_numpy(E_targets, "E_targets", 2)
-    A = A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-30)
-    B = B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-30)
-    return A @ B.T
+    return unit_rows(A) @ unit_rows(B).T
 
 
 def similarity_round_robin(E_pool: np.ndarray, E_targets: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
 
 ZERO_NORM = 1e-12
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Every row of ``x`` scaled to unit L2 norm; all-zero rows stay zero (NumPy, dtype kept for
+    floats). The one row normalisation of embeddings, pseudo-targets and similarity baselines."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
 
 
 def normalize_rows(g: torch.Tensor, eps: float = ZERO_NORM) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from infdist_core.jvp import jvp_embeddings
 from infdist_core.modeling import block_pattern, decoder_layers, select_parameters
+from infdist_core.preconditioning import unit_rows
 from infdist_core.projection import HadamardProjector, RademacherProjector
 from infdist_core.proxy_specs import KINDS, parse_spec
 from infdist_core.tokenization import IGNORE, TokenizedSample, pad_batch
@@ -67,11 +68,6 @@ def per_sample(spec: str, grad_batch: int = 1) -> bool:
     ``grad-last`` when its earlier blocks run in batches of ``grad_batch`` > 1.)"""
     return all((k == "grad-last" and grad_batch == 1) or (k == "grad-head" and not nums)
                for k, nums in map(parse_spec, spec.split("+")))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(n > 0, x / np.maximum(n, 1e-30), 0.0).astype(np.float32)
 
 
 @torch.no_grad()
@@ -297,6 +293,6 @@ def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str,
     for i, s in enumerate(names):
         if i not in parts:
             parts[i] = _one(model, samples, pad_id, s, dim, seed, batch_size, grad_batch, jvp)
-    units = [_unit(parts[i]) for i in range(len(names))]
-    vec = _unit(np.concatenate(units, axis=1)) if len(units) > 1 else units[0]
+    units = [unit_rows(parts[i]).astype(np.float32) for i in range(len(names))]
+    vec = unit_rows(np.concatenate(units, axis=1)).astype(np.float32) if len(units) > 1 else units[0]
     return ProxyEmbedding(spec, vec, (time.perf_counter() - t0) / len(samples), tuple(u.shape[1] for u in units))

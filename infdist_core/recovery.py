@@ -27,6 +27,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from infdist_core.landmarks import DirectTerm, krr_fit
+from infdist_core.preconditioning import unit_rows
 from infdist_core.seeding import derive_seed
 
 
@@ -54,7 +55,7 @@ def _pseudo_targets(G_train: np.ndarray, count: int, rng: np.random.Generator, g
     size = min(group, len(G_train))
     groups = [rng.choice(len(G_train), size, replace=False) for _ in range(count)]
     T = np.stack([G_train[g].mean(0) for g in groups])
-    return T / np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-30), groups
+    return unit_rows(T), groups
 
 
 def _spearman_cols(pred: np.ndarray, true: np.ndarray) -> float:
