@@ -163,7 +163,8 @@ def frontier(s: QualitySummary, costs: list[tuple]) -> list[dict]:
 
 def frontier_text(points: list[dict], width: int = 48, height: int = 12) -> str:
     """``frontier``'s points as a text scatter: selection seconds across, held-out loss minus
-    uniform's down the page (better is lower), one letter per method with a legend."""
+    uniform's down the page (the most negative, i.e. the best, at the top), one letter per method
+    with a legend."""
     pts = [p for p in points if np.isfinite(p["selection_seconds"])]
     if not pts:
         return "no selection costs recorded"

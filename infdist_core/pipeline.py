@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -51,8 +52,6 @@ def sample_pool(records: list[dict], tokenizer, cfg: SelectionConfig) -> Tokeniz
         log.info("pool: skipped %d records on the way to %d usable ones (e.g. %s)", len(out.excluded),
                  len(out.samples), next(iter(out.excluded.items())))
     if len(out.samples) < cfg.pool_size:
-        from collections import Counter
-
         why = Counter(reason.split(" (")[0] for reason in out.excluded.values()).most_common()
         raise ValueError(f"only {len(out.samples)} of {len(records)} pool records are usable, fewer than pool_size="
                          f"{cfg.pool_size}; excluded: " + ", ".join(f"{n} x {r}" for r, n in why))
