@@ -179,7 +179,7 @@ def main() -> None:
     losses, s_ppl = timed(lambda: sample_losses(model, pool, pad))
     _, s_ppl_sel = timed(lambda: baselines.mid_perplexity(losses, cfg.k))
     rows.append({"method": "mid-PPL", "option": "loss", "stages": {"pool": s_ppl, "selection": s_ppl_sel},
-                 "flops": full * tokens.sum()})
+                 "flops": 2 * shape.layers * shape.block * tokens.sum() + 2 * shape.head * labels.sum()})  # head at labels
     print(f"mid-PPL: pool {s_ppl:.1f} s ({s_ppl / n:.3f} s/sample)", flush=True)
     # ---- Grad (LESS-like): the true-gradient pass is this computation
     _, s_grad_sel = timed(lambda: baselines.similarity_round_robin(G, T, cfg.k, cfg.seed))
@@ -196,8 +196,9 @@ def main() -> None:
     fl_tg = 3 * full * T_tok * t
     print(f"landmark gradients: {s_lm:.1f} s for {len(lm)} ({s_lm / len(lm):.3f} s/sample)", flush=True)
 
-    def infdist_row(option: str, E: np.ndarray, widths, s_pool: float, fl_pool: float, extra: dict) -> dict:
-        spec = extra.get("spec", option)
+    def infdist_row(option: str, spec: str, E: np.ndarray, widths, s_pool: float, fl_pool: float) -> dict:
+        """InfDist with ``spec`` over the pool (``option``: auto, or the spec with an ``@batch``):
+        the target side and selection timed here, the landmarks and pool as measured before."""
         batch = int(option.partition("@")[2] or 1)
         c = cfg.with_(embedding=spec, batch_size=batch) if option != PROXY_AUTO else cfg
         slices = pipeline.embedding_slices(spec, widths)
@@ -207,7 +208,7 @@ def main() -> None:
         ((scores, setting, _), s_score) = timed(lambda: pipeline.score_targets(E, lm, GL, GT, reg, c, direct))
         _, s_sel = timed(lambda: round_robin(scores.scores, c.k, seed=c.seed))
         fl_te = proxy_flops(spec, shape, T_tok, T_lab) * t if slices else 0.0
-        return {"method": "InfDist", "option": option, **extra,
+        return {"method": "InfDist", "option": option, "spec": spec,
                 "stages": {"landmark_gradients": s_lm, "pool": s_pool, "targets": s_tg + s_te,
                            "selection": s_krr + s_score + s_sel},
                 "flops": fl_lm + fl_pool + fl_tg + fl_te, "direct": setting.direct, "direct_term": direct}
@@ -220,7 +221,7 @@ def main() -> None:
     fl_auto = sum(proxy_flops(s, shape, float(tokens[lm].mean()), float(labels[lm].mean())) * len(lm)
                   for s in choice.landmark_embeddings) + \
         proxy_flops(choice.spec, shape, T_tok, T_lab) * (n - len(lm))
-    default = infdist_row(PROXY_AUTO, emb[choice.spec], widths[choice.spec], s_auto, fl_auto, {"spec": choice.spec})
+    default = infdist_row(PROXY_AUTO, choice.spec, emb[choice.spec], widths[choice.spec], s_auto, fl_auto)
     rows.append(default)
     directs = {choice.spec: default["direct_term"]} if default["direct_term"] is not None else {}
     print(f"InfDist (auto -> {choice.spec}): pool embeddings {s_auto:.1f} s", flush=True)
@@ -235,11 +236,9 @@ def main() -> None:
             E, w = pe.vectors.astype(np.float64), pe.widths
         emb[option], widths[option] = E, w
         cost[option] = s_pool / n
-        sl = pipeline.embedding_slices(spec, w)
-        if sl:
-            te = pipeline.embed_samples(model, targets, spec, c, pad).vectors.astype(np.float64)
-            directs[option] = DirectTerm(te, sl)
-        row = infdist_row(option, E, w, s_pool, proxy_flops(spec, shape, T_tok, T_lab) * n, {"spec": spec})
+        row = infdist_row(option, spec, E, w, s_pool, proxy_flops(spec, shape, T_tok, T_lab) * n)
+        if row["direct_term"] is not None:  # the targets' embeddings infdist_row computed, for the recovery
+            directs[option] = row["direct_term"]
         row["choices"], row["spearman"] = shipped_recovery(emb, widths, cost, directs, G, T, args.landmarks, args.draws,
                                                             embedding=option)
         rows.append(row)
@@ -247,7 +246,7 @@ def main() -> None:
               f"({', '.join(sorted(set(row['choices'])))})", flush=True)
     missing = [c for c in cfg.embedding_candidates if c not in emb]
     for spec in missing:  # the auto emulation needs every candidate's rows
-        pe = proxies.compute_proxy(model, pool, pad, spec, cfg.embedding_dim, cfg.data_seed)
+        pe = pipeline.embed_samples(model, pool, spec, cfg, pad)
         emb[spec], widths[spec] = pe.vectors.astype(np.float64), pe.widths
     default["choices"], default["spearman"] = shipped_recovery(emb, widths, cost, directs, G, T, args.landmarks,
                                                                args.draws)

@@ -24,15 +24,20 @@ def pool_samples(step: Step):
     return storage.table_samples(step.load("sampled_pool"))
 
 
-def selection_model(step: Step):
-    """The model at which influence is measured: the warm-up checkpoint (or the base model)."""
-    meta = step.load_meta("warmup_checkpoint")
+def recorded_checkpoint(meta: dict) -> str:
+    """The model folder a sidecar records (``model_path``), refused when it is missing or its size
+    changed since it was recorded (``bytes``; a registered base model records none)."""
     if meta.get("bytes"):
         try:
             storage.verify_checkpoint(Path(meta["model_path"]), meta["bytes"])
         except storage.ArtefactMissing as err:
             raise dg.Failure(description=str(err)) from err
-    return load_model(meta["model_path"], step.cfg.device)
+    return meta["model_path"]
+
+
+def selection_model(step: Step):
+    """The model at which influence is measured: the warm-up checkpoint (or the base model)."""
+    return load_model(recorded_checkpoint(step.load_meta("warmup_checkpoint")), step.cfg.device)
 
 
 def base_tokenizer(step: Step):

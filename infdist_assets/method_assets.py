@@ -6,7 +6,6 @@ of them can be materialised for the same partition and compared in the catalog."
 
 import hashlib
 import json
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -19,7 +18,7 @@ from infdist_core.tokenization import tokenize_records
 from infdist_assets import checks, storage
 from infdist_assets.markdown import table_md
 from infdist_assets.partitions import on_model
-from infdist_assets.loaders import GPU_TAGS, base_model, target_records
+from infdist_assets.loaders import GPU_TAGS, base_model, recorded_checkpoint, target_records
 from infdist_assets.resources import ArtefactStore, SelectionSettings
 from infdist_assets.step import Step, code_version
 
@@ -125,13 +124,7 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
               description="Held-out loss and the task metric (GSM8K EM, MMLU accuracy, HumanEval pass@1) of the fine-tuned model.")
     def eval_scores(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        ft = step.load_meta(f"{method}/fine_tuned_model", target_side=True)
-        path = ft["model_path"]
-        if ft.get("bytes"):
-            try:
-                storage.verify_checkpoint(Path(path), ft["bytes"])
-            except storage.ArtefactMissing as err:
-                raise dg.Failure(description=str(err)) from err
+        path = recorded_checkpoint(step.load_meta(f"{method}/fine_tuned_model", target_side=True))
         spec = step.registry.task(step.task)
         targets = target_records(step)
         try:

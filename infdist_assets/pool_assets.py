@@ -11,8 +11,8 @@ from infdist_core.config import DATA_SIDE_FIELDS
 from infdist_core.records import RecordError, load_records
 from infdist_core.training import save_adam_state
 from infdist_assets import checks, storage
-from infdist_assets.loaders import (GPU_TAGS, base_model, base_tokenizer, known_embeddings, pool_samples,
-                                    selection_model, warmup_moments)
+from infdist_assets.loaders import (GPU_TAGS, base_model, base_tokenizer, known_embeddings, landmark_inputs,
+                                    pool_samples, selection_model, warmup_moments)
 from infdist_assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore, SelectionSettings
 from infdist_assets.step import Step, code_version
@@ -93,10 +93,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         samples = pool_samples(step)
         model = selection_model(step)
         tok = base_tokenizer(step)
-        lg = step.load("landmark_gradients")
-        valid = np.asarray(lg.column("valid").to_pylist())
-        idx = lg.column("pool_index").to_numpy()[valid]
-        G = storage.column_matrix(lg, "gradient")[valid]
+        idx, G = landmark_inputs(step)
         known = known_embeddings(step, len(samples))
         if known:
             context.log.info(f"reusing proxy rows computed for other selection seeds: {sorted(known)}")
@@ -126,10 +123,8 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         step = Step.begin(context, store, settings)
         emb = step.load("pool_embeddings")
         E = storage.column_matrix(emb, "embedding")
-        lg = step.load("landmark_gradients")
-        valid = np.asarray(lg.column("valid").to_pylist())
-        idx = lg.column("pool_index").to_numpy()[valid]
-        reg = pipeline.fit_landmark_regression(E, idx, storage.column_matrix(lg, "gradient")[valid], step.cfg)
+        idx, G = landmark_inputs(step)
+        reg = pipeline.fit_landmark_regression(E, idx, G, step.cfg)
         cols = {"pool_index": np.arange(len(E)), "is_landmark": np.isin(np.arange(len(E)), idx)}
         if reg.coefficients is not None:
             cols["coefficients"] = storage.vectors_column(reg.coefficients)

@@ -139,10 +139,7 @@ class SelectionConfig:
             raise ValueError("embedding='auto' needs at least one embedding candidate")
         for spec in ([] if self.embedding == PROXY_AUTO else [self.embedding]) + list(self.embedding_candidates):
             validate_spec(spec)  # names the spec and the part
-        kind, _, count = self.grad_params.partition(":")
-        if not (self.grad_params in ("all", "blocks", "down_proj")
-                or (kind in ("last", "first") and (count == "" or (count.isdigit() and int(count) >= 1)))):
-            raise ValueError(f"grad_params={self.grad_params!r}: use all, blocks, down_proj, last:N or first:N (N >= 1)")
+        parse_grad_params(self.grad_params)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
 
@@ -168,6 +165,18 @@ class SelectionConfig:
         if fields:
             d = {f: d[f] for f in fields}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def parse_grad_params(which: str) -> tuple[str, int]:
+    """``grad_params`` as (kind, N): ('all' | 'blocks' | 'down_proj', 0) or ('last' | 'first', N >= 1).
+    The one parser of the setting: the configuration checks it, ``modeling.block_pattern`` uses it."""
+    if which in ("all", "blocks", "down_proj"):
+        return which, 0
+    kind, _, count = which.partition(":")
+    if kind in ("last", "first") and (count == "" or count.isdigit()) and int(count or 1) >= 1:
+        return kind, int(count or 1)
+    raise ValueError(f"unknown parameter subset grad_params={which!r}: use all, blocks, down_proj, last:N or first:N "
+                     "(N >= 1)")
 
 
 DATA_SIDE_FIELDS = (

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from infdist_core.atomic import atomic_path
+from infdist_core.config import parse_grad_params
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +126,14 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 def block_pattern(model, which: str) -> str:
     """Regex of parameter names for ``which`` in {'all', 'blocks', 'down_proj', 'last:N', 'first:N'}."""
     n = len(decoder_layers(model))
-    if which == "all":
+    kind, count = parse_grad_params(which)
+    if kind == "all":
         return ""
-    if which == "blocks":
+    if kind == "blocks":
         return r"layers\.\d+\."
-    if which == "down_proj":
+    if kind == "down_proj":
         return r"down_proj"
-    kind, _, count = which.partition(":")
-    if kind not in ("last", "first") or not (count == "" or count.isdigit()):
-        raise ValueError(f"unknown parameter subset {which!r}; use all, blocks, down_proj, last:N or first:N")
-    count = int(count or 1)
-    if not 1 <= count <= n:
+    if count > n:
         raise ValueError(f"parameter subset {which!r}: the model has {n} blocks, so N must be in 1..{n}")
     idx = range(n - count, n) if kind == "last" else range(count)
     return r"layers\.(" + "|".join(map(str, idx)) + r")\."

@@ -138,7 +138,7 @@ def truncated_head_gradients(model, samples: list[TokenizedSample], pad_id: int,
     device = next(model.parameters()).device
     n_layers = len(decoder_layers(model))
     sub = model.model if n_blocks >= n_layers else truncated_backbone(model, n_blocks)
-    W = model.get_output_embeddings().weight
+    W = model.get_output_embeddings().weight.float()  # once, not per sample (a copy when the model is not fp32)
     V, H = W.shape
     rows_in = (buckets or V) * H
     proj = HadamardProjector(rows_in, min(dim, rows_in), seed=seed, device=device) if rows_in > dim else None
@@ -153,7 +153,7 @@ def truncated_head_gradients(model, samples: list[TokenizedSample], pad_id: int,
             if not keep.any():
                 continue  # zero row: flagged like a zero gradient
             h, y = h[keep].float(), labels[keep]
-            resid = torch.softmax(F.linear(h, W.float()), dim=-1)  # (T, V)
+            resid = torch.softmax(F.linear(h, W), dim=-1)  # (T, V)
             resid[torch.arange(len(y), device=device), y] -= 1.0
             if buckets:
                 resid = torch.zeros(len(y), buckets, device=device).index_add_(1, bucket, resid * sign)
