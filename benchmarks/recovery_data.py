@@ -22,6 +22,10 @@ from infdist_core.records import load_records
 from infdist_core.tokenization import TokenizedSample, tokenize_records
 
 
+CORE = Path(__file__).resolve().parents[1] / "infdist_core"
+GRADIENT_CODE = ("gradients.py", "projection.py", "hadamard.py", "tokenization.py")
+
+
 @dataclass
 class RecoverySetting:
     model_path: str
@@ -33,7 +37,8 @@ class RecoverySetting:
 
     def key(self) -> str:
         stat = [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in (self.pool_path, self.targets_path)]
-        raw = json.dumps([self.model_path, self.n, self.tokens, self.dim, stat])
+        code = [hashlib.sha256((CORE / f).read_bytes()).hexdigest() for f in GRADIENT_CODE]  # a new projection: new cache
+        raw = json.dumps([self.model_path, self.n, self.tokens, self.dim, stat, code])
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

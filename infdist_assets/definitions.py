@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from infdist_assets import automation, benchmark, method_assets, pool_assets, step, target_assets
+from infdist_assets.run_liveness import dead_run_sensor
 from infdist_assets.partitions import model_partitions, model_task_partitions
 from infdist_assets.registry import load_registry
 from infdist_assets.resources import ArtefactStore, SelectionSettings
@@ -23,6 +24,7 @@ def build_definitions(registry_path: str | None = None, data_root: str | None = 
     step.SELECTION_STAGES.update(benchmark.selection_stages(assets, method_assets.METHODS))
     jobs, schedules, sensors = automation.build(reg, by_model, by_model_task)
     jobs += benchmark.jobs(assets)
+    sensors.append(dead_run_sensor)
     store = ArtefactStore(root=str(reg.data_root), registry_path=str(registry_path or ""))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
                           resources={"store": store, "settings": SelectionSettings()})

@@ -67,6 +67,7 @@ def main() -> None:
     data = use_data_root(args.data)
     from infdist_assets.definitions import defs
     from infdist_assets.catalog import connect_readonly
+    from infdist_assets.run_liveness import reap_dead_runs
 
     t0 = time.time()
     catalog = data / "infdist.duckdb"
@@ -76,6 +77,8 @@ def main() -> None:
               "showing its results (--force recomputes).")
     else:
         with dg.DagsterInstance.get() as instance:
+            for run_id in reap_dead_runs(instance):
+                print(f"run {run_id} of an earlier demo was killed: marked failed (its finished artefacts are kept)")
             run_partition(defs, args.model, args.task, instance)
     con = connect_readonly(catalog)
     cfg = defs.resources["settings"].to_core()

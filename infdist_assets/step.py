@@ -25,6 +25,7 @@ from infdist_assets.memory import PeakMemory
 from infdist_assets.partitions import split_key
 from infdist_assets.registry import Registry, RegistryError
 from infdist_assets.resources import ArtefactStore
+from infdist_assets.run_liveness import record_worker
 
 
 @lru_cache(maxsize=1)
@@ -129,6 +130,7 @@ class Step:
             reg = store.registry()
         except (ValueError, RegistryError) as err:
             raise dg.Failure(description=f"bad configuration: {err}") from err
+        record_worker(context)
         model, task = split_key(context.partition_key)
         step = cls(context, store, cfg, reg, context.asset_key.to_user_string(), model, task)
         try:

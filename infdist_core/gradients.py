@@ -108,8 +108,8 @@ def sample_gradients(
             per = [[None if g is None else g[i] for g in stacked] for i in range(len(chunk))]
         for i, grads in enumerate(per):
             grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-            out[lo + i] = projector.project_parts([g.detach() for g in grads], premult).cpu().numpy()
-            norms[lo + i] = projector.last_input_norm
+            vector, norms[lo + i] = projector.project_parts_and_norm([g.detach() for g in grads], premult)
+            out[lo + i] = vector.cpu().numpy()
         if progress:
             progress(min(lo + batch_size, n), n)
     valid = norms > 1e-12

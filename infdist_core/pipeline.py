@@ -219,13 +219,11 @@ def fit_landmark_regression(E: np.ndarray, landmarks: np.ndarray, G_landmarks: n
     """Pick the kernel setting by landmark cross-validation and compute ``C`` when it is small.
     (The direct term is a per-task decision: ``choose_direct``.)"""
     EL = E[landmarks]
-    settings = recovery.DEFAULT_SETTINGS if cfg.kernel_search else (recovery.KernelSetting(damping=cfg.damping),)
-    settings = tuple(recovery.KernelSetting(s.bandwidth_scale, s.damping if cfg.kernel_search else cfg.damping, s.center)
-                     for s in settings)
+    fixed = recovery.KernelSetting(damping=cfg.damping, center=cfg.kernel_center)
+    settings = recovery.DEFAULT_SETTINGS if cfg.kernel_search else (fixed,)
     cv = recovery.cross_validate(EL, G_landmarks, None, settings, seed=cfg.seed) if len(landmarks) >= 8 else []
     best = max(cv, key=lambda r: r["spearman"]) if cv else None
-    setting = recovery.KernelSetting(best["bandwidth_scale"], best["damping"], best["center"]) if best \
-        else recovery.KernelSetting(damping=cfg.damping)
+    setting = recovery.KernelSetting(best["bandwidth_scale"], best["damping"], best["center"]) if best else fixed
     model = krr_fit(EL, np.zeros((len(landmarks), 1)), damping=setting.damping,
                     bandwidth_scale=setting.bandwidth_scale, center=setting.center)
     C = np.concatenate(list(model.coefficients(E))) if len(E) * len(landmarks) <= materialize_limit else None

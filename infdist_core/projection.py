@@ -6,15 +6,21 @@ random signs, the two-sided transform ``H_m X H_n`` of the row-major ``(m, n)`` 
 ``out_dim`` entries, scaled by ``1/sqrt(out_dim)`` (and ``sqrt(in_dim/N)`` after masking) so
 that ``E[<Px, Py>] = <x, y>`` over the signs.
 
-The output subset is drawn as random rows R x random columns C of the ``m x n`` result, and
-then ``out_dim`` of those ``|R||C|`` entries. Any fixed subset preserves inner products in
-expectation; this one lets us apply the row transforms ``X H_n`` to every row (cache-resident,
-SIMD) and then only the ``|R|`` needed rows of ``H_m`` as a small GEMM, instead of a full
-second transform over all of memory. Measured in ``benchmarks/bench_core.py``.
+The output subset is a uniform random subset of ``out_dim`` of the N entries, as in Appendix I
+(an earlier version drew random rows x random columns: an r x c grid, whose variance grows
+several-fold when the gradient's energy sits in a few columns; ``tests/test_projection.py``
+measures both). The row transforms ``X H_n`` run over the whole grid (cache-resident, SIMD);
+the column transforms ``H_m`` run only over the distinct columns the subset touches, gathered
+in chunks of at most ``COLUMN_CHUNK`` values, so the workspace never doubles. Measured in
+``benchmarks/bench_core.py``.
 
 Pre-masking (in_dim above a power of two, or above ``max_dim``) keeps N coordinates: a cyclic
 window at a random offset when at most a quarter would be dropped (each coordinate is kept with
-probability N/in_dim, and the kept runs are copied without a gather), else a random subset.
+probability N/in_dim, and the kept runs are copied without a gather), else a random subset of
+blocks of ``mask_block`` consecutive coordinates: one coordinate at a time while the input has at
+most ``MASK_BLOCKS`` coordinates, blocks above that, so that the paper's 7B setting (2**30 of
+Llama-2-7B's 1.44e9 ``down_proj`` entries) draws a permutation of 352,256 blocks, not of 1.44e9
+coordinates (11.5 GB). Every coordinate is kept with the same probability either way.
 
 Signs, mask and subset come from ``seed`` alone (``infdist_core.seeding``), so two processes,
 or the CPU and CUDA paths, produce the same projection.
@@ -38,6 +44,9 @@ from infdist_core.seeding import generator
 MAX_HADAMARD_DIM = 2**30  # App. I: one billion coordinates after pre-masking
 MASK_IF_WITHIN = 0.25  # mask down when in_dim exceeds a power of two by at most this fraction
 ROW_LOG2_CAP = hadamard.CUDA_MAX_LOG2  # rows of at most 2**15 so that CUDA and CPU split alike
+MASK_BLOCKS = 2**22  # most units the random pre-mask permutes (coordinates, or blocks of them)
+COLUMN_CHUNK = 2**22  # values per gathered chunk of columns for the H_m side
+PERMUTE_UP_TO = 2**24  # output subsets of larger transforms are drawn by rejection, not randperm(N)
 
 
 def _as_float_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -114,40 +123,45 @@ class HadamardProjector:
         self.backend = hadamard.pick_backend(self.device, backend)
         lay = self.layout
         g = generator(seed, "hadamard", in_dim, out_dim, lay.n_hadamard)
-        self.mask_index = None
+        self.mask_runs: torch.Tensor | None = None  # kept (start, stop) input ranges, sorted
         scale = 1.0
         if lay.masked:
             if in_dim - lay.n_hadamard <= MASK_IF_WITHIN * lay.n_hadamard:
                 # few coordinates dropped: a cyclic window at a random offset keeps every coordinate
                 # with probability N/in_dim, like a random subset, and is copied without a gather
                 start = int(torch.randint(0, in_dim, (1,), generator=g))
-                self.mask_index = ((torch.arange(lay.n_hadamard) + start) % in_dim).sort().values
+                end = start + lay.n_hadamard
+                runs = [(start, end)] if end <= in_dim else [(0, end - in_dim), (start, in_dim)]
+                keep_probability = lay.n_hadamard / in_dim
             else:
-                self.mask_index = torch.randperm(in_dim, generator=g)[: lay.n_hadamard].sort().values
-            scale = math.sqrt(in_dim / lay.n_hadamard)
+                runs, keep_probability = _random_block_runs(in_dim, lay.n_hadamard, g)
+            self.mask_runs = torch.tensor(runs, dtype=torch.int64).reshape(-1, 2)
+            lengths = self.mask_runs[:, 1] - self.mask_runs[:, 0]
+            self._run_pos = torch.cumsum(lengths, 0) - lengths  # workspace position of each run
+            self.n_kept = int(lengths.sum())
+            scale = 1.0 / math.sqrt(keep_probability)
+        else:
+            self.n_kept = in_dim
         signs = torch.randint(0, 2, (lay.n_hadamard,), generator=g, dtype=torch.int8)
         # signs of the kept coordinates only (padding is zero), with the mask scale folded in
-        n_real = lay.n_hadamard if lay.masked else in_dim
-        self.signs = ((1 - 2 * signs[:n_real].to(torch.float32)) * scale).to(self.device)
-        c = min(lay.cols, max(1, math.ceil(math.sqrt(out_dim))))
-        r = math.ceil(out_dim / c)
-        if r > lay.rows:
-            r, c = lay.rows, math.ceil(out_dim / lay.rows)
-        self.row_index = torch.randperm(lay.rows, generator=g)[:r].sort().values
-        self.col_index = torch.randperm(lay.cols, generator=g)[:c].sort().values
-        self.pick = torch.randperm(r * c, generator=g)[:out_dim]
-        self._h_rows = hadamard.hadamard_rows(self.row_index, lay.rows).to(self.device)
+        self.signs = ((1 - 2 * signs[: self.n_kept].to(torch.float32)) * scale).to(self.device)
+        flat = _distinct_draw(lay.n_hadamard, out_dim, g)
+        self.output_flat_index = flat
+        cols, rows = flat % lay.cols, flat // lay.cols
+        self._columns, slot = torch.unique(cols, return_inverse=True)  # distinct columns, sorted
+        # per chunk of distinct columns: (first, last) slot, and for its outputs (position, flat index
+        # into the chunk's transposed (columns, m) block)
+        per = max(1, COLUMN_CHUNK // lay.rows)
+        self._chunks = []
+        for a in range(0, len(self._columns), per):
+            b = min(a + per, len(self._columns))
+            at = torch.nonzero((slot >= a) & (slot < b)).flatten()
+            self._chunks.append((a, b, at.to(self.device), ((slot[at] - a) * lay.rows + rows[at]).to(self.device)))
+        self._columns = self._columns.to(self.device)
         self._out_scale = 1.0 / math.sqrt(out_dim)
         self._buffer: torch.Tensor | None = None
-        self._mask_runs: dict[tuple[int, int], tuple] = {}
+        self._part_masks: dict[tuple[int, int], tuple] = {}
         self._premult_cache: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.last_input_norm = float("nan")
-
-    @property
-    def output_flat_index(self) -> torch.Tensor:
-        """Indices, into the flattened length-N transform, of the ``out_dim`` outputs."""
-        rr, cc = torch.meshgrid(self.row_index, self.col_index, indexing="ij")
-        return (rr * self.layout.cols + cc).reshape(-1)[self.pick]
 
     def _workspace(self) -> torch.Tensor:
         if self._buffer is None:
@@ -157,10 +171,14 @@ class HadamardProjector:
     def _transform_and_pick(self, buf: torch.Tensor) -> torch.Tensor:
         lay = self.layout
         grid = buf.view(lay.rows, lay.cols)
-        hadamard.BACKENDS[self.backend](grid)  # X <- X H_n
-        picked = grid.index_select(1, self.col_index.to(buf.device))  # (m, |C|)
-        out = (self._h_rows @ picked).reshape(-1)  # rows R of H_m X H_n, columns C
-        return out.index_select(0, self.pick.to(out.device)).mul_(self._out_scale)
+        transform = hadamard.BACKENDS[self.backend]
+        transform(grid)  # X <- X H_n
+        out = buf.new_empty(self.out_dim)
+        for a, b, at, where in self._chunks:  # H_m over the columns the subset touches
+            block = grid.T.index_select(0, self._columns[a:b])  # (columns, m), contiguous
+            transform(block)
+            out[at] = block.view(-1).index_select(0, where)
+        return out.mul_(self._out_scale)
 
     def _load(self, parts: list[torch.Tensor], signs: torch.Tensor) -> torch.Tensor:
         """Signed copy of the concatenated ``parts`` in the workspace (masked or zero-padded): one pass.
@@ -174,18 +192,19 @@ class HadamardProjector:
         off = 0
         for part, size in zip(parts, sizes):
             flat = part.reshape(-1).to(buf.dtype)
-            if self.mask_index is None:
+            if self.mask_runs is None:
                 torch.mul(flat, signs[off : off + size], out=buf[off : off + size])
             else:
-                a, b, local, runs = self._mask_run(off, size)
+                a, b, local, runs = self._part_mask(off, size)
                 if runs is not None:  # a few contiguous runs (window mask): fused copy-and-sign
                     for lo, hi, pos in runs:
                         torch.mul(flat[lo:hi], signs[pos : pos + hi - lo], out=buf[pos : pos + hi - lo])
-                else:
+                elif b > a:
+                    local = local if local is not None else self._local_index(off, size)[2]
                     torch.index_select(flat, 0, local.to(flat.device), out=buf[a:b])
                     buf[a:b].mul_(signs[a:b])
             off += size
-        buf[off if self.mask_index is None else self.layout.n_hadamard :].zero_()  # last call's transform
+        buf[self.n_kept if self.mask_runs is not None else off :].zero_()  # last call's transform
         return buf
 
     def _project_one(self, v: torch.Tensor) -> torch.Tensor:
@@ -197,38 +216,56 @@ class HadamardProjector:
         Each part is written once, signed, straight into the workspace; this replaces the copy a
         caller would need anyway to flatten per-parameter gradients (``gradients.py``).
         ``premultiplier`` (shape (in_dim,), e.g. the Adam scale ``a``) is folded into the signs.
-        Sets ``last_input_norm``: the norm of the (premultiplied) input over the kept coordinates,
-        rescaled like the projection (exact without masking, unbiased for its square with it).
         """
+        return self.project_parts_and_norm(parts, premultiplier)[0]
+
+    def project_parts_and_norm(self, parts: list[torch.Tensor], premultiplier: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, float]:
+        """``project_parts`` and the norm of the (premultiplied) input over the kept coordinates,
+        rescaled like the projection (exact without masking, unbiased for its square with it)."""
         signs = self.signs if premultiplier is None else self._signed_premultiplier(premultiplier)
         buf = self._load(parts, signs)
-        self.last_input_norm = float(torch.linalg.vector_norm(buf))
-        return self._transform_and_pick(buf)
+        norm = float(torch.linalg.vector_norm(buf))
+        return self._transform_and_pick(buf), norm
 
-    def _mask_run(self, off: int, size: int):
-        """Workspace span [a, b) of this part's kept coordinates, their local indices, and their
-        contiguous runs ``(lo, hi, workspace position)`` when there are few (else None)."""
-        cache = self._mask_runs
+    def _local_index(self, off: int, size: int) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+        """Workspace span [a, b) of the kept coordinates in ``[off, off + size)``, their indices
+        within the part (int32), and the clipped runs as an (R, 3) tensor of (lo, hi, position)."""
+        runs = self.mask_runs
+        i0 = int(torch.searchsorted(runs[:, 1].contiguous(), off, right=True))
+        i1 = int(torch.searchsorted(runs[:, 0].contiguous(), off + size))
+        lo = runs[i0:i1, 0].clamp(min=off)
+        hi = runs[i0:i1, 1].clamp(max=off + size)
+        pos = self._run_pos[i0:i1] + (lo - runs[i0:i1, 0])
+        lengths = hi - lo
+        a = int(pos[0]) if len(pos) else 0
+        b = a + int(lengths.sum())
+        starts = torch.repeat_interleave(lo - off - (pos - a), lengths)
+        local = (starts + torch.arange(b - a)).to(torch.int32)
+        return a, b, local, torch.stack([lo - off, hi - off, pos], 1)
+
+    def _part_mask(self, off: int, size: int):
+        """``_local_index`` of a part, cached: ``(a, b, local or None, runs or None)``. The runs when
+        there are few (a window mask: a fused copy), the local indices when they are small enough
+        to keep (else None: rebuilt per call, so that a 2**30 mask never holds 4 GB of indices)."""
+        cache = self._part_masks
         if (off, size) not in cache:
-            a = int(torch.searchsorted(self.mask_index, off))
-            b = int(torch.searchsorted(self.mask_index, off + size))
-            local = (self.mask_index[a:b] - off).to(torch.int32)
-            breaks = (torch.nonzero(local[1:] - local[:-1] != 1).flatten() + 1).tolist() if b > a else []
-            runs = None
-            if len(breaks) < 8:
-                edges = [0, *breaks, b - a]
-                runs = [(int(local[i]), int(local[j - 1]) + 1, a + i) for i, j in zip(edges, edges[1:]) if j > i]
-            cache[(off, size)] = (a, b, local, runs)
+            a, b, local, runs = self._local_index(off, size)
+            few = [tuple(int(v) for v in r) for r in runs.tolist()] if len(runs) <= 8 else None
+            cache[(off, size)] = (a, b, local if few is None and b - a <= PERMUTE_UP_TO else None, few)
         return cache[(off, size)]
+
+    def kept_coordinates(self) -> torch.Tensor | None:
+        """Input coordinates kept by the pre-mask, in workspace order (None: no mask). For tests
+        and small inputs: it materialises one index per kept coordinate."""
+        return None if self.mask_runs is None else self._local_index(0, self.in_dim)[2].to(torch.int64)
 
     def _signed_premultiplier(self, premultiplier: torch.Tensor) -> torch.Tensor:
         """``signs * premultiplier`` over the kept coordinates, computed once per premultiplier."""
         cached = self._premult_cache
         if cached is None or cached[0] is not premultiplier:
             pm = premultiplier.to(self.signs.device, torch.float32)
-            if self.mask_index is not None:
-                pm = pm.index_select(0, self.mask_index.to(pm.device))
-            self._premult_cache = (premultiplier, self.signs * pm)
+            self._premult_cache = (premultiplier, self._load([pm], self.signs)[: self.n_kept].clone())
         return self._premult_cache[1]
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -240,6 +277,48 @@ class HadamardProjector:
         return out.reshape(*x.shape[:-1], self.out_dim)
 
 
+def _distinct_draw(n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    """``k`` distinct integers of ``[0, n)``, uniformly (every k-subset equally likely), int64.
+
+    ``randperm`` up to ``PERMUTE_UP_TO``; above it (a 2**30 transform would need an 8 GB
+    permutation) draws with replacement and keeps first occurrences until ``k`` are distinct,
+    which is the same distribution and costs O(k) memory.
+    """
+    if n <= PERMUTE_UP_TO:
+        return torch.randperm(n, generator=g)[:k]
+    kept: list[int] = []
+    seen: set[int] = set()
+    while len(kept) < k:
+        for v in torch.randint(0, n, (2 * (k - len(kept)),), generator=g).tolist():
+            if v not in seen:
+                seen.add(v)
+                kept.append(v)
+                if len(kept) == k:
+                    break
+    return torch.tensor(kept, dtype=torch.int64)
+
+
+def _random_block_runs(in_dim: int, keep: int, g: torch.Generator) -> tuple[list[tuple[int, int]], float]:
+    """A random subset of at most ``keep`` of ``in_dim`` coordinates, as sorted (start, stop) runs,
+    and the probability with which each coordinate is kept. Whole blocks of ``B`` consecutive
+    coordinates are drawn: ``B = 1`` while ``in_dim <= MASK_BLOCKS`` (a plain random subset),
+    the smallest power of two that keeps the permutation at ``MASK_BLOCKS`` above it."""
+    block = 1
+    while in_dim > block * MASK_BLOCKS:
+        block *= 2
+    n_blocks = -(-in_dim // block)
+    kept_blocks = keep // block
+    chosen = torch.randperm(n_blocks, generator=g)[:kept_blocks].sort().values.tolist()
+    runs: list[list[int]] = []
+    for c in chosen:  # merge adjacent blocks into one run
+        start, stop = c * block, min((c + 1) * block, in_dim)
+        if runs and runs[-1][1] == start:
+            runs[-1][1] = stop
+        else:
+            runs.append([start, stop])
+    return [tuple(r) for r in runs], kept_blocks / n_blocks
+
+
 def hadamard_project_reference(proj: HadamardProjector, x: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Oracle for ``proj``: the same signs, mask and subset through a dense ``H_N`` (small N)."""
     import scipy.linalg
@@ -248,7 +327,8 @@ def hadamard_project_reference(proj: HadamardProjector, x: torch.Tensor | np.nda
     lay = proj.layout
     H = torch.from_numpy(scipy.linalg.hadamard(lay.n_hadamard).astype(np.float64))
     full = torch.zeros(x.shape[0], lay.n_hadamard, dtype=torch.float64)
-    kept = x[:, proj.mask_index] if proj.mask_index is not None else x
+    kept_index = proj.kept_coordinates()
+    kept = x[:, kept_index] if kept_index is not None else x
     full[:, : kept.shape[1]] = kept * proj.signs.cpu().to(torch.float64)
     y = full @ H
     return (y[:, proj.output_flat_index] / math.sqrt(proj.out_dim)).to(torch.float32)

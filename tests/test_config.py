@@ -30,3 +30,20 @@ def test_every_field_is_documented():
     docs = field_docs()
     missing = [f.name for f in dataclasses.fields(SelectionConfig) if not docs.get(f.name)]
     assert not missing, f"document {missing} in infdist_core.config.SelectionConfig"
+
+
+def test_paper_configuration_is_the_papers_regression_and_parameters():
+    """Section 5.1 and Eq. 10: down_proj gradients for Llama-2-7B, RBF KRR with the median
+    bandwidth, damping 0.01 and no centring; the fixed setting is what the regression uses."""
+    import numpy as np
+
+    from infdist_core.pipeline import fit_landmark_regression
+
+    paper = SelectionConfig.paper()
+    assert (paper.grad_params, paper.kernel_search, paper.kernel_center, paper.damping) == ("down_proj", False, False, 0.01)
+    rng = np.random.default_rng(0)
+    E, G = rng.standard_normal((40, 6)), rng.standard_normal((10, 5))
+    for center in (False, True):
+        cfg = SelectionConfig(pool_size=40, n_landmarks=10, k=5, kernel_search=False, kernel_center=center)
+        reg = fit_landmark_regression(E, np.arange(10), G, cfg)
+        assert reg.setting.center is center and reg.setting.bandwidth_scale == 1.0 and reg.setting.damping == 0.01

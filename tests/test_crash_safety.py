@@ -143,3 +143,55 @@ def test_a_read_write_session_killed_around_a_catalog_swap_leaves_it_readable(tm
         assert "mine" not in tables
     finally:
         con.close()
+
+
+RUN_CHILD = r"""
+import sys, time
+from pathlib import Path
+import dagster as dg
+from infdist_assets.run_liveness import record_worker
+
+ready = Path(sys.argv[1])
+
+@dg.asset
+def slow(context: dg.AssetExecutionContext):
+    record_worker(context)
+    ready.write_text(context.run.run_id)
+    time.sleep(600)
+
+with dg.DagsterInstance.get() as instance:
+    dg.materialize([slow], instance=instance)
+"""
+
+
+def test_a_run_whose_worker_is_killed_is_marked_failed_not_left_started(tmp_path, monkeypatch):
+    """kill -9 of a run worker: Dagster alone leaves the run STARTED forever; reap_dead_runs fails
+    it (and leaves a live run alone)."""
+    import dagster as dg
+
+    from infdist_assets.run_liveness import WORKER_TAG, reap_dead_runs
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", RUN_CHILD, str(ready)], env={**os.environ, "DAGSTER_HOME": str(home)})
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert ready.exists(), "the child run never reached its step"
+        run_id = ready.read_text()
+        with dg.DagsterInstance.get() as instance:
+            assert reap_dead_runs(instance) == [], "a live run must not be reaped"
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+            assert instance.get_run_by_id(run_id).tags[WORKER_TAG].split(":")[1] == str(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED, "Dagster alone leaves it STARTED"
+            assert reap_dead_runs(instance) == [run_id]
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+            assert reap_dead_runs(instance) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -65,7 +65,7 @@ def test_per_sample_gradient_equals_autograd_of_that_sample_alone(tokenizer, tin
         ref = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
         np.testing.assert_allclose(got.vectors[i], proj(ref).numpy(), rtol=1e-4, atol=1e-6,
                                    err_msg=f"sample {s.id}: batched projected gradient != autograd alone")
-        kept = ref if proj.mask_index is None else ref[proj.mask_index] * (proj.in_dim / proj.layout.n_hadamard) ** 0.5
+        kept = ref if proj.mask_runs is None else ref[proj.kept_coordinates()] * (proj.in_dim / proj.layout.n_hadamard) ** 0.5
         assert got.norms[i] == pytest.approx(float(kept.norm()), rel=1e-5)
 
 
@@ -231,7 +231,7 @@ def test_truncated_head_gradient_equals_autograd_of_the_cut_model(tokenizer, cha
         loss = torch.nn.functional.cross_entropy(logits, s.labels[1:], ignore_index=IGNORE)
         (dW,) = torch.autograd.grad(loss, [cut.lm_head.weight])
         np.testing.assert_allclose(exact[i], ph.project_parts([dW], None).numpy(), rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(sketched[i], ps.project_parts([S @ dW], None).numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(sketched[i], ps.project_parts([S @ dW], None).numpy(), rtol=1e-4, atol=1e-5)
     spec = f"grad-head:{n_blocks}:4"
     pe = compute_proxy(model, ts, pad, spec, dim=48, seed=5)
     assert pe.widths == (48,) and not per_sample(spec) and per_sample("grad-last:2+grad-head")

@@ -117,3 +117,47 @@ def test_project_parts_equals_projecting_the_concatenation(in_dim):
     torch.testing.assert_close(proj.project_parts([p.view(1, -1) for p in parts]), proj(flat), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="parts hold"):
         proj.project_parts(parts[:-1])
+
+
+def test_output_subset_is_uniform_not_a_grid():
+    """Appendix I keeps a random subset of the N entries. A rows x columns grid would average only
+    ~sqrt(out_dim) distinct rows when the energy sits in one column of the (m, n) reshaping (every
+    column of H_m X H_n is then the same): its norm estimate's relative spread is ~0.5 here, a
+    uniform subset's ~sqrt(2/64) = 0.18."""
+    x = torch.zeros(1, 4096)
+    x[0, ::64] = torch.randn(64, generator=torch.Generator().manual_seed(0))  # column 0 of the 64 x 64 grid
+    ratios = np.array([float(HadamardProjector(4096, 64, seed=s)(x).square().sum()) for s in range(200)])
+    ratios /= float(x.square().sum())
+    assert abs(ratios.mean() - 1) < 4 * ratios.std() / math.sqrt(200), "the norm estimate must stay unbiased"
+    assert ratios.std() < 0.3, f"relative spread {ratios.std():.2f}: the subset is not uniform over the entries"
+    flat = HadamardProjector(4096, 64, seed=0).output_flat_index
+    assert len(set(flat.tolist())) == 64 and len(set((flat % 64).tolist())) > 40, "64 distinct entries, spread"
+
+
+def test_block_pre_mask_matches_the_oracle_and_is_unbiased(monkeypatch):
+    """Above MASK_BLOCKS coordinates the pre-mask keeps whole blocks (the 7B setting); shrink the
+    threshold so that a small input takes that path."""
+    from infdist_core import projection
+
+    monkeypatch.setattr(projection, "MASK_BLOCKS", 64)
+    x = torch.randn(2, 5000, generator=torch.Generator().manual_seed(1))
+    proj = HadamardProjector(5000, 40, seed=2, max_dim=1024)
+    runs = proj.mask_runs
+    assert len(runs) <= 64 and bool((runs[:, 1] - runs[:, 0] >= 128).all()), "blocks of 128 coordinates"
+    torch.testing.assert_close(proj(x), hadamard_project_reference(proj, x), rtol=1e-4, atol=1e-4)
+    parts = [x[0, :777], x[0, 777:]]
+    torch.testing.assert_close(proj.project_parts(parts), proj(x[0]), rtol=1e-5, atol=1e-5)
+    norms = [float(HadamardProjector(5000, 40, seed=s, max_dim=1024)(x[:1]).square().sum()) for s in range(300)]
+    assert abs(np.mean(norms) - float(x[0].square().sum())) < 4 * np.std(norms) / math.sqrt(300)
+
+
+def test_seven_billion_pre_mask_is_drawn_without_a_coordinate_permutation():
+    """Llama-2-7B's down_proj (32 x 4096 x 11008 = 1.44e9 entries) down to 2**30: a permutation of
+    the coordinates would take 11.5 GB; the block draw permutes at most MASK_BLOCKS blocks."""
+    from infdist_core import projection
+
+    in_dim = 32 * 4096 * 11008
+    runs, p = projection._random_block_runs(in_dim, 2**30, torch.Generator().manual_seed(0))
+    kept = sum(b - a for a, b in runs)
+    assert kept <= 2**30 and kept > 0.99 * 2**30 and p == pytest.approx(2**30 / in_dim, rel=1e-3)
+    assert all(a < b <= c for (a, b), (c, _) in zip(runs, runs[1:])), "sorted, disjoint, merged runs"
