@@ -240,15 +240,25 @@ def test_definitions_have_the_graph_partitions_and_gpu_tags():
     assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert lg.op.pool == "gpu"
     assert {s.name for s in defs.schedules} == {"reselection_schedule"}
-    assert {s.default_status for s in defs.sensors} == {dg.DefaultSensorStatus.STOPPED}
+    status = {s.name: s.default_status for s in defs.sensors}
+    assert status.pop("dead_run_sensor") == dg.DefaultSensorStatus.RUNNING, "killed runs are reaped by default"
+    assert set(status.values()) == {dg.DefaultSensorStatus.STOPPED}, "automation that starts runs is opt-in"
 
 
-def test_core_never_imports_dagster():
-    code = "import sys, importlib, pkgutil, infdist_core\n" \
+def test_core_never_imports_dagster_and_installs_without_it():
+    """Every infdist_core module imports with dagster made unimportable, and the package's core
+    requirements name no dagster package (the asset layer's are the ``dagster`` extra)."""
+    import tomllib
+
+    code = "import sys; sys.modules['dagster'] = None\n" \
+           "import importlib, pkgutil, infdist_core\n" \
            "[importlib.import_module('infdist_core.' + m.name) for m in pkgutil.iter_modules(infdist_core.__path__)]\n" \
-           "print('dagster' in sys.modules)"
+           "print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.strip() == "ok", out.stderr
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.lower().startswith("dagster")]
+    assert {d.split("==")[0] for d in project["optional-dependencies"]["dagster"]} >= {"dagster", "dagster-webserver"}
 
 
 def test_second_order_in_the_pipeline_is_refused_with_the_reason():
