@@ -24,9 +24,10 @@ A proxy is named by a spec string; ``+`` concatenates (each part L2-normalised f
                           V x H matrix (cheaper, noisier: a Kronecker sketch)
 
 Every proxy returns L2-normalised float32 rows and its measured seconds per sample. The gradient
-kinds (``GRADIENT_KINDS``) estimate inner products of true gradient blocks, so a sample's part can
-be compared with the same part of a target's (``landmarks.DirectTerm``); a concatenation keeps each part's
-width in ``ProxyEmbedding.widths``.
+kinds (``proxy_specs.KINDS[...].gradient``) estimate inner products of true gradient blocks, so a
+sample's part can be compared with the same part of a target's (``landmarks.DirectTerm``); a
+concatenation keeps each part's width in ``ProxyEmbedding.widths``. The kinds are registered in
+``proxy_specs.KINDS``; ``COMPUTE`` below maps each to its computation.
 """
 
 from __future__ import annotations
@@ -42,11 +43,8 @@ from infdist_core.jvp import jvp_embeddings
 from infdist_core.modeling import block_pattern, decoder_layers, select_parameters
 from infdist_core.preconditioning import unit_rows
 from infdist_core.projection import HadamardProjector, RademacherProjector
-from infdist_core.proxy_specs import KINDS, parse_spec
+from infdist_core.proxy_specs import KINDS, gradient_parts, parse_spec, parts, per_sample, validate_spec  # noqa: F401 (re-exported)
 from infdist_core.tokenization import IGNORE, TokenizedSample, pad_batch
-
-
-GRADIENT_KINDS = ("grad-last", "grad-head", "grad-head-sketch")
 
 
 @dataclass
@@ -57,20 +55,6 @@ class ProxyEmbedding:
     widths: tuple[int, ...] = ()  # columns of each ``+`` part, in spec order (each part scaled by 1/sqrt(parts))
 
 
-def gradient_parts(spec: str) -> tuple[bool, ...]:
-    """For each ``+`` part of ``spec``: does it estimate a gradient block (so it has a direct similarity)?"""
-    return tuple(parse_spec(s)[0] in GRADIENT_KINDS for s in spec.split("+"))
-
-
-def per_sample(spec: str, grad_batch: int = 1) -> bool:
-    """Is every row of ``spec`` computed from its sample alone (one sample per pass), so that a row
-    does not depend on which other samples were embedded with it? (Batched kinds pad, and so does
-    ``grad-last`` when its earlier blocks run in batches of ``grad_batch`` > 1.)"""
-    return all((k == "grad-last" and grad_batch == 1) or (k == "grad-head" and not nums)
-               for k, nums in map(parse_spec, spec.split("+")))
-
-
-@torch.no_grad()
 def rds_embeddings(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> np.ndarray:
     """RDS+ (Ivison et al. 2025): mean of last-layer hidden states weighted by position 1..L."""
     device = next(model.parameters()).device
@@ -245,32 +229,52 @@ def _last_blocks(nums: list[int], n_layers: int) -> int:
     return min(nums[0] if nums else 1, n_layers)
 
 
-def _one(model, samples, pad_id, spec: str, dim: int, seed: int, batch_size: int, grad_batch: int,
-         jvp: tuple[int, int]) -> np.ndarray:
-    kind, nums = parse_spec(spec)
-    n_layers = len(decoder_layers(model))
-    if kind in ("jvp-hidden", "jvp-logits", "jvp-hidden-last", "jvp-hidden-concat"):
-        blocks = nums[0] if nums else jvp[0]
-        tangents = nums[1] if len(nums) > 1 else jvp[1]
-        out = jvp_embeddings(model, samples, pad_id, n_blocks=min(blocks, n_layers), n_tangents=tangents,
-                             output=kind.split("-")[1], seed=seed, batch_size=batch_size,
-                             position="last" if kind.endswith("-last") else "first",
-                             combine="concat" if kind.endswith("-concat") else "mean").numpy()
-        if out.shape[1] > dim:
-            out = RademacherProjector(out.shape[1], dim, seed=seed).__call__(out).numpy()
-        return out
-    if kind == "rds":
-        return rds_embeddings(model, samples, pad_id, batch_size)
-    if kind == "grad-head-sketch":
-        return head_gradient_sketch(model, samples, pad_id, width=nums[0] if nums else 64, seed=seed)
-    if kind == "grad-head" and nums:
-        return truncated_head_gradients(model, samples, pad_id, min(nums[0], n_layers), dim, seed,
-                                        buckets=nums[1] if len(nums) > 1 else 0, batch_size=batch_size)
-    if kind == "grad-head":
-        return partial_gradients(model, samples, pad_id, 0, True, dim, seed)[0]
-    if kind == "grad-last":
-        return partial_gradients(model, samples, pad_id, _last_blocks(nums, n_layers), False, dim, seed, grad_batch)[0]
-    raise ValueError(f"unknown proxy embedding {spec!r}; known kinds: {sorted(KINDS)}")
+@dataclass(frozen=True)
+class _Call:
+    """What a kind's computation gets besides the model and samples."""
+
+    pad_id: int
+    nums: list[int]
+    dim: int
+    seed: int
+    batch_size: int
+    grad_batch: int
+    jvp: tuple[int, int]
+    n_layers: int
+
+
+def _jvp(output: str, position: str = "first", combine: str = "mean"):
+    def compute(model, samples, c: _Call) -> np.ndarray:
+        blocks = c.nums[0] if c.nums else c.jvp[0]
+        tangents = c.nums[1] if len(c.nums) > 1 else c.jvp[1]
+        out = jvp_embeddings(model, samples, c.pad_id, n_blocks=min(blocks, c.n_layers), n_tangents=tangents,
+                             output=output, seed=c.seed, batch_size=c.batch_size, position=position,
+                             combine=combine).numpy()
+        return RademacherProjector(out.shape[1], c.dim, seed=c.seed)(out).numpy() if out.shape[1] > c.dim else out
+    return compute
+
+
+def _grad_head(model, samples, c: _Call) -> np.ndarray:
+    if c.nums:  # the truncated model's head gradient, closed form
+        return truncated_head_gradients(model, samples, c.pad_id, min(c.nums[0], c.n_layers), c.dim, c.seed,
+                                        buckets=c.nums[1] if len(c.nums) > 1 else 0, batch_size=c.batch_size)
+    return partial_gradients(model, samples, c.pad_id, 0, True, c.dim, c.seed)[0]
+
+
+COMPUTE = {
+    "jvp-hidden": _jvp("hidden"),
+    "jvp-logits": _jvp("logits"),
+    "jvp-hidden-last": _jvp("hidden", position="last"),
+    "jvp-hidden-concat": _jvp("hidden", combine="concat"),
+    "rds": lambda model, samples, c: rds_embeddings(model, samples, c.pad_id, c.batch_size),
+    "grad-last": lambda model, samples, c: partial_gradients(model, samples, c.pad_id, _last_blocks(c.nums, c.n_layers),
+                                                             False, c.dim, c.seed, c.grad_batch)[0],
+    "grad-head": _grad_head,
+    "grad-head-sketch": lambda model, samples, c: head_gradient_sketch(model, samples, c.pad_id,
+                                                                       width=c.nums[0] if c.nums else 64, seed=c.seed),
+}
+"""kind -> computation ``(model, samples, _Call) -> (n, e) rows``; the kinds are ``proxy_specs.KINDS``."""
+assert COMPUTE.keys() == KINDS.keys(), "every registered proxy kind needs a computation here, and no other"
 
 
 def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str, dim: int = 4096, seed: int = 0,
@@ -281,18 +285,19 @@ def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str,
     and tangents of a ``jvp-*`` part given without them (``jvp_blocks``, ``jvp_tangents``)."""
     if not samples:
         raise ValueError("no samples to embed")
+    validate_spec(spec)
     t0 = time.perf_counter()
-    names = spec.split("+")
-    parsed = [parse_spec(s) for s in names]
+    parsed = parts(spec)
     kinds = [k for k, _ in parsed]
-    parts: dict[int, np.ndarray] = {}
+    n_layers = len(decoder_layers(model))
+    rows: dict[int, np.ndarray] = {}
     if kinds.count("grad-last") == 1 and kinds.count("grad-head") == 1 and not parsed[kinds.index("grad-head")][1]:
-        i, j = kinds.index("grad-last"), kinds.index("grad-head")  # one shared forward + partial backward
-        blocks = _last_blocks(parsed[i][1], len(decoder_layers(model)))
-        parts[i], parts[j] = partial_gradients(model, samples, pad_id, blocks, True, dim, seed, grad_batch)
-    for i, s in enumerate(names):
-        if i not in parts:
-            parts[i] = _one(model, samples, pad_id, s, dim, seed, batch_size, grad_batch, jvp)
-    units = [unit_rows(parts[i]).astype(np.float32) for i in range(len(names))]
+        i, j = kinds.index("grad-last"), kinds.index("grad-head")  # fused: one shared forward + partial backward
+        rows[i], rows[j] = partial_gradients(model, samples, pad_id, _last_blocks(parsed[i][1], n_layers), True, dim, seed,
+                                             grad_batch)
+    for i, (kind, nums) in enumerate(parsed):
+        if i not in rows:
+            rows[i] = COMPUTE[kind](model, samples, _Call(pad_id, nums, dim, seed, batch_size, grad_batch, jvp, n_layers))
+    units = [unit_rows(rows[i]).astype(np.float32) for i in range(len(parsed))]
     vec = unit_rows(np.concatenate(units, axis=1)).astype(np.float32) if len(units) > 1 else units[0]
     return ProxyEmbedding(spec, vec, (time.perf_counter() - t0) / len(samples), tuple(u.shape[1] for u in units))

@@ -324,3 +324,13 @@ def test_embed_pool_reuses_known_proxy_rows_bit_identically(tokenizer, tiny_mode
     again = pipeline.embed_pool(tiny_model, pool, np.array([3, 2]), G, cfg.with_(seed=1), tokenizer.pad_token_id,
                                 known={first.spec: pipeline.KnownRows(partial, first.widths[first.spec], 0.25)})
     assert sum(calls) == 2 and np.array_equal(again.vectors, fresh.vectors), "only the two unknown rows are computed"
+
+
+def test_every_registered_proxy_kind_has_a_computation_and_unknown_ones_are_named(tiny_model, tokenizer, chats):
+    from infdist_core.proxies import COMPUTE, compute_proxy
+    from infdist_core.proxy_specs import KINDS
+
+    assert set(COMPUTE) == set(KINDS)
+    ts = tokenize_records(tokenizer, chats, 128).samples
+    with pytest.raises(ValueError, match="unknown kind 'grad-tail'"):
+        compute_proxy(tiny_model, ts, tokenizer.pad_token_id, "grad-last:1+grad-tail")
