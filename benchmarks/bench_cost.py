@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from infdist_core import baselines, pipeline, proxies
+from infdist_core import baselines, pipeline, proxies, proxy_specs
 from infdist_core.config import PROXY_AUTO, SelectionConfig
 from infdist_core.evaluation import sample_losses
 from infdist_core.landmarks import DirectTerm
@@ -75,7 +75,7 @@ class ModelShape:
 
 def proxy_flops(spec: str, m: ModelShape, tokens: float, labels: float) -> float:
     """FLOPs of one sample's proxy embedding (the paper's convention, see the module docstring)."""
-    parts = proxies.parts(spec)
+    parts = proxy_specs.parts(spec)
     full_pass = [k for k, nums in parts if k in ("grad-last", "rds") or (k == "grad-head" and not nums)]
     total = 2 * m.layers * m.block * tokens if full_pass else 0.0  # one forward through all blocks, shared
     if any(k != "rds" for k in full_pass):

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from infdist_core import proxies
+from infdist_core import proxies, proxy_specs
 from infdist_core.gradients import sample_gradients
 from infdist_core.landmarks import DirectTerm, krr_fit, part_slices
 from infdist_core.modeling import select_parameters
@@ -102,7 +102,7 @@ def main() -> None:
         pe = proxies.compute_proxy(model, pool, pad, spec, dim=4096, seed=0)
         emb[spec], cost[spec], widths[spec] = pe.vectors.astype(np.float64), pe.seconds_per_sample, pe.widths
         print(f"  embedded {spec}: {pe.seconds_per_sample:.3f} s/sample", flush=True)
-        slices = part_slices(pe.widths, proxies.gradient_parts(spec))
+        slices = part_slices(pe.widths, proxy_specs.gradient_parts(spec))
         if slices:
             te = proxies.compute_proxy(model, targets, pad, spec, dim=4096, seed=0).vectors.astype(np.float64)
             directs[spec] = DirectTerm(te, slices)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from infdist_assets.method_assets import DEFAULT_METHODS
+from infdist_core.methods import DEFAULT_METHODS
 from infdist_assets.registry import Registry
 
 POOL_SIDE_DEFAULT = ["sampled_pool", "warmup_checkpoint", "landmark_gradients", "pool_embeddings", "krr_coefficients"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from infdist_core.methods import DEFAULT_METHODS
 from infdist_assets.automation import POOL_SIDE_DEFAULT, TARGET_SIDE_DEFAULT
-from infdist_assets.method_assets import DEFAULT_METHODS
 
 
 def run_partition(defs: dg.Definitions, model: str, task: str, instance: dg.DagsterInstance,

@@ -11,46 +11,18 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from infdist_core import evalsets, pipeline, proxies
+from infdist_core import evalsets, methods, pipeline
 from infdist_core.records import RecordError
 from infdist_core.modeling import load_model, load_tokenizer
-from infdist_core.tokenization import tokenize_records
 from infdist_assets import checks, storage
+from infdist_assets.artefacts import FineTunedModel, SampledPool, Subset
 from infdist_assets.markdown import table_md
 from infdist_assets.partitions import on_model
-from infdist_assets.loaders import GPU_TAGS, base_model, recorded_checkpoint, target_records
+from infdist_assets.loaders import GPU_TAGS, SELECTION_INPUTS, base_model, target_records
 from infdist_assets.resources import ArtefactStore, SelectionSettings
 from infdist_assets.step import Step, code_version
 
-METHODS = ("infdist", "uniform", "mid_ppl", "rds", "grad", "full")
-DEFAULT_METHODS = ("infdist", "uniform")
-UPSTREAM = {
-    "infdist": [dg.AssetKey("per_target_weights")],
-    "uniform": [on_model("sampled_pool")],
-    "mid_ppl": [on_model("pool_perplexity")],
-    "rds": [on_model("rds_embeddings")],
-    "grad": [on_model("pool_gradients"), dg.AssetKey("target_gradients")],
-    "full": [on_model("sampled_pool")],
-}
-
-
-def _selection_inputs(step: Step, method: str, n_pool: int) -> dict:
-    if method == "infdist":
-        t = step.load("per_target_weights", target_side=True)
-        res = pipeline.TargetScores(storage.column_matrix(t, "scores").astype(np.float64), t.column("weight").to_numpy(), 0.0,
-                                    np.zeros((0, 0)))
-        return {"scores": res}
-    if method == "mid_ppl":
-        return {"losses": step.load("pool_perplexity").column("loss").to_numpy()}
-    if method == "rds":
-        model, tok = base_model(step)
-        ts = tokenize_records(tok, target_records(step), step.cfg.max_length).samples
-        E_t = proxies.compute_proxy(model, ts, tok.pad_token_id, "rds").vectors
-        return {"E_pool": storage.column_matrix(step.load("rds_embeddings"), "embedding"), "E_targets": E_t}
-    if method == "grad":
-        return {"E_pool": storage.column_matrix(step.load("pool_gradients"), "gradient"),
-                "E_targets": storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")}
-    return {}
+METHODS = tuple(methods.METHODS)
 
 
 FINETUNE_RECORD = "infdist_finetune.json"
@@ -73,33 +45,30 @@ def finetune_key(step: Step, sample_ids: list[str], weights: np.ndarray) -> str:
 
 def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDefinition]:
     common = dict(code_version=code_version(), partitions_def=partitions, group_name=f"method_{method}", key_prefix=[method])
-    needs_pool = [on_model("sampled_pool")] if method not in ("uniform", "full") else []
+    spec = methods.METHODS[method]
+    deps = [on_model("sampled_pool"), *(d for n in spec.needs for d in SELECTION_INPUTS[n].deps)]
 
-    @dg.asset(**common, name="selected_subset", deps=UPSTREAM[method] + needs_pool, kinds={"parquet"},
+    @dg.asset(**common, name="selected_subset", deps=deps, kinds={"parquet"},
               check_specs=[checks.spec("exactly_k_distinct", [method, "selected_subset"], "exactly k distinct pool samples")],
-              description=f"The k samples selected by {method}, in pick order, with weights.")
+              description=f"The samples selected by {method} ({spec.description}), in pick order, with weights.")
     def selected_subset(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        ids = step.load("sampled_pool").column("sample_id").to_pylist()
-        idx, w = pipeline.select(method, step.cfg, len(ids), **_selection_inputs(step, method, len(ids)))
-        table = pa.table({"model": [step.model] * len(idx), "task": [step.task] * len(idx), "method": [method] * len(idx),
-                          "seed": [step.cfg.seed] * len(idx), "k": [step.cfg.k] * len(idx),
-                          "sample_id": [ids[i] for i in idx], "pool_index": idx, "rank": np.arange(1, len(idx) + 1),
-                          "weight": np.asarray(w, dtype=np.float64), "run_id": [context.run.run_id] * len(idx)})
-        step.write(table)
+        ids = SampledPool.load_ids(step)
+        idx, w = methods.select(method, step.cfg, len(ids), **{n: SELECTION_INPUTS[n].read(step) for n in spec.needs})
+        Subset(method, idx, w, [ids[i] for i in idx]).save(step)
         preview = [{"rank": r + 1, "sample_id": ids[i], "weight": float(w[r])} for r, i in enumerate(idx[:10])]
         return step.finish(len(idx), {"k": len(idx), "distinct": len(set(idx.tolist()))},
                            {"top_selected": dg.MetadataValue.md(table_md(preview, ["rank", "sample_id", "weight"]))},
-                           checks=[checks.selection_valid(np.asarray(idx), len(ids) if method == "full" else step.cfg.k, len(ids))])
+                           checks=[checks.selection_valid(np.asarray(idx), len(ids) if spec.whole_pool else step.cfg.k, len(ids))])
 
     @dg.asset(**common, name="fine_tuned_model", deps=[selected_subset, on_model("sampled_pool")], kinds={"pytorch"},
               op_tags=GPU_TAGS, pool="gpu", description=f"The base model fine-tuned on the {method} subset (AdamW, linear schedule).")
     def fine_tuned_model(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        sel = step.load(f"{method}/selected_subset", target_side=True)
-        samples = storage.table_samples(step.load("sampled_pool"))
-        chosen = [samples[i] for i in sel.column("pool_index").to_pylist()]
-        key = finetune_key(step, [samples[i].id for i in sel.column("pool_index").to_pylist()], sel.column("weight").to_numpy())
+        sel = Subset.load(step, method)
+        samples = SampledPool.load(step).samples
+        chosen = [samples[i] for i in sel.pool_index]
+        key = finetune_key(step, [s.id for s in chosen], sel.weights)
         final = step.store.path / "checkpoints" / "fine_tuned" / step.model / key
         done = final / FINETUNE_RECORD
         reused = done.exists()
@@ -109,14 +78,12 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
             context.log.info(f"reusing fine-tuned model {final} (same base model, samples, weights and training settings)")
         else:
             model, tok = base_model(step)
-            res = pipeline.fine_tune(model, chosen, sel.column("weight").to_numpy(), step.cfg, tok.pad_token_id,
+            res = pipeline.fine_tune(model, chosen, sel.weights, step.cfg, tok.pad_token_id,
                                      progress=step.progress("fine-tune", 5))
             record = {"key": key, "steps": res.steps, "losses": res.losses, "train_seconds": res.seconds}
             size, digest = storage.save_checkpoint(
                 model, tok, final, also=lambda d: (d / FINETUNE_RECORD).write_text(json.dumps(record)))
-        step.write(pa.table({"model_path": [str(final)], "bytes": [size], "sha256": [digest], "steps": [record["steps"]],
-                             "losses": [json.dumps(record["losses"])]}),
-                   extra={"model_path": str(final), "reused": reused, "bytes": size, "sha256": digest})
+        FineTunedModel(str(final), size, digest, record["steps"], record["losses"], reused).save(step)
         return step.finish(1, {"reused": reused, "steps": record["steps"], "first_loss": record["losses"][0], "last_loss": record["losses"][-1],
                                "bytes": size, "sha256": digest, "train_seconds": record["train_seconds"]})
 
@@ -124,7 +91,7 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
               description="Held-out loss and the task metric (GSM8K EM, MMLU accuracy, HumanEval pass@1) of the fine-tuned model.")
     def eval_scores(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        path = recorded_checkpoint(step.load_meta(f"{method}/fine_tuned_model", target_side=True))
+        path = FineTunedModel.load_path(step, method)
         spec = step.registry.task(step.task)
         targets = target_records(step)
         try:

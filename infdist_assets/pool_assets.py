@@ -4,15 +4,15 @@ gradients -> pool (JVP/proxy) embeddings -> KRR coefficients; plus the baselines
 
 import dagster as dg
 import numpy as np
-import pyarrow as pa
 
 from infdist_core import pipeline, proxies
 from infdist_core.config import DATA_SIDE_FIELDS
 from infdist_core.records import RecordError, load_records
 from infdist_core.training import save_adam_state
 from infdist_assets import checks, storage
-from infdist_assets.loaders import (GPU_TAGS, base_model, base_tokenizer, known_embeddings, landmark_inputs,
-                                    pool_samples, selection_model, warmup_moments)
+from infdist_assets.artefacts import (KernelFit, LandmarkCandidates, LandmarkGradients, PoolEmbeddings, PoolLosses,
+                                      PoolVectors, SampledPool, WarmupCheckpoint, known_embeddings)
+from infdist_assets.loaders import GPU_TAGS, base_model, base_tokenizer, selection_model, warmup_moments
 from infdist_assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore, SelectionSettings
 from infdist_assets.step import Step, code_version
@@ -30,8 +30,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
             pool = pipeline.sample_pool(records, tok, step.cfg)
         except (RecordError, ValueError) as err:
             raise dg.Failure(description=str(err)) from err
-        table = storage.samples_table(pool.samples)
-        step.write(table, extra={"excluded": pool.excluded, "pool_file": str(step.registry.pool)})
+        SampledPool(pool.samples).save(step, pool.excluded, str(step.registry.pool))
         lengths = np.array([len(s.input_ids) for s in pool.samples])
         return step.finish(len(pool.samples), {"pool_records": len(records), "excluded": len(pool.excluded),
                                                "mean_tokens": float(lengths.mean())})
@@ -40,42 +39,37 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
               description="Brief AdamW warm-up on random pool samples (Sec. 5.1); checkpoint + Adam state.")
     def warmup_checkpoint(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        samples = pool_samples(step)
+        samples = SampledPool.load(step).samples
         model, tok = base_model(step)
         res = pipeline.warm_up(model, samples, step.cfg, tok.pad_token_id, progress=step.progress("warm-up", 2))
         if res is None:
-            record = {"model_path": str(step.registry.model_path(step.model)), "adam_state": None, "steps": 0}
-            size, digest, losses = 0, "", []
+            ckpt, losses = WarmupCheckpoint(str(step.registry.model_path(step.model)), None, 0), []
         else:
             final = step.checkpoint_dir() / step.cfg.digest(*DATA_SIDE_FIELDS)  # addressed by its settings
             size, digest = storage.save_checkpoint(model, tok, final,
                                                    also=lambda d: save_adam_state(res, model, d / "adam_state.safetensors"))
-            record = {"model_path": str(final), "adam_state": str(final / "adam_state.safetensors"), "steps": res.steps}
+            ckpt = WarmupCheckpoint(str(final), str(final / "adam_state.safetensors"), res.steps, size, digest, res.losses[-1])
             losses = res.losses
-        table = pa.table({"model_path": [record["model_path"]], "bytes": [size], "sha256": [digest],
-                          "steps": [record["steps"]], "final_loss": [losses[-1] if losses else None]})
-        step.write(table, extra={**record, "bytes": size, "sha256": digest})
+        ckpt.save(step)
         if res is not None:  # the sidecar now points at this version: earlier settings' versions are unreferenced
             storage.remove_other_versions(final)
-        return step.finish(1, {"steps": record["steps"], "bytes": size, "sha256": digest,
+        return step.finish(1, {"steps": ckpt.steps, "bytes": ckpt.bytes, "sha256": ckpt.sha256,
                                "first_loss": losses[0] if losses else 0.0, "last_loss": losses[-1] if losses else 0.0},
-                           samples=record["steps"] * step.cfg.train_micro_batch * step.cfg.train_grad_accum)
+                           samples=ckpt.steps * step.cfg.train_micro_batch * step.cfg.train_grad_accum)
 
     @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
               check_specs=[checks.spec("gradients_finite", "landmark_gradients", "finite, as many as configured, of the configured dimension")],
               description="Exact, Hadamard-projected, Adam-preconditioned, normalised gradients of the landmarks.")
     def landmark_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        samples = pool_samples(step)
+        samples = SampledPool.load(step).samples
         model = selection_model(step)
         moments = warmup_moments(step, model)
         tok = base_tokenizer(step)
         idx = pipeline.landmark_indices(len(samples), step.cfg)
         g = pipeline.compute_gradients(model, [samples[i] for i in idx], step.cfg, tok.pad_token_id, moments,
                                        progress=step.progress("landmark gradients"))
-        table = pa.table({"pool_index": idx, "sample_id": [samples[i].id for i in idx], "valid": g.valid,
-                          "norm": g.norms, "n_label_tokens": g.n_label_tokens, "gradient": storage.vectors_column(g.vectors)})
-        step.write(table)
+        LandmarkGradients(idx, [samples[i].id for i in idx], g.valid, g.vectors, g.norms, g.n_label_tokens).save(step)
         corr = float(np.corrcoef(g.norms, g.n_label_tokens)[0, 1]) if len(idx) > 2 else float("nan")
         return step.finish(len(idx), {"landmarks": len(idx), "dim": g.vectors.shape[1], "invalid": int((~g.valid).sum()),
                                       "seconds_per_sample": g.seconds / len(idx), "adam_aware": moments is not None,
@@ -90,26 +84,18 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                           "chosen by landmark cross-validation when embedding=auto).")
     def pool_embeddings(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        samples = pool_samples(step)
+        samples = SampledPool.load(step).samples
         model = selection_model(step)
         tok = base_tokenizer(step)
-        idx, G = landmark_inputs(step)
+        idx, G = LandmarkGradients.load(step).used
         known = known_embeddings(step, len(samples))
         if known:
             context.log.info(f"reusing proxy rows computed for other selection seeds: {sorted(known)}")
         choice = pipeline.embed_pool(model, samples, idx, G, step.cfg, tok.pad_token_id, log_fn=context.log.info, known=known)
-        step.write(pa.table({"pool_index": np.arange(len(samples)), "sample_id": [s.id for s in samples],
-                             "embedding": storage.vectors_column(choice.vectors)}),
-                   extra={"embedding": choice.spec, "reason": choice.reason, "widths": list(choice.widths[choice.spec])})
-        if choice.candidates:
-            step.write(pa.Table.from_pylist([{"model": step.model, "seed": step.cfg.seed, **r} for r in choice.candidates]),
-                       name="candidates.parquet")
-        specs = sorted(choice.landmark_embeddings)
-        step.write(pa.table({"embedding": specs, "dim": [choice.landmark_embeddings[s].shape[1] for s in specs],
-                             "widths": [list(choice.widths[s]) for s in specs], "pool_index": [idx.tolist()] * len(specs),
-                             "matrix": pa.array([choice.landmark_embeddings[s].astype(np.float32).reshape(-1) for s in specs],
-                                                pa.list_(pa.float32()))}),
-                   name="landmark_candidates.parquet")
+        PoolEmbeddings(choice.spec, choice.vectors, [s.id for s in samples], tuple(choice.widths[choice.spec]),
+                       choice.reason).save(step)
+        PoolEmbeddings.save_candidates(step, choice.candidates)
+        LandmarkCandidates(idx.tolist(), choice.landmark_embeddings, choice.widths).save(step)
         md = {"candidates": dg.MetadataValue.md(table_md(choice.candidates, ["embedding", "spearman", "grad_cosine",
                                                                              "mean_cosine", "seconds_per_sample"]))}
         return step.finish(len(samples), {"embedding": choice.spec, "dim": choice.vectors.shape[1],
@@ -117,22 +103,15 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                            checks=[checks.finite_matrix("embeddings_finite", choice.vectors, step.cfg.pool_size)])
 
     @dg.asset(**common, deps=[pool_embeddings, landmark_gradients], kinds={"parquet"},
-              description="Landmark kernel ridge regression (Eq. 10): kernel settings chosen by landmark "
-                          "cross-validation and the coefficient matrix C (when small).")
+              description="The fitted landmark kernel ridge regression (Eq. 10): kernel settings chosen by landmark "
+                          "cross-validation, which the target side scores with, and the coefficient matrix C (when "
+                          "small) with p_hat = C @ P_L exactly for a task scored without the direct term.")
     def krr_coefficients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        emb = step.load("pool_embeddings")
-        E = storage.column_matrix(emb, "embedding")
-        idx, G = landmark_inputs(step)
+        E = PoolEmbeddings.load(step).vectors
+        idx, G = LandmarkGradients.load(step).used
         reg = pipeline.fit_landmark_regression(E, idx, G, step.cfg)
-        cols = {"pool_index": np.arange(len(E)), "is_landmark": np.isin(np.arange(len(E)), idx)}
-        if reg.coefficients is not None:
-            cols["coefficients"] = storage.vectors_column(reg.coefficients)
-        setting = {"bandwidth_scale": reg.setting.bandwidth_scale, "damping": reg.setting.damping,
-                   "center": reg.setting.center, "bandwidth2": reg.bandwidth2, "landmarks": idx.tolist()}
-        step.write(pa.table(cols), extra={"kernel": setting})
-        if reg.cv:
-            step.write(pa.Table.from_pylist([{"model": step.model, **r} for r in reg.cv]), name="kernel_cv.parquet")
+        KernelFit(reg, idx).save(step, len(E))
         best = max(reg.cv, key=lambda r: r["spearman"]) if reg.cv else {}
         md = {"kernel_cv": dg.MetadataValue.md(table_md(reg.cv, ["bandwidth_scale", "damping", "center", "spearman",
                                                                  "grad_cosine", "mean_cosine", "top10_overlap"]))}
@@ -148,31 +127,31 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
               description="Per-sample loss (log-perplexity) of the base model, for the mid-PPL baseline.")
     def pool_perplexity(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        samples = pool_samples(step)
+        samples = SampledPool.load(step).samples
         model, tok = base_model(step)
         losses = pipeline.pool_losses(model, samples, tok.pad_token_id)
-        step.write(pa.table({"pool_index": np.arange(len(samples)), "loss": losses}))
+        PoolLosses(losses).save(step)
         return step.finish(len(samples), {"mean_loss": float(losses.mean())})
 
     @dg.asset(**common, deps=[sampled_pool], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
               description="RDS+ embeddings (position-weighted mean of last hidden states) of the base model.")
     def rds_embeddings(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        samples = pool_samples(step)
+        samples = SampledPool.load(step).samples
         model, tok = base_model(step)
         pe = proxies.compute_proxy(model, samples, tok.pad_token_id, "rds")
-        step.write(pa.table({"pool_index": np.arange(len(samples)), "embedding": storage.vectors_column(pe.vectors)}))
+        PoolVectors("rds_embeddings", pe.vectors).save(step)
         return step.finish(len(samples), {"seconds_per_sample": pe.seconds_per_sample})
 
     @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
               description="True projected gradients of every pool sample: the expensive LESS-like 'Grad' baseline.")
     def pool_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        samples = pool_samples(step)
+        samples = SampledPool.load(step).samples
         model = selection_model(step)
         g = pipeline.compute_gradients(model, samples, step.cfg, base_tokenizer(step).pad_token_id,
                                        warmup_moments(step, model), progress=step.progress("pool gradients", 50))
-        step.write(pa.table({"pool_index": np.arange(len(samples)), "valid": g.valid, "gradient": storage.vectors_column(g.vectors)}))
+        PoolVectors("pool_gradients", g.vectors, g.valid).save(step)
         return step.finish(len(samples), {"seconds_per_sample": g.seconds / len(samples)})
 
     return [sampled_pool, warmup_checkpoint, landmark_gradients, pool_embeddings, krr_coefficients,

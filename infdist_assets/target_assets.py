@@ -2,19 +2,21 @@
 the recovery report (how well the landmarks' influence transfers, for this task)."""
 
 
+from dataclasses import replace
+
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from infdist_core import pipeline, proxies, recovery
+from infdist_core import pipeline, proxy_specs, recovery
 from infdist_core.config import PROXY_AUTO
-from infdist_core.landmarks import DirectTerm
 from infdist_core.tokenization import tokenize_records
-from infdist_assets import checks, storage
+from infdist_assets import checks
+from infdist_assets.artefacts import (KernelFit, LandmarkCandidates, LandmarkGradients, PoolEmbeddings, SampledPool,
+                                      TargetEmbeddings, TargetGradients, TargetWeights)
 from infdist_assets.markdown import histogram_md, table_md
 from infdist_assets.partitions import on_model
-from infdist_assets.loaders import (GPU_TAGS, base_tokenizer, check_ids, landmark_inputs, selection_model,
-                                    target_embeddings, target_records)
+from infdist_assets.loaders import GPU_TAGS, base_tokenizer, selection_model, target_records
 from infdist_assets.resources import ArtefactStore, SelectionSettings
 from infdist_assets.step import Step, code_version
 
@@ -37,17 +39,13 @@ def build(partitions: dg.PartitionsDefinition) -> list:
         model = selection_model(step)
         g = pipeline.compute_gradients(model, ts.samples, step.cfg, tok.pad_token_id)
         keep = g.valid
-        table = pa.table({"target_index": np.arange(int(keep.sum())), "target_id": [s.id for s, k in zip(ts.samples, keep) if k],
-                          "n_label_tokens": g.n_label_tokens[keep], "gradient": storage.vectors_column(g.vectors[keep])})
         kept = [s for s, k in zip(ts.samples, keep) if k]
         specs = step.cfg.embedding_candidates if step.cfg.embedding == PROXY_AUTO else (step.cfg.embedding,)
         embedded = [pipeline.embed_samples(model, kept, spec, step.cfg, tok.pad_token_id)
-                    for spec in specs if any(proxies.gradient_parts(spec))]
-        step.write(pa.table({"embedding": [e.spec for e in embedded], "dim": [e.vectors.shape[1] for e in embedded],
-                             "widths": [list(e.widths) for e in embedded],
-                             "matrix": pa.array([e.vectors.reshape(-1) for e in embedded], pa.list_(pa.float32()))}),
-                   name="target_embeddings.parquet")
-        step.write(table, extra={"excluded": ts.excluded, "embedded": [e.spec for e in embedded]})
+                    for spec in specs if any(proxy_specs.gradient_parts(spec))]
+        TargetEmbeddings({e.spec: e.vectors for e in embedded}, {e.spec: e.widths for e in embedded}).save(step)
+        TargetGradients([s.id for s in kept], g.vectors[keep], g.n_label_tokens[keep]).save(
+            step, ts.excluded, [e.spec for e in embedded])
         return step.finish(int(keep.sum()), {"targets": int(keep.sum()), "excluded": len(ts.excluded) + int((~keep).sum())},
                            checks=[checks.finite_matrix("gradients_finite", g.vectors[keep])])
 
@@ -58,23 +56,15 @@ def build(partitions: dg.PartitionsDefinition) -> list:
                           "robust weights of Eq. 7 with lambda searched so exactly k samples are non-zero.")
     def per_target_weights(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        ids = step.load("sampled_pool").column("sample_id").to_pylist()
-        emb = step.load("pool_embeddings")
-        check_ids("pool_embeddings", emb.column("sample_id").to_pylist(), ids)
-        E = storage.column_matrix(emb, "embedding")
-        idx, G_L = landmark_inputs(step, ids)
-        kernel = step.load_meta("krr_coefficients")["kernel"]
-        G_T = storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")
-        reg = pipeline.LandmarkRegression(recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"]),
-                                          kernel["bandwidth2"], [], None)
-        chosen = step.load_meta("pool_embeddings")["embedding"]
-        TE, slices = target_embeddings(step).get(chosen, (None, ()))
-        direct = DirectTerm(TE, slices) if slices else None
-        res, setting, direct_cv = pipeline.score_targets(E, idx, G_L, G_T, reg, step.cfg, direct)
+        ids = SampledPool.load_ids(step)
+        emb = PoolEmbeddings.load(step, ids)
+        E = emb.vectors
+        idx, G_L = LandmarkGradients.load(step, ids).used
+        G_T = TargetGradients.load(step).vectors
+        direct = TargetEmbeddings.load(step).direct_term(emb.spec)
+        res, setting, direct_cv = pipeline.score_targets(E, idx, G_L, G_T, KernelFit.load(step).regression, step.cfg, direct)
+        TargetWeights(res, ids, idx, setting.direct).save(step)
         mean = res.scores.mean(1)
-        table = pa.table({"pool_index": np.arange(len(E)), "sample_id": ids, "is_landmark": np.isin(np.arange(len(E)), idx),
-                          "mean_score": mean, "weight": res.weights, "scores": storage.vectors_column(res.scores)})
-        step.write(table, extra={"lambda": res.lam, "direct": setting.direct})
         top = np.argsort(-res.weights)[:10]
         md = {"top_weighted": dg.MetadataValue.md(table_md([{"pool_index": int(i), "sample_id": ids[i], "weight": float(res.weights[i]),
                                                              "mean_score": float(mean[i])} for i in top],
@@ -95,24 +85,17 @@ def build(partitions: dg.PartitionsDefinition) -> list:
                           "top-10% overlap per candidate embedding and kernel setting, and versus landmark count.")
     def recovery_report(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        idx, G_L = landmark_inputs(step)
-        G_T = storage.column_matrix(step.load("target_gradients", target_side=True), "gradient")
-        cands = step.load("pool_embeddings", name="landmark_candidates.parquet")
-        chosen = step.load_meta("pool_embeddings")["embedding"]
-        kernel = step.load_meta("krr_coefficients")["kernel"]
-        if cands.num_rows and cands.column("pool_index")[0].as_py() != idx.tolist():
-            raise dg.Failure(description="pool_embeddings' landmark candidates do not match landmark_gradients: "
-                                         "re-materialise pool_embeddings")
-        candidates = {spec: cands.column("matrix")[i].values.to_numpy().reshape(-1, dim)
-                      for i, (spec, dim) in enumerate(zip(cands.column("embedding").to_pylist(), cands.column("dim").to_pylist()))}
-        used = recovery.KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"],
-                                      step.load_meta("per_target_weights", target_side=True).get("direct", False))
-        te = target_embeddings(step)
+        idx, G_L = LandmarkGradients.load(step).used
+        G_T = TargetGradients.load(step).vectors
+        candidates = LandmarkCandidates.load(step, idx).rows
+        chosen = PoolEmbeddings.load(step).spec
+        used = replace(KernelFit.load(step).regression.setting, direct=TargetWeights.load(step).direct)
+        te = TargetEmbeddings.load(step)
         rows = [{"model": step.model, "task": step.task, "seed": step.cfg.seed, "chosen": r["embedding"] == chosen,
                  "run_id": context.run.run_id, **r}
                 for r in recovery.landmark_report(candidates, G_L, G_T, used, seed=step.cfg.seed,
-                                                  slices={s: sl for s, (_, sl) in te.items()},
-                                                  target_embeddings={s: m for s, (m, _) in te.items()})]
+                                                  slices={s: te.slices(s) for s in te.rows},
+                                                  target_embeddings=te.rows)]
         if not rows:
             raise dg.Failure(description=f"too few landmarks ({len(idx)}) to cross-validate; need at least 8")
         step.write(pa.Table.from_pylist(rows))

@@ -12,6 +12,7 @@ The maths
 - ``landmarks``       kernel ridge propagation from landmarks, the direct term (Sec. 4.3, Eq. 10-11)
 - ``selection``       per-target round-robin and top-k selection (Sec. 3.3)
 - ``baselines``       uniform, mid-perplexity and similarity round-robin (RDS+, Grad)
+- ``methods``         the registry of selection methods: what each needs, how it selects
 - ``recovery``        landmark cross-validation of proxy embeddings and kernel settings
 - ``statistics``      t and crossed random-effects intervals; ``quality`` the benchmark's verdict
 
@@ -20,7 +21,8 @@ The model side
 - ``tokenization``    chat-template tokenisation, labels on assistant tokens only
 - ``gradients``       per-sample projected gradients (Sec. 3.3, 4.2)
 - ``jvp``             JVP embeddings (Eq. 12)
-- ``proxies``         proxy embeddings behind one interface; ``proxy_specs`` their grammar
+- ``proxies``         proxy embeddings: one computation per kind (``COMPUTE``)
+- ``proxy_specs``     the registry of proxy kinds and their spec grammar (no torch)
 - ``training``        warm-up and fine-tuning (AdamW)
 - ``evaluation``      held-out loss and task metrics; ``evalsets`` evaluation files
 
@@ -30,6 +32,7 @@ Data and orchestration-free glue
 - ``config``          ``SelectionConfig``: every setting, documented, validated, classified
 - ``pipeline``        one function per artefact, on models and arrays
 - ``seeding``         named, derived seeds; ``validation`` array argument checks
+- ``atomic``          write to a temporary name, then rename; orphaned temporaries removed
 """
 
 __version__ = "0.1.0"

@@ -99,7 +99,7 @@ class SelectionConfig:
     """Samples per batch of the gradient passes: the landmark and target gradients (one vmapped
     backward per batch) and the blocks before ``grad-last``'s in the gradient proxies (a no-grad
     batched forward, then the last blocks per sample). 1: one sample per pass, so a proxy row does
-    not depend on its batch and other selection seeds' rows are reused (``proxies.per_sample``).
+    not depend on its batch and other selection seeds' rows are reused (``proxy_specs.per_sample``).
     Results differ from 1 only by rounding; measured in ``benchmarks/bench_cost.py``."""
     device: str = "auto"
     """cuda when available, else cpu."""

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from infdist_core import baselines, evalsets, proxies, recovery
+from infdist_core import evalsets, proxies, proxy_specs, recovery
 from infdist_core.config import PROXY_AUTO, SelectionConfig
 from infdist_core.gradients import GradientMatrix, sample_gradients
 from infdist_core.influence import landmark_scores, propagate_scores
@@ -24,7 +24,6 @@ from infdist_core.modeling import block_pattern, select_parameters
 from infdist_core.preconditioning import AdamMoments
 from infdist_core.projection import HadamardProjector
 from infdist_core.seeding import generator
-from infdist_core.selection import round_robin, top_k
 from infdist_core.tokenization import TokenizedSample, TokenizedSet, tokenize_records, tokenize_sample
 from infdist_core.training import TrainConfig, TrainResult, train
 from infdist_core.weights import ScoreTies, break_ties, robust_weights
@@ -111,7 +110,7 @@ def embedding_slices(spec: str, widths: tuple[int, ...] | list[int]) -> tuple[tu
     or ``widths`` unknown)."""
     if not widths:
         return ()
-    return part_slices(tuple(widths), proxies.gradient_parts(spec))
+    return part_slices(tuple(widths), proxy_specs.gradient_parts(spec))
 
 
 @dataclass(frozen=True)
@@ -131,7 +130,7 @@ def _proxy_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str,
     """``spec``'s embeddings of ``pool[rows]``, taking rows already in ``known[spec]`` and computing
     only the others. Seconds per sample: of the computed rows, or as recorded when all are known."""
     have = known.get(spec)
-    if have is None or not proxies.per_sample(spec, cfg.batch_size):
+    if have is None or not proxy_specs.per_sample(spec, cfg.batch_size):
         return embed_samples(model, [pool[i] for i in rows], spec, cfg, pad_id)
     out = have.vectors[rows].astype(np.float32)
     missing = np.isnan(out).any(1)
@@ -177,7 +176,7 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
 
     ``known`` maps a spec to rows computed before (``KnownRows``), e.g. by another selection seed's
     run with the same model, pool and ``data_seed``: proxies computed one sample at a time
-    (``proxies.per_sample``) give the same rows whatever the landmarks, so those rows are reused
+    (``proxy_specs.per_sample``) give the same rows whatever the landmarks, so those rows are reused
     and only the others are computed."""
     known = known or {}
     specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
@@ -206,12 +205,16 @@ def embed_samples(model, samples: list[TokenizedSample], spec: str, cfg: Selecti
 
 @dataclass
 class LandmarkRegression:
-    """The pool-side part of Eq. 10: kernel settings and, when small, the coefficient matrix C."""
+    """The pool-side part of Eq. 10, as fitted: the kernel setting chosen by landmark
+    cross-validation, the RBF bandwidth, and (when small enough to store) the coefficient matrix
+    ``C`` with ``p_hat = C @ P_L`` exactly for a task scored without the direct term: centring
+    folded in and the landmarks' rows one-hot (their scores are exact). The direct term, when a
+    task uses it, adds a per-task linear part that ``C`` cannot hold (``score_pool`` refits it)."""
 
     setting: recovery.KernelSetting
     bandwidth2: float
-    cv: list[dict]
-    coefficients: np.ndarray | None  # (n, l) or None
+    cv: list[dict] = field(default_factory=list)  # the cross-validation rows behind the choice
+    coefficients: np.ndarray | None = None  # (n, l) or None
 
 
 def fit_landmark_regression(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, cfg: SelectionConfig,
@@ -226,7 +229,12 @@ def fit_landmark_regression(E: np.ndarray, landmarks: np.ndarray, G_landmarks: n
     setting = recovery.KernelSetting(best["bandwidth_scale"], best["damping"], best["center"]) if best else fixed
     model = krr_fit(EL, np.zeros((len(landmarks), 1)), damping=setting.damping,
                     bandwidth_scale=setting.bandwidth_scale, center=setting.center)
-    C = np.concatenate(list(model.coefficients(E))) if len(E) * len(landmarks) <= materialize_limit else None
+    C = None
+    if len(E) * len(landmarks) <= materialize_limit:
+        C = np.concatenate(list(model.coefficients(E)))  # the kernel part: K_nL (K_LL + delta I)^-1
+        if setting.center:  # p_hat = C (P_L - 1 m') + 1 m' with m = P_L' 1 / l: fold the mean in
+            C += (1.0 - C.sum(1, keepdims=True)) / len(landmarks)
+        C[landmarks] = np.eye(len(landmarks))  # exact on the landmarks, as propagate_scores
     return LandmarkRegression(setting, model.bandwidth2, cv, C)
 
 
@@ -236,7 +244,6 @@ class TargetScores:
     scores: np.ndarray  # (n, t): exact on landmarks, propagated elsewhere
     weights: np.ndarray  # (n,): robust weights of the mean target (Eq. 7), exactly k non-zeros
     lam: float
-    landmark_scores: np.ndarray  # (l, t)
 
 
 def choose_direct(E_landmarks: np.ndarray, G_landmarks: np.ndarray, G_targets: np.ndarray, direct: DirectTerm,
@@ -271,7 +278,7 @@ def score_pool(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_
     except ScoreTies:  # e.g. duplicate pool rows: exactly k non-zeros needs a tie-break, by index as top_k's
         log.warning("the mean-target scores tie at rank k=%d (duplicate samples?): ties broken by pool index", cfg.k)
         w, lam = robust_weights(break_ties(mean), k=cfg.k)
-    return TargetScores(scores, w, lam, P_L)
+    return TargetScores(scores, w, lam)
 
 
 def score_targets(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_targets: np.ndarray,
@@ -287,27 +294,6 @@ def score_targets(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray,
     scores = score_pool(E, landmarks, G_landmarks, G_targets, replace(reg, setting=setting), cfg,
                         direct if setting.direct else None)
     return scores, setting, rows
-
-
-def select(method: str, cfg: SelectionConfig, n_pool: int, *, scores: TargetScores | None = None,
-           losses: np.ndarray | None = None, E_pool: np.ndarray | None = None,
-           E_targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (in pick order) and their weights for ``method`` in infdist, uniform, mid_ppl, rds, grad,
-    or full (the whole pool whatever k: the paper's ceiling row)."""
-    if method == "infdist":
-        idx = round_robin(scores.scores, cfg.k, seed=cfg.seed) if cfg.per_target else top_k(scores.weights, cfg.k)
-        return idx, scores.weights[idx]
-    if method == "full":
-        return np.arange(n_pool), np.ones(n_pool)
-    if method == "uniform":
-        idx = baselines.uniform(n_pool, cfg.k, cfg.seed)
-    elif method == "mid_ppl":
-        idx = baselines.mid_perplexity(losses, cfg.k)
-    elif method in ("rds", "grad"):
-        idx = baselines.similarity_round_robin(E_pool, E_targets, cfg.k, cfg.seed)
-    else:
-        raise ValueError(f"unknown selection method {method!r}; use infdist, uniform, mid_ppl, rds, grad or full")
-    return idx, np.ones(len(idx))
 
 
 def pool_losses(model, samples: list[TokenizedSample], pad_id: int) -> np.ndarray:

@@ -43,7 +43,7 @@ from infdist_core.jvp import jvp_embeddings
 from infdist_core.modeling import block_pattern, decoder_layers, select_parameters
 from infdist_core.preconditioning import unit_rows
 from infdist_core.projection import HadamardProjector, RademacherProjector
-from infdist_core.proxy_specs import KINDS, gradient_parts, parse_spec, parts, per_sample, validate_spec  # noqa: F401 (re-exported)
+from infdist_core.proxy_specs import KINDS, parts, validate_spec
 from infdist_core.tokenization import IGNORE, TokenizedSample, pad_batch
 
 
@@ -55,6 +55,7 @@ class ProxyEmbedding:
     widths: tuple[int, ...] = ()  # columns of each ``+`` part, in spec order (each part scaled by 1/sqrt(parts))
 
 
+@torch.no_grad()
 def rds_embeddings(model, samples: list[TokenizedSample], pad_id: int, batch_size: int = 8) -> np.ndarray:
     """RDS+ (Ivison et al. 2025): mean of last-layer hidden states weighted by position 1..L."""
     device = next(model.parameters()).device

@@ -103,6 +103,52 @@ def test_parquet_outputs_are_consistent(world):
     assert (Path(ft) / "model.safetensors").exists()
 
 
+def test_krr_coefficients_are_what_the_target_side_scored_with(world):
+    """The stored C is the fitted regression: with the stored kernel setting, p_hat = C @ G_L G_T'
+    for a task scored without the direct term (computed here with score_pool), and the scores
+    per_target_weights wrote are exact on the landmarks and equal C's when the task did not use it."""
+    from infdist_core.config import SelectionConfig
+    from infdist_core.pipeline import LandmarkRegression, score_pool
+    from infdist_core.recovery import KernelSetting
+
+    d = world["data"] / "assets"
+    krr = d / "krr_coefficients/tiny/seed=0"
+    C = np.asarray(pq.read_table(krr / "data.parquet").column("coefficients").to_pylist())
+    kernel = json.loads((krr / "data.meta.json").read_text())["kernel"]
+    reg = LandmarkRegression(KernelSetting(kernel["bandwidth_scale"], kernel["damping"], kernel["center"]), kernel["bandwidth2"])
+    E = np.asarray(pq.read_table(d / "pool_embeddings/tiny/seed=0/data.parquet").column("embedding").to_pylist(), np.float64)
+    lg = pq.read_table(d / "landmark_gradients/tiny/seed=0/data.parquet")
+    valid = np.asarray(lg.column("valid").to_pylist())
+    G_L = np.asarray(lg.column("gradient").to_pylist(), np.float64)[valid]
+    lm = lg.column("pool_index").to_numpy()[valid]
+    assert lm.tolist() == kernel["landmarks"]
+    for task in ("math", "code"):
+        folder = d / f"per_target_weights/tiny/{task}/seed=0/k={K}"
+        scores = np.asarray(pq.read_table(folder / "data.parquet").column("scores").to_pylist())
+        G_T = np.asarray(pq.read_table(d / f"target_gradients/tiny/{task}/data.parquet").column("gradient").to_pylist(), np.float64)
+        P_L = G_L @ G_T.T
+        without_direct = score_pool(E, lm, G_L, G_T, reg, SelectionConfig(pool_size=N_POOL, n_landmarks=L, k=K)).scores
+        np.testing.assert_allclose(C @ P_L, without_direct, rtol=1e-6, atol=1e-9, err_msg=f"{task}: C @ P_L != p_hat")
+        np.testing.assert_allclose(scores[lm], P_L, rtol=1e-5, atol=1e-6)
+        if not json.loads((folder / "data.meta.json").read_text())["direct"]:
+            np.testing.assert_allclose(scores, without_direct, rtol=1e-5, atol=1e-6)
+
+
+def test_every_selection_method_is_built_from_its_registry_entry(world):
+    """Each method's selected_subset depends on the pool and exactly the assets of the inputs its
+    registry entry needs; every needed input has a reader."""
+    from infdist_core.methods import METHODS
+    from infdist_assets.loaders import SELECTION_INPUTS
+
+    graph = world["defs"].resolve_asset_graph()
+    for name, method in METHODS.items():
+        assert set(method.needs) <= set(SELECTION_INPUTS), name
+        want = {"sampled_pool"} | {(d.asset_key if isinstance(d, dg.AssetDep) else d).to_user_string()
+                                   for n in method.needs for d in SELECTION_INPUTS[n].deps}
+        got = {k.to_user_string() for k in graph.get(dg.AssetKey([name, "selected_subset"])).parent_keys}
+        assert got == want, name
+
+
 def test_second_task_reuses_pool_side_materializations(world):
     """Adding a task must cost only the target side: pool artefacts untouched, lineage points at run 1."""
     now = {p: p.stat().st_mtime_ns for p in world["pool_files"]}

@@ -157,3 +157,35 @@ def test_score_pool_uses_the_direct_term_when_the_setting_says_so():
     np.testing.assert_allclose(got, want)
     with pytest.raises(ValueError, match="direct term"):
         score_pool(E, lm, G[lm], G_T, reg, cfg)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_stored_coefficients_reproduce_the_scores_without_the_direct_term(center):
+    """krr_coefficients stores C such that p_hat = C @ P_L (Eq. 10 with centring folded in and the
+    landmarks exact): it must equal what score_pool propagates for a task without the direct term."""
+    from infdist_core.config import SelectionConfig
+    from infdist_core.influence import landmark_scores
+    from infdist_core.pipeline import fit_landmark_regression, score_pool
+
+    rng = np.random.default_rng(3)
+    E, G, G_T = rng.standard_normal((120, 6)), rng.standard_normal((120, 9)), rng.standard_normal((4, 9))
+    lm = np.sort(rng.choice(120, 20, replace=False))
+    cfg = SelectionConfig(pool_size=120, n_landmarks=20, k=10, kernel_search=False, kernel_center=center)
+    reg = fit_landmark_regression(E, lm, G[lm], cfg)
+    assert reg.setting.center is center and not reg.setting.direct
+    want = score_pool(E, lm, G[lm], G_T, reg, cfg).scores
+    np.testing.assert_allclose(reg.coefficients @ landmark_scores(G[lm], G_T), want, rtol=1e-9, atol=1e-12)
+
+
+def test_selection_methods_registry_names_unknown_methods_and_missing_inputs():
+    from infdist_core.config import SelectionConfig
+    from infdist_core.methods import select
+
+    cfg = SelectionConfig(pool_size=20, n_landmarks=4, k=5)
+    idx, w = select("uniform", cfg, 20)
+    assert len(set(idx.tolist())) == 5 and (w == 1).all()
+    assert select("full", cfg, 20)[0].tolist() == list(range(20))
+    with pytest.raises(ValueError, match="unknown selection method 'less'"):
+        select("less", cfg, 20)
+    with pytest.raises(ValueError, match=r"needs \['pool_losses'\]"):
+        select("mid_ppl", cfg, 20)

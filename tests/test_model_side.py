@@ -211,7 +211,8 @@ def test_truncated_head_gradient_equals_autograd_of_the_cut_model(tokenizer, cha
     import copy
 
     from infdist_core.modeling import tiny_llama
-    from infdist_core.proxies import _vocab_sketch, compute_proxy, per_sample, truncated_head_gradients
+    from infdist_core.proxies import _vocab_sketch, compute_proxy, truncated_head_gradients
+    from infdist_core.proxy_specs import per_sample
 
     model = tiny_llama(len(tokenizer), seed=0, n_layers=3, hidden=32, pad_token_id=tokenizer.pad_token_id)
     model.config.tie_word_embeddings = False
@@ -295,7 +296,7 @@ def test_batched_prefix_gives_the_one_sample_partial_gradients(tokenizer, chats)
 
 
 def test_gradient_parts_name_the_direct_comparable_parts():
-    from infdist_core.proxies import gradient_parts
+    from infdist_core.proxy_specs import gradient_parts
 
     assert gradient_parts("grad-last:2+grad-head") == (True, True)
     assert gradient_parts("jvp-hidden:4:2+grad-head-sketch:8+rds") == (False, True, False)

@@ -1,0 +1,73 @@
+"""The registry of selection methods: what each needs and how it selects (Sec. 5.1's baselines
+beside Influence Distillation). Adding a method is one entry here; the asset layer reads the
+named inputs (``infdist_assets.loaders.SELECTION_INPUTS``) and builds its assets from ``METHODS``.
+
+Inputs by name:
+
+- ``influence``: ``pipeline.TargetScores`` (per-target scores and the mean target's weights)
+- ``pool_losses``: (n,) per-sample losses of the base model
+- ``rds_pool`` / ``rds_targets``: RDS+ embeddings of the pool and of the targets
+- ``pool_gradients`` / ``target_gradients``: true projected gradients of the pool and the targets
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from infdist_core import baselines
+from infdist_core.config import SelectionConfig
+from infdist_core.selection import round_robin, top_k
+
+
+@dataclass(frozen=True)
+class SelectionMethod:
+    name: str
+    needs: tuple[str, ...]
+    select: Callable[..., np.ndarray | tuple[np.ndarray, np.ndarray]]
+    """``(cfg, n_pool, **needs) -> indices`` in pick order, or ``(indices, weights)``."""
+    description: str
+    whole_pool: bool = False  # selects every sample whatever k (the paper's ceiling row)
+
+
+def _infdist(cfg: SelectionConfig, n_pool: int, influence) -> tuple[np.ndarray, np.ndarray]:
+    idx = round_robin(influence.scores, cfg.k, seed=cfg.seed) if cfg.per_target else top_k(influence.weights, cfg.k)
+    return idx, influence.weights[idx]
+
+
+METHODS: dict[str, SelectionMethod] = {m.name: m for m in (
+    SelectionMethod("infdist", ("influence",), _infdist,
+                    "Influence Distillation: per-target round-robin over the propagated scores (Sec. 3.3), or top-k "
+                    "of the robust weights"),
+    SelectionMethod("uniform", (), lambda cfg, n: baselines.uniform(n, cfg.k, cfg.seed), "k samples uniformly at random"),
+    SelectionMethod("mid_ppl", ("pool_losses",), lambda cfg, n, pool_losses: baselines.mid_perplexity(pool_losses, cfg.k),
+                    "the k samples in the middle of the base model's perplexity ranking"),
+    SelectionMethod("rds", ("rds_pool", "rds_targets"),
+                    lambda cfg, n, rds_pool, rds_targets: baselines.similarity_round_robin(rds_pool, rds_targets, cfg.k,
+                                                                                           cfg.seed),
+                    "RDS+: per-target round-robin over cosines of position-weighted hidden means"),
+    SelectionMethod("grad", ("pool_gradients", "target_gradients"),
+                    lambda cfg, n, pool_gradients, target_gradients: baselines.similarity_round_robin(
+                        pool_gradients, target_gradients, cfg.k, cfg.seed),
+                    "Grad (LESS-like): per-target round-robin over cosines of true projected gradients"),
+    SelectionMethod("full", (), lambda cfg, n: np.arange(n), "the whole pool (the ceiling row)", whole_pool=True),
+)}
+
+
+DEFAULT_METHODS = ("infdist", "uniform")
+"""What the selection job and the demo run per model x task (the others on demand and in the benchmark)."""
+
+
+def select(method: str, cfg: SelectionConfig, n_pool: int, **inputs) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (in pick order) and their weights (ones for methods without weights)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown selection method {method!r}; use one of {sorted(METHODS)}")
+    m = METHODS[method]
+    missing = set(m.needs) - set(inputs)
+    if missing:
+        raise ValueError(f"selection method {method!r} needs {sorted(missing)}")
+    out = m.select(cfg, n_pool, **{k: inputs[k] for k in m.needs})
+    idx, w = out if isinstance(out, tuple) else (out, np.ones(len(out)))
+    return np.asarray(idx, np.int64), np.asarray(w, np.float64)
