@@ -117,20 +117,28 @@ class LandmarkGradients:
     norms: np.ndarray | None = None
     n_label_tokens: np.ndarray | None = None
 
+    def table(self) -> pa.Table:
+        return pa.table({"pool_index": self.pool_index, "sample_id": self.sample_ids, "valid": self.valid,
+                         "norm": self.norms, "n_label_tokens": self.n_label_tokens,
+                         "gradient": storage.vectors_column(self.vectors)})
+
+    @classmethod
+    def from_table(cls, t: pa.Table) -> "LandmarkGradients":
+        return cls(t.column("pool_index").to_numpy(), t.column("sample_id").to_pylist(),
+                   np.asarray(t.column("valid").to_pylist()), storage.column_matrix(t, "gradient"),
+                   t.column("norm").to_numpy(), t.column("n_label_tokens").to_numpy())
+
     def save(self, step: Step) -> None:
-        step.write(pa.table({"pool_index": self.pool_index, "sample_id": self.sample_ids, "valid": self.valid,
-                             "norm": self.norms, "n_label_tokens": self.n_label_tokens,
-                             "gradient": storage.vectors_column(self.vectors)}))
+        step.write(self.table())
 
     @classmethod
     def load(cls, step: Step, pool_ids: list[str] | None = None) -> "LandmarkGradients":
         """With ``pool_ids``, refuse landmarks whose sample ids are not the pool's at their indices."""
-        t = step.load("landmark_gradients")
-        idx = t.column("pool_index").to_numpy()
-        ids = t.column("sample_id").to_pylist()
+        lg = cls.from_table(step.load("landmark_gradients"))
         if pool_ids is not None:
-            check_ids("landmark_gradients", ids, [pool_ids[i] if i < len(pool_ids) else None for i in idx])
-        return cls(idx, ids, np.asarray(t.column("valid").to_pylist()), storage.column_matrix(t, "gradient"))
+            check_ids("landmark_gradients", lg.sample_ids,
+                      [pool_ids[i] if i < len(pool_ids) else None for i in lg.pool_index])
+        return lg
 
     @property
     def used(self) -> tuple[np.ndarray, np.ndarray]:
@@ -239,12 +247,19 @@ def known_embeddings(step: Step, n: int) -> dict[str, pipeline.KnownRows]:
 class PoolLosses:
     losses: np.ndarray
 
+    def table(self, offset: int = 0) -> pa.Table:
+        return pa.table({"pool_index": offset + np.arange(len(self.losses)), "loss": self.losses})
+
+    @classmethod
+    def from_table(cls, t: pa.Table) -> "PoolLosses":
+        return cls(t.column("loss").to_numpy())
+
     def save(self, step: Step) -> None:
-        step.write(pa.table({"pool_index": np.arange(len(self.losses)), "loss": self.losses}))
+        step.write(self.table())
 
     @classmethod
     def load(cls, step: Step) -> "PoolLosses":
-        return cls(step.load("pool_perplexity").column("loss").to_numpy())
+        return cls.from_table(step.load("pool_perplexity"))
 
 
 @dataclass
@@ -258,17 +273,23 @@ class PoolVectors:
 
     COLUMN = {"rds_embeddings": "embedding", "pool_gradients": "gradient"}
 
-    def save(self, step: Step) -> None:
-        cols = {"pool_index": np.arange(len(self.vectors))}
+    def table(self, offset: int = 0) -> pa.Table:
+        cols = {"pool_index": offset + np.arange(len(self.vectors))}
         if self.valid is not None:
             cols["valid"] = self.valid
-        step.write(pa.table({**cols, self.COLUMN[self.asset]: storage.vectors_column(self.vectors)}))
+        return pa.table({**cols, self.COLUMN[self.asset]: storage.vectors_column(self.vectors)})
+
+    @classmethod
+    def from_table(cls, asset: str, t: pa.Table) -> "PoolVectors":
+        valid = t.column("valid").to_numpy(False) if "valid" in t.column_names else None
+        return cls(asset, storage.column_matrix(t, cls.COLUMN[asset]), valid)
+
+    def save(self, step: Step) -> None:
+        step.write(self.table())
 
     @classmethod
     def load(cls, step: Step, asset: str) -> "PoolVectors":
-        t = step.load(asset)
-        valid = t.column("valid").to_numpy(False) if "valid" in t.column_names else None
-        return cls(asset, storage.column_matrix(t, cls.COLUMN[asset]), valid)
+        return cls.from_table(asset, step.load(asset))
 
 
 @dataclass

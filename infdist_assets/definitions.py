@@ -26,8 +26,16 @@ def build_definitions(registry_path: str | None = None, data_root: str | None = 
     jobs += benchmark.jobs(assets)
     sensors.append(dead_run_sensor)
     store = ArtefactStore(root=str(reg.data_root), registry_path=str(registry_path or ""))
+    # step outputs (the shard plan, shard indices) on the data root: the volume every step shares
+    io = dg.FilesystemIOManager(base_dir=str(reg.data_root / "dagster_io"))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
-                          resources={"store": store, "settings": SelectionSettings()})
+                          resources={"store": store, "settings": SelectionSettings(), "io_manager": io})
 
 
 defs = build_definitions()
+
+
+def pool_side_job() -> dg.JobDefinition:
+    """The pool-side job, for ``dg.reconstructable`` (the multiprocess executor re-imports it in
+    each step's process; ``benchmarks/bench_scale.py`` and the sharding tests run it so)."""
+    return defs.resolve_job_def("pool_side_job")

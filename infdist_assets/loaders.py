@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import dagster as dg
+import torch
 
 from infdist_core import pipeline, proxies
 from infdist_core.modeling import load_model, load_tokenizer
@@ -23,17 +24,19 @@ GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": 
 
 def selection_model(step: Step):
     """The model at which influence is measured: the warm-up checkpoint (or the base model)."""
-    return load_model(WarmupCheckpoint.load(step).model_path, step.cfg.device)
+    return load_model(WarmupCheckpoint.load(step).model_path, step.cfg.device, step.cfg.inference_dtype())
 
 
 def base_tokenizer(step: Step):
     return load_tokenizer(step.registry.model_path(step.model))
 
 
-def base_model(step: Step):
-    """The registered (not warmed-up) model and its tokenizer."""
+def base_model(step: Step, training: bool = False):
+    """The registered (not warmed-up) model and its tokenizer; float32 to train, else in the
+    configured ``dtype``."""
     path = step.registry.model_path(step.model)
-    return load_model(path, step.cfg.device), load_tokenizer(path)
+    dtype = torch.float32 if training else step.cfg.inference_dtype()
+    return load_model(path, step.cfg.device, dtype), load_tokenizer(path)
 
 
 def warmup_moments(step: Step, model):

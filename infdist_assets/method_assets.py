@@ -77,7 +77,7 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
             size, digest = storage.folder_digest(final)
             context.log.info(f"reusing fine-tuned model {final} (same base model, samples, weights and training settings)")
         else:
-            model, tok = base_model(step)
+            model, tok = base_model(step, training=True)
             res = pipeline.fine_tune(model, chosen, sel.weights, step.cfg, tok.pad_token_id,
                                      progress=step.progress("fine-tune", 5))
             record = {"key": key, "steps": res.steps, "losses": res.losses, "train_seconds": res.seconds}
@@ -99,7 +99,7 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         except RecordError as err:
             raise dg.Failure(description=f"task {step.task}: {err}") from err
         try:
-            res = pipeline.evaluate(load_model(path, step.cfg.device), load_tokenizer(path), eval_set, targets, step.cfg,
+            res = pipeline.evaluate(load_model(path, step.cfg.device, step.cfg.inference_dtype()), load_tokenizer(path), eval_set, targets, step.cfg,
                                     log_fn=context.log.info)
         except ValueError as err:
             raise dg.Failure(description=f"task {step.task}: {err}") from err

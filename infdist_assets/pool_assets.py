@@ -4,18 +4,166 @@ gradients -> pool (JVP/proxy) embeddings -> KRR coefficients; plus the baselines
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 
 from infdist_core import pipeline, proxies
 from infdist_core.config import DATA_SIDE_FIELDS
 from infdist_core.records import RecordError, load_records
 from infdist_core.training import save_adam_state
-from infdist_assets import checks, storage
+from infdist_assets import checks, sharding, storage
 from infdist_assets.artefacts import (KernelFit, LandmarkCandidates, LandmarkGradients, PoolEmbeddings, PoolLosses,
                                       PoolVectors, SampledPool, WarmupCheckpoint, known_embeddings)
 from infdist_assets.loaders import GPU_TAGS, base_model, base_tokenizer, selection_model, warmup_moments
 from infdist_assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore, SelectionSettings
+from infdist_assets.sharding import Gathered, Plan, ShardedAsset, sidecar_sum
 from infdist_assets.step import Step, code_version
+
+
+
+# ------------------------------------------------------------------ landmark gradients (sharded)
+def _landmarks_plan(step: Step) -> Plan:
+    n = len(SampledPool.load_ids(step))
+    return Plan(len(pipeline.landmark_indices(n, step.cfg)), step.cfg.batch_size)
+
+
+def _landmarks_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples
+    model = selection_model(step)
+    moments = warmup_moments(step, model)
+    idx = pipeline.landmark_indices(len(samples), step.cfg)[lo:hi]
+    g = pipeline.compute_gradients(model, [samples[i] for i in idx], step.cfg, base_tokenizer(step).pad_token_id, moments,
+                                   progress=step.progress("landmark gradients"))
+    lg = LandmarkGradients(idx, [samples[i].id for i in idx], g.valid, g.vectors, g.norms, g.n_label_tokens)
+    return lg.table(), {"compute_seconds": g.seconds, "adam_aware": moments is not None}
+
+
+def _landmarks_gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
+    lg = LandmarkGradients.from_table(table)
+    lg.save(step)
+    n = len(lg.pool_index)
+    corr = float(np.corrcoef(lg.norms, lg.n_label_tokens)[0, 1]) if n > 2 else float("nan")
+    return Gathered(n, {"landmarks": n, "dim": lg.vectors.shape[1], "invalid": int((~lg.valid).sum()),
+                        "seconds_per_sample": sidecar_sum(metas, "compute_seconds") / max(n, 1),
+                        "adam_aware": bool(metas and metas[0].get("adam_aware")), "norm_vs_label_tokens_corr": corr},
+                    checks=[checks.finite_matrix("gradients_finite", lg.vectors, step.cfg.n_landmarks,
+                                                 step.cfg.projection_dim)])  # (checked <= the parameters)
+
+
+LANDMARK_GRADIENTS = ShardedAsset(
+    "landmark_gradients", ("sampled_pool", "warmup_checkpoint"), _landmarks_plan, _landmarks_compute, _landmarks_gather,
+    "Exact, Hadamard-projected, Adam-preconditioned, normalised gradients of the landmarks (sharded: pool_shards).",
+    checks=(("gradients_finite", "finite, as many as configured, of the configured dimension"),), op_tags=GPU_TAGS)
+
+
+# ------------------------------------------------------------------ pool embeddings (sharded)
+def _embeddings_plan(step: Step) -> Plan:
+    """The embedding choice on the landmarks (not sharded); the shards embed the other rows."""
+    samples = SampledPool.load(step).samples
+    idx, G = LandmarkGradients.load(step).used
+    known = known_embeddings(step, len(samples))
+    if known:
+        step.context.log.info(f"reusing proxy rows computed for other selection seeds: {sorted(known)}")
+    plan = pipeline.plan_pool_embedding(selection_model(step), samples, idx, G, step.cfg,
+                                        base_tokenizer(step).pad_token_id, log_fn=step.context.log.info, known=known)
+    PoolEmbeddings.save_candidates(step, plan.candidates)
+    LandmarkCandidates(idx.tolist(), plan.landmark_embeddings, plan.widths).save(step)
+    batch = int(np.lcm(proxies.BATCH_SIZE, step.cfg.batch_size))  # the batches of the batched proxies
+    return Plan(len(pipeline.non_landmarks(len(samples), idx)), batch,
+                {"spec": plan.spec, "reason": plan.reason, "candidates": plan.candidates,
+                 "landmark_seconds_per_sample": plan.seconds_per_sample})
+
+
+def _embeddings_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples
+    idx, _ = LandmarkGradients.load(step).used
+    rows = pipeline.non_landmarks(len(samples), idx)[lo:hi]
+    pe = pipeline.embed_pool_rows(selection_model(step), samples, rows, payload["spec"], step.cfg,
+                                  base_tokenizer(step).pad_token_id, known_embeddings(step, len(samples)))
+    table = pa.table({"pool_index": rows, "embedding": storage.vectors_column(pe.vectors)})
+    return table, {"seconds_per_sample": pe.seconds_per_sample, "rows": len(rows)}
+
+
+def _embeddings_gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
+    ids = SampledPool.load_ids(step)
+    idx, _ = LandmarkGradients.load(step).used
+    cands = LandmarkCandidates.load(step, idx)
+    plan = pipeline.EmbeddingPlan(payload["spec"], payload["reason"], payload["candidates"], cands.rows, cands.widths,
+                                  payload["landmark_seconds_per_sample"])
+    rest = pipeline.non_landmarks(len(ids), idx)
+    rest_vectors = storage.column_matrix(table, "embedding") if table is not None and table.num_rows else None
+    if rest_vectors is not None and table.column("pool_index").to_numpy().tolist() != rest.tolist():
+        raise dg.Failure(description="pool_embeddings: the shards do not cover the non-landmark rows in order")
+    rows = sum(m.get("rows", 0) for m in metas)
+    per = sum(m.get("seconds_per_sample", 0.0) * m.get("rows", 0) for m in metas) / rows if rows else None
+    choice = pipeline.assemble_pool_embedding(plan, idx, rest, rest_vectors, per)
+    PoolEmbeddings(choice.spec, choice.vectors, ids, tuple(choice.widths[choice.spec]), choice.reason).save(step)
+    md = {"candidates": dg.MetadataValue.md(table_md(choice.candidates, ["embedding", "spearman", "grad_cosine",
+                                                                         "mean_cosine", "seconds_per_sample"]))}
+    return Gathered(len(ids), {"embedding": choice.spec, "dim": choice.vectors.shape[1],
+                               "seconds_per_sample": choice.seconds_per_sample, "why": choice.reason}, md,
+                    checks=[checks.finite_matrix("embeddings_finite", choice.vectors, step.cfg.pool_size)])
+
+
+POOL_EMBEDDINGS = ShardedAsset(
+    "pool_embeddings", ("sampled_pool", "warmup_checkpoint", "landmark_gradients"), _embeddings_plan, _embeddings_compute,
+    _embeddings_gather,
+    "Proxy embedding of every pool sample (the paper's JVP embeddings, Eq. 12, or the proxy chosen by landmark "
+    "cross-validation when embedding=auto); the choice is made on the landmarks, the other rows in shards.",
+    checks=(("embeddings_finite", "finite, one per pool sample"),), op_tags=GPU_TAGS)
+
+
+# ------------------------------------------------------------------ the baselines' pool passes (sharded)
+def _pool_plan(step: Step) -> Plan:
+    return Plan(len(SampledPool.load_ids(step)), int(np.lcm(proxies.BATCH_SIZE, step.cfg.batch_size)))
+
+
+def _perplexity_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples[lo:hi]
+    model, tok = base_model(step)
+    return PoolLosses(pipeline.pool_losses(model, samples, tok.pad_token_id)).table(lo), {}
+
+
+def _perplexity_gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
+    pl = PoolLosses.from_table(table)
+    pl.save(step)
+    return Gathered(len(pl.losses), {"mean_loss": float(pl.losses.mean())})
+
+
+def _rds_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples[lo:hi]
+    model, tok = base_model(step)
+    pe = proxies.compute_proxy(model, samples, tok.pad_token_id, "rds")
+    return PoolVectors("rds_embeddings", pe.vectors).table(lo), {"compute_seconds": pe.seconds_per_sample * len(samples)}
+
+
+def _gradients_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples[lo:hi]
+    model = selection_model(step)
+    g = pipeline.compute_gradients(model, samples, step.cfg, base_tokenizer(step).pad_token_id,
+                                   warmup_moments(step, model), progress=step.progress("pool gradients", 50))
+    return PoolVectors("pool_gradients", g.vectors, g.valid).table(lo), {"compute_seconds": g.seconds}
+
+
+def _vectors_gather(asset: str):
+    def gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
+        pv = PoolVectors.from_table(asset, table)
+        pv.save(step)
+        n = len(pv.vectors)
+        return Gathered(n, {"seconds_per_sample": sidecar_sum(metas, "compute_seconds") / max(n, 1)})
+    return gather
+
+
+POOL_PERPLEXITY = ShardedAsset("pool_perplexity", ("sampled_pool",), _pool_plan, _perplexity_compute, _perplexity_gather,
+                               "Per-sample loss (log-perplexity) of the base model, for the mid-PPL baseline.",
+                               op_tags=GPU_TAGS)
+RDS_EMBEDDINGS = ShardedAsset("rds_embeddings", ("sampled_pool",), _pool_plan, _rds_compute, _vectors_gather("rds_embeddings"),
+                              "RDS+ embeddings (position-weighted mean of last hidden states) of the base model.",
+                              op_tags=GPU_TAGS)
+POOL_GRADIENTS = ShardedAsset("pool_gradients", ("sampled_pool", "warmup_checkpoint"), _pool_plan, _gradients_compute,
+                              _vectors_gather("pool_gradients"),
+                              "True projected gradients of every pool sample: the expensive LESS-like 'Grad' baseline.",
+                              op_tags=GPU_TAGS)
 
 
 def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -40,7 +188,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     def warmup_checkpoint(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         samples = SampledPool.load(step).samples
-        model, tok = base_model(step)
+        model, tok = base_model(step, training=True)
         res = pipeline.warm_up(model, samples, step.cfg, tok.pad_token_id, progress=step.progress("warm-up", 2))
         if res is None:
             ckpt, losses = WarmupCheckpoint(str(step.registry.model_path(step.model)), None, 0), []
@@ -57,50 +205,8 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                                "first_loss": losses[0] if losses else 0.0, "last_loss": losses[-1] if losses else 0.0},
                            samples=ckpt.steps * step.cfg.train_micro_batch * step.cfg.train_grad_accum)
 
-    @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
-              check_specs=[checks.spec("gradients_finite", "landmark_gradients", "finite, as many as configured, of the configured dimension")],
-              description="Exact, Hadamard-projected, Adam-preconditioned, normalised gradients of the landmarks.")
-    def landmark_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
-        step = Step.begin(context, store, settings)
-        samples = SampledPool.load(step).samples
-        model = selection_model(step)
-        moments = warmup_moments(step, model)
-        tok = base_tokenizer(step)
-        idx = pipeline.landmark_indices(len(samples), step.cfg)
-        g = pipeline.compute_gradients(model, [samples[i] for i in idx], step.cfg, tok.pad_token_id, moments,
-                                       progress=step.progress("landmark gradients"))
-        LandmarkGradients(idx, [samples[i].id for i in idx], g.valid, g.vectors, g.norms, g.n_label_tokens).save(step)
-        corr = float(np.corrcoef(g.norms, g.n_label_tokens)[0, 1]) if len(idx) > 2 else float("nan")
-        return step.finish(len(idx), {"landmarks": len(idx), "dim": g.vectors.shape[1], "invalid": int((~g.valid).sum()),
-                                      "seconds_per_sample": g.seconds / len(idx), "adam_aware": moments is not None,
-                                      "norm_vs_label_tokens_corr": corr},
-                           checks=[checks.finite_matrix("gradients_finite", g.vectors, step.cfg.n_landmarks,
-                                                        step.cfg.projection_dim)])  # (checked <= the parameters)
-
-    @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint, landmark_gradients], kinds={"pytorch", "parquet"},
-              op_tags=GPU_TAGS, pool="gpu",
-              check_specs=[checks.spec("embeddings_finite", "pool_embeddings", "finite, one per pool sample")],
-              description="Proxy embedding of every pool sample (the paper's JVP embeddings, Eq. 12, or the proxy "
-                          "chosen by landmark cross-validation when embedding=auto).")
-    def pool_embeddings(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
-        step = Step.begin(context, store, settings)
-        samples = SampledPool.load(step).samples
-        model = selection_model(step)
-        tok = base_tokenizer(step)
-        idx, G = LandmarkGradients.load(step).used
-        known = known_embeddings(step, len(samples))
-        if known:
-            context.log.info(f"reusing proxy rows computed for other selection seeds: {sorted(known)}")
-        choice = pipeline.embed_pool(model, samples, idx, G, step.cfg, tok.pad_token_id, log_fn=context.log.info, known=known)
-        PoolEmbeddings(choice.spec, choice.vectors, [s.id for s in samples], tuple(choice.widths[choice.spec]),
-                       choice.reason).save(step)
-        PoolEmbeddings.save_candidates(step, choice.candidates)
-        LandmarkCandidates(idx.tolist(), choice.landmark_embeddings, choice.widths).save(step)
-        md = {"candidates": dg.MetadataValue.md(table_md(choice.candidates, ["embedding", "spearman", "grad_cosine",
-                                                                             "mean_cosine", "seconds_per_sample"]))}
-        return step.finish(len(samples), {"embedding": choice.spec, "dim": choice.vectors.shape[1],
-                                          "seconds_per_sample": choice.seconds_per_sample, "why": choice.reason}, md,
-                           checks=[checks.finite_matrix("embeddings_finite", choice.vectors, step.cfg.pool_size)])
+    landmark_gradients = sharding.build(LANDMARK_GRADIENTS, partitions, common["code_version"])
+    pool_embeddings = sharding.build(POOL_EMBEDDINGS, partitions, common["code_version"])
 
     @dg.asset(**common, deps=[pool_embeddings, landmark_gradients], kinds={"parquet"},
               description="The fitted landmark kernel ridge regression (Eq. 10): kernel settings chosen by landmark "
@@ -123,36 +229,8 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                                     "cv_mean_cosine": best.get("mean_cosine", float("nan")),
                                     "coefficients_stored": reg.coefficients is not None}, md)
 
-    @dg.asset(**common, deps=[sampled_pool], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
-              description="Per-sample loss (log-perplexity) of the base model, for the mid-PPL baseline.")
-    def pool_perplexity(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
-        step = Step.begin(context, store, settings)
-        samples = SampledPool.load(step).samples
-        model, tok = base_model(step)
-        losses = pipeline.pool_losses(model, samples, tok.pad_token_id)
-        PoolLosses(losses).save(step)
-        return step.finish(len(samples), {"mean_loss": float(losses.mean())})
-
-    @dg.asset(**common, deps=[sampled_pool], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
-              description="RDS+ embeddings (position-weighted mean of last hidden states) of the base model.")
-    def rds_embeddings(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
-        step = Step.begin(context, store, settings)
-        samples = SampledPool.load(step).samples
-        model, tok = base_model(step)
-        pe = proxies.compute_proxy(model, samples, tok.pad_token_id, "rds")
-        PoolVectors("rds_embeddings", pe.vectors).save(step)
-        return step.finish(len(samples), {"seconds_per_sample": pe.seconds_per_sample})
-
-    @dg.asset(**common, deps=[sampled_pool, warmup_checkpoint], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
-              description="True projected gradients of every pool sample: the expensive LESS-like 'Grad' baseline.")
-    def pool_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
-        step = Step.begin(context, store, settings)
-        samples = SampledPool.load(step).samples
-        model = selection_model(step)
-        g = pipeline.compute_gradients(model, samples, step.cfg, base_tokenizer(step).pad_token_id,
-                                       warmup_moments(step, model), progress=step.progress("pool gradients", 50))
-        PoolVectors("pool_gradients", g.vectors, g.valid).save(step)
-        return step.finish(len(samples), {"seconds_per_sample": g.seconds / len(samples)})
+    pool_perplexity, rds_embeddings, pool_gradients = (sharding.build(spec, partitions, common["code_version"])
+                                                       for spec in (POOL_PERPLEXITY, RDS_EMBEDDINGS, POOL_GRADIENTS))
 
     return [sampled_pool, warmup_checkpoint, landmark_gradients, pool_embeddings, krr_coefficients,
             pool_perplexity, rds_embeddings, pool_gradients]

@@ -124,7 +124,9 @@ class Step:
     memory: PeakMemory = field(default_factory=PeakMemory)
 
     @classmethod
-    def begin(cls, context: dg.AssetExecutionContext, store: ArtefactStore, settings) -> "Step":
+    def begin(cls, context: dg.AssetExecutionContext | dg.OpExecutionContext, store: ArtefactStore, settings,
+              asset: str | None = None) -> "Step":
+        """The step of ``context``'s asset (or ``asset``, for the ops of a sharded asset)."""
         try:
             cfg = settings.to_core()
             reg = store.registry()
@@ -132,7 +134,7 @@ class Step:
             raise dg.Failure(description=f"bad configuration: {err}") from err
         record_worker(context)
         model, task = split_key(context.partition_key)
-        step = cls(context, store, cfg, reg, context.asset_key.to_user_string(), model, task)
+        step = cls(context, store, cfg, reg, asset or context.asset_key.to_user_string(), model, task)
         try:
             reg.model_path(model)
             if task is not None:

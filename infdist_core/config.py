@@ -103,6 +103,14 @@ class SelectionConfig:
     Results differ from 1 only by rounding; measured in ``benchmarks/bench_cost.py``."""
     device: str = "auto"
     """cuda when available, else cpu."""
+    dtype: str = "auto"
+    """Weights and activations of the passes that do not train (gradients, proxies, perplexity,
+    RDS+, evaluation): float32, bfloat16, or auto (bfloat16 on a CUDA device that supports it, else
+    float32). Warm-up and fine-tuning stay float32 (AdamW on bf16 weights loses small updates)."""
+    pool_shards: int = 1
+    """Shards of the pool-side passes (landmark gradients, pool embeddings, the baselines' pool
+    passes): each shard is its own Dagster step, run in parallel by the multiprocess or Kubernetes
+    executor, resumable shard by shard. The gathered artefacts are bit-identical for any value."""
 
     def __post_init__(self) -> None:
         """Every field checked before any work starts; the error names the field and its value."""
@@ -111,7 +119,7 @@ class SelectionConfig:
         bad = {f: getattr(self, f) for f in ("pool_size", "max_length", "n_landmarks", "k", "projection_dim",
                                              "embedding_dim", "jvp_blocks", "jvp_tangents", "batch_size",
                                              "heldout_max_length", "warmup_samples", "train_micro_batch",
-                                             "train_grad_accum", "max_new_tokens")
+                                             "train_grad_accum", "max_new_tokens", "pool_shards")
                if not isinstance(getattr(self, f), int) or getattr(self, f) < 1}
         if bad:
             raise ValueError(f"these settings must be integers >= 1: {bad}")
@@ -147,6 +155,8 @@ class SelectionConfig:
         parse_grad_params(self.grad_params)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype={self.dtype!r}: use auto, float32 or bfloat16")
 
     @classmethod
     def paper(cls) -> "SelectionConfig":
@@ -158,6 +168,15 @@ class SelectionConfig:
                    warmup_samples=10_000, warmup_steps=80, embedding="jvp-logits:4:2", kernel_search=False,
                    kernel_center=False,
                    train_micro_batch=1, train_grad_accum=128, eval_subset=0, task_metrics=True, batch_size=8)
+
+    def inference_dtype(self, device: str | None = None):
+        """The torch dtype of the passes that do not train (``dtype``; auto: bf16 on CUDA if supported)."""
+        import torch
+
+        if self.dtype != "auto":
+            return getattr(torch, self.dtype)
+        on_cuda = str(device or self.device).startswith("cuda") or (self.device == "auto" and torch.cuda.is_available())
+        return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
 
     def with_(self, **changes) -> "SelectionConfig":
         return replace(self, **changes)
@@ -188,7 +207,7 @@ def parse_grad_params(which: str) -> tuple[str, int]:
 DATA_SIDE_FIELDS = (
     "pool_size", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples", "warmup_steps",
     "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "train_lr",
-    "train_micro_batch", "train_grad_accum", "data_seed", "batch_size",
+    "train_micro_batch", "train_grad_accum", "data_seed", "batch_size", "dtype",
 )
 """Settings the selection-seed-free artefacts depend on (pool sample, warm-up, target gradients,
 the baselines' pool inputs): they are shared by every selection seed and budget k."""
@@ -204,8 +223,8 @@ TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + (
 EVAL_FIELDS = ("eval_subset", "heldout_rows", "heldout_max_length", "task_metrics", "max_new_tokens")
 """Settings the evaluation scores depend on besides the target side's."""
 
-RUNTIME_FIELDS = ("device",)
-"""Settings no artefact depends on (where the computation runs)."""
+RUNTIME_FIELDS = ("device", "pool_shards")
+"""Settings no artefact depends on (where and in how many steps the computation runs)."""
 
 
 def field_docs() -> dict[str, str]:

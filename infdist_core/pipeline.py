@@ -168,32 +168,73 @@ def choose_proxy(on_landmarks: dict[str, proxies.ProxyEmbedding], G_landmarks: n
     return pick, reason, rows
 
 
+@dataclass
+class EmbeddingPlan:
+    """The pool-embedding choice, made on the landmarks: the spec and why, the candidates' CV rows,
+    their rows on the landmarks and part widths, and the chosen spec's seconds per sample there."""
+
+    spec: str
+    reason: str
+    candidates: list[dict]
+    landmark_embeddings: dict[str, np.ndarray]
+    widths: dict[str, tuple[int, ...]]
+    seconds_per_sample: float
+
+
+def plan_pool_embedding(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_landmarks: np.ndarray,
+                        cfg: SelectionConfig, pad_id: int, log_fn: Callable[[str], None] = log.info,
+                        known: dict[str, KnownRows] | None = None) -> EmbeddingPlan:
+    """Every candidate's embeddings of the landmarks and the choice among them (``choose_proxy``)."""
+    known = known or {}
+    specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
+    on_landmarks = {spec: _proxy_rows(model, pool, np.asarray(landmarks), spec, cfg, pad_id, known) for spec in specs}
+    pick, reason, rows = choose_proxy(on_landmarks, G_landmarks, cfg, log_fn)
+    log_fn(f"embedding: {pick} ({reason})")
+    return EmbeddingPlan(pick, reason, rows, {s: pe.vectors for s, pe in on_landmarks.items()},
+                         {s: pe.widths for s, pe in on_landmarks.items()}, on_landmarks[pick].seconds_per_sample)
+
+
+def non_landmarks(n_pool: int, landmarks: np.ndarray) -> np.ndarray:
+    """The pool rows the chosen proxy still has to embed, in order (sharded in this order)."""
+    return np.setdiff1d(np.arange(n_pool), landmarks)
+
+
+def embed_pool_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str, cfg: SelectionConfig, pad_id: int,
+                    known: dict[str, KnownRows] | None = None) -> proxies.ProxyEmbedding:
+    """``spec``'s embeddings of ``pool[rows]`` (rows known from other runs are taken, not recomputed)."""
+    return _proxy_rows(model, pool, np.asarray(rows), spec, cfg, pad_id, known or {})
+
+
+def assemble_pool_embedding(plan: EmbeddingPlan, landmarks: np.ndarray, rest: np.ndarray, rest_vectors: np.ndarray,
+                            seconds_per_sample: float | None = None) -> EmbeddingChoice:
+    """The pool's rows: the landmarks' from the plan, the others as embedded (in ``rest`` order)."""
+    lm = plan.landmark_embeddings[plan.spec]
+    vectors = np.zeros((len(landmarks) + len(rest), lm.shape[1]), dtype=np.float32)
+    vectors[landmarks] = lm
+    if len(rest):
+        vectors[rest] = rest_vectors
+    per = plan.seconds_per_sample if seconds_per_sample is None else seconds_per_sample
+    return EmbeddingChoice(plan.spec, plan.reason, vectors, per, plan.candidates, plan.landmark_embeddings, plan.widths)
+
+
 def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_landmarks: np.ndarray,
                cfg: SelectionConfig, pad_id: int, log_fn: Callable[[str], None] = log.info,
                known: dict[str, KnownRows] | None = None) -> EmbeddingChoice:
     """Proxy embeddings of the whole pool; with ``embedding='auto'`` the proxy is chosen first by
-    cross-validation on the landmarks (task-independent pseudo-targets, ``recovery``).
+    cross-validation on the landmarks (task-independent pseudo-targets, ``recovery``). In one call
+    what the sharded asset does in steps: ``plan_pool_embedding``, ``embed_pool_rows`` over
+    ``non_landmarks`` (in shards), ``assemble_pool_embedding``.
 
     ``known`` maps a spec to rows computed before (``KnownRows``), e.g. by another selection seed's
     run with the same model, pool and ``data_seed``: proxies computed one sample at a time
     (``proxy_specs.per_sample``) give the same rows whatever the landmarks, so those rows are reused
     and only the others are computed."""
-    known = known or {}
-    specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
-    on_landmarks = {spec: _proxy_rows(model, pool, np.asarray(landmarks), spec, cfg, pad_id, known) for spec in specs}
-    pick, reason, rows = choose_proxy(on_landmarks, G_landmarks, cfg, log_fn)
-    lm_emb = {s: pe.vectors for s, pe in on_landmarks.items()}
-    costs = {s: pe.seconds_per_sample for s, pe in on_landmarks.items()}
-    widths = {s: pe.widths for s, pe in on_landmarks.items()}
-    log_fn(f"embedding: {pick} ({reason})")
-    rest = np.setdiff1d(np.arange(len(pool)), landmarks)
-    vectors = np.zeros((len(pool), lm_emb[pick].shape[1]), dtype=np.float32)
-    vectors[landmarks] = lm_emb[pick]
-    per = costs[pick]
-    if len(rest):
-        rest_pe = _proxy_rows(model, pool, rest, pick, cfg, pad_id, known)
-        vectors[rest], per = rest_pe.vectors, rest_pe.seconds_per_sample
-    return EmbeddingChoice(pick, reason, vectors, per, rows, lm_emb, widths)
+    plan = plan_pool_embedding(model, pool, landmarks, G_landmarks, cfg, pad_id, log_fn, known)
+    rest = non_landmarks(len(pool), landmarks)
+    if not len(rest):
+        return assemble_pool_embedding(plan, landmarks, rest, np.zeros((0, 0)))
+    pe = embed_pool_rows(model, pool, rest, plan.spec, cfg, pad_id, known)
+    return assemble_pool_embedding(plan, landmarks, rest, pe.vectors, pe.seconds_per_sample)
 
 
 def embed_samples(model, samples: list[TokenizedSample], spec: str, cfg: SelectionConfig, pad_id: int) -> proxies.ProxyEmbedding:

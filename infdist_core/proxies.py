@@ -47,6 +47,11 @@ from infdist_core.proxy_specs import KINDS, parts, validate_spec
 from infdist_core.tokenization import IGNORE, TokenizedSample, pad_batch
 
 
+BATCH_SIZE = 8
+"""Samples per forward of the batched kinds (and of ``evaluation.sample_losses``): sharded pool
+passes cut at multiples of it so that every sample keeps its batch (``infdist_core.shards``)."""
+
+
 @dataclass
 class ProxyEmbedding:
     spec: str
@@ -279,7 +284,7 @@ assert COMPUTE.keys() == KINDS.keys(), "every registered proxy kind needs a comp
 
 
 def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str, dim: int = 4096, seed: int = 0,
-                  batch_size: int = 8, grad_batch: int = 1, jvp: tuple[int, int] = (4, 2)) -> ProxyEmbedding:
+                  batch_size: int = BATCH_SIZE, grad_batch: int = 1, jvp: tuple[int, int] = (4, 2)) -> ProxyEmbedding:
     """Embeddings of ``samples`` for the proxy ``spec`` (see module docstring). ``batch_size``:
     samples per forward of the batched kinds; ``grad_batch``: of the blocks before ``grad-last``'s
     (1: one sample per pass, rows independent of the batch, see ``per_sample``); ``jvp``: blocks

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from infdist_assets.catalog import connect_readonly
+from tests.conftest import write_world
 
 ROOT = Path(__file__).resolve().parents[1]
 N_POOL, K, L = 30, 5, 12
@@ -26,39 +27,10 @@ SETTINGS = dict(pool_size=N_POOL, max_length=64, n_landmarks=L, k=K, projection_
                 embedding_candidates=["grad-last:1+grad-head", "jvp-hidden:2:2", "rds"])
 
 
-def _chat(i, q, a):
-    return {"id": f"s{i}", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, request):
-    from infdist_core.modeling import load_tokenizer, tiny_llama
-
-    from tests.conftest import MODEL_DIR
-
     data = tmp_path_factory.mktemp("data")
-    tok = load_tokenizer(MODEL_DIR)
-    model = tiny_llama(len(tok), seed=0, n_layers=3, hidden=32, pad_token_id=tok.pad_token_id)
-    model.save_pretrained(data / "models" / "tiny")
-    tok.save_pretrained(data / "models" / "tiny")
-    rng = np.random.default_rng(0)
-    words = "apple river seven quantum green tiny code loop sum add".split()
-    pool = [_chat(i, " ".join(rng.choice(words, 6)), " ".join(rng.choice(words, int(rng.integers(3, 12)))))
-            for i in range(45)]
-    (data / "pool.jsonl").write_text("\n".join(json.dumps(r) for r in pool))
-    (data / "math.jsonl").write_text("\n".join(json.dumps(_chat(f"t{i}", f"What is {i}+1?", f"{i}+1 = {i+1}. The answer is {i+1}."))
-                                               for i in range(3)))
-    (data / "code.jsonl").write_text("\n".join(json.dumps(_chat(f"c{i}", "Write code", "def f():\n    return 1")) for i in range(2)))
-    (data / "math_test.jsonl").write_text("\n".join(json.dumps({"question": f"What is {i}+2?", "answer": f"x #### {i+2}",
-                                                                 "final": str(i + 2)}) for i in range(4)))
-    reg = data / "registry.yaml"
-    reg.write_text("""pool: pool.jsonl
-models:
-  tiny: {path: models/tiny}
-tasks:
-  math: {targets: math.jsonl, eval: {kind: gsm8k, path: math_test.jsonl}}
-  code: {targets: code.jsonl}
-""")
+    reg = write_world(data)
     from infdist_assets.definitions import build_definitions
     from infdist_assets.demo import run_partition
     from infdist_assets.resources import ArtefactStore, SelectionSettings
@@ -280,11 +252,15 @@ def test_definitions_have_the_graph_partitions_and_gpu_tags():
     node = graph.get(dg.AssetKey("per_target_weights"))
     assert set(node.partitions_def.partition_dimension_names) == {"model", "task"}
     assert dg.AssetKey("krr_coefficients") in node.parent_keys
-    lg = defs.get_assets_def("landmark_gradients")
-    k8s = lg.op.tags["dagster-k8s/config"]
+    ops = {n.name: n for n in defs.get_assets_def("landmark_gradients").node_def.node_defs}
+    assert set(ops) == {"landmark_gradients__plan", "landmark_gradients__shard", "landmark_gradients__gather"}
+    shard = ops["landmark_gradients__shard"]
+    k8s = shard.tags["dagster-k8s/config"]
     k8s = json.loads(k8s) if isinstance(k8s, str) else k8s
-    assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert lg.op.pool == "gpu"
+    assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1", "a GPU per shard step"
+    assert shard.pool == "gpu"
+    assert "dagster-k8s/config" not in ops["landmark_gradients__gather"].tags, "plan and gather need no GPU"
+    assert "dagster-k8s/config" not in defs.get_assets_def("krr_coefficients").op.tags, "KRR runs on CPU"
     assert {s.name for s in defs.schedules} == {"reselection_schedule"}
     status = {s.name: s.default_status for s in defs.sensors}
     assert status.pop("dead_run_sensor") == dg.DefaultSensorStatus.RUNNING, "killed runs are reaped by default"
