@@ -17,7 +17,9 @@ paper leaves out), and ``asset_<name>`` for every asset (``/`` in keys becomes `
 
 from __future__ import annotations
 
+import fcntl
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,7 @@ def _views(root: Path, asset_keys: list[str]) -> dict[str, str]:
 
 SELECTION_COST = r"""
 WITH runs AS (  -- the latest materialisation of each asset, partition and variant
-    SELECT asset, partition, coalesce(variant, '') AS variant, epoch(finished_at) - epoch(started_at) AS seconds
+    SELECT asset, partition, coalesce(variant, '') AS variant, (epoch_us(finished_at) - epoch_us(started_at)) / 1e6 AS seconds
     FROM lineage
     QUALIFY row_number() OVER (PARTITION BY asset, partition, coalesce(variant, '') ORDER BY finished_at DESC) = 1),
 made AS (  -- every selection made: model, task, seed, k, method
@@ -89,6 +91,25 @@ def rebuild(root: Path, catalog_path: Path, asset_keys: list[str], stages: dict[
     """Write a fresh catalog with a view for every relation that has data; atomically replace.
     ``stages`` (method -> the assets its selection needs) adds ``method_stages`` and, with
     lineage, ``selection_cost``."""
+    with _exclusive(catalog_path.with_name(catalog_path.name + ".lock")):
+        return _rebuild(root, catalog_path, asset_keys, stages)
+
+
+@contextmanager
+def _exclusive(lock: Path):
+    """One rebuild at a time on this data root (POSIX lock; on NFSv4 across hosts too). Without it
+    two steps finishing together could rename in the order opposite to their globbing, and the
+    catalog would miss the view of an asset materialised for the first time."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.lockf(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+
+
+def _rebuild(root: Path, catalog_path: Path, asset_keys: list[str], stages: dict[str, list[str]] | None) -> list[str]:
     views = _views(root, asset_keys)
     with atomic_path(catalog_path) as tmp:
         con = duckdb.connect(str(tmp))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from infdist_assets import automation, benchmark, method_assets, pool_assets, step, target_assets
+from infdist_assets import automation, benchmark, deployment, method_assets, pool_assets, step, target_assets
 from infdist_assets.run_liveness import dead_run_sensor
 from infdist_assets.partitions import model_partitions, model_task_partitions
 from infdist_assets.registry import load_registry
@@ -28,7 +28,7 @@ def build_definitions(registry_path: str | None = None, data_root: str | None = 
     store = ArtefactStore(root=str(reg.data_root), registry_path=str(registry_path or ""))
     # step outputs (the shard plan, shard indices) on the data root: the volume every step shares
     io = dg.FilesystemIOManager(base_dir=str(reg.data_root / "dagster_io"))
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, executor=deployment.executor(),
                           resources={"store": store, "settings": SelectionSettings(), "io_manager": io})
 
 

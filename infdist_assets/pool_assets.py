@@ -71,7 +71,7 @@ def _embeddings_plan(step: Step) -> Plan:
     batch = int(np.lcm(proxies.BATCH_SIZE, step.cfg.batch_size))  # the batches of the batched proxies
     return Plan(len(pipeline.non_landmarks(len(samples), idx)), batch,
                 {"spec": plan.spec, "reason": plan.reason, "candidates": plan.candidates,
-                 "landmark_seconds_per_sample": plan.seconds_per_sample})
+                 "landmark_seconds_per_sample": plan.seconds_per_sample}, key={"spec": plan.spec})
 
 
 def _embeddings_compute(step: Step, payload: dict, lo: int, hi: int):

@@ -23,12 +23,15 @@ multiples of the pass's batch size (``infdist_core.shards``), so the gathered ar
 bit-identical for any ``pool_shards``.
 """
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import dagster as dg
 import pyarrow as pa
+import torch
 
 from infdist_core.shards import shard_bounds
 from infdist_assets import storage
@@ -38,12 +41,14 @@ from infdist_assets.step import Step, settings_diff, stale_upstream
 
 @dataclass(frozen=True)
 class Plan:
-    """What the plan op decides: ``items`` to shard, their batch ``align``ment, and a small
-    JSON-able ``payload`` every shard and the gather receive (e.g. the chosen embedding)."""
+    """What the plan op decides: ``items`` to shard, their batch ``align``ment, a small ``payload``
+    every shard and the gather receive (e.g. the chosen embedding and the candidates' CV rows), and
+    its ``key``: what the shards' rows depend on (a finished shard made under another key is stale)."""
 
     items: int
     align: int = 1
     payload: dict = field(default_factory=dict)
+    key: dict = field(default_factory=dict)  # the part of the plan the shards' rows depend on
 
 
 @dataclass(frozen=True)
@@ -71,17 +76,35 @@ class ShardedAsset:
     pool: str | None = "gpu"  # the shard op's concurrency pool
 
 
+def share_cores(context: dg.OpExecutionContext) -> None:
+    """Under the multiprocess executor with ``max_concurrent`` m > 1, give this step's torch 1/m of
+    the cores (m processes each using every core oversubscribe them). The share depends on m only,
+    never on the number of shards: torch's CPU reductions depend on the thread count, so a fixed
+    count keeps the gathered artefact bit-identical for any ``pool_shards``."""
+    conf = (context.run_config.get("execution") or {}).get("config") or {}
+    m = int((conf.get("multiprocess") or conf).get("max_concurrent") or 0)
+    if m > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // m))
+
+
 def shard_file(step: Step, count: int, i: int) -> str:
     return f"shards/{count:04d}-{i:04d}.parquet"
 
 
-def _current(step: Step, name: str, bounds: list[int]) -> bool:
-    """Is the shard file ``name`` complete, for these bounds and settings, from the current upstream runs?"""
+def _plan_key(payload: dict) -> str:
+    """What a shard's rows depend on in the plan (``Plan.key``: the chosen embedding, ...)."""
+    return json.dumps({"key": payload.get("key", {}), "count": payload.get("count")}, sort_keys=True, default=str)
+
+
+def _current(step: Step, name: str, bounds: list[int], payload: dict) -> bool:
+    """Is the shard file ``name`` complete, for these bounds, plan and settings, from the current
+    upstream runs?"""
     try:
         meta = storage.read_meta(step.path(name=name))
     except storage.ArtefactMissing:
         return False
-    return (meta.get("bounds") == bounds and not settings_diff(meta, step.cfg, step.asset, False)
+    return (meta.get("bounds") == bounds and meta.get("plan") == _plan_key(payload)
+            and not settings_diff(meta, step.cfg, step.asset, False)
             and stale_upstream(step.store.path, meta, step.cfg) is None)
 
 
@@ -93,9 +116,9 @@ def build(spec: ShardedAsset, partitions: dg.PartitionsDefinition, code_version:
     def plan(context: dg.OpExecutionContext, store: ArtefactStore, settings: SelectionSettings):
         step = Step.begin(context, store, settings, asset=name)
         p = spec.plan(step)
-        bounds = shard_bounds(p.items, step.cfg.pool_shards, p.align)
+        bounds = shard_bounds(p.items, step.cfg.pool_shards, p.align) or [(0, 0)]  # one step even when empty
         context.log.info(f"{name}: {p.items} items in {len(bounds)} shard(s) (boundaries on multiples of {p.align})")
-        payload = {**p.payload, "started": step.started, "count": len(bounds)}
+        payload = {**p.payload, "key": p.key, "started": step.started, "count": len(bounds)}
         for i, (lo, hi) in enumerate(bounds):
             yield dg.DynamicOutput([i, lo, hi, payload], mapping_key=f"s{i}")
 
@@ -103,13 +126,17 @@ def build(spec: ShardedAsset, partitions: dg.PartitionsDefinition, code_version:
     def shard(context: dg.OpExecutionContext, store: ArtefactStore, settings: SelectionSettings, work: list) -> list:
         step = Step.begin(context, store, settings, asset=name)
         i, lo, hi, payload = work
+        share_cores(context)
+        if hi == lo:  # nothing to shard (e.g. every pool sample is a landmark)
+            return work
         file = shard_file(step, payload["count"], i)
-        if _current(step, file, [lo, hi]):
+        if _current(step, file, [lo, hi], payload):
             context.log.info(f"{name} shard {i} [{lo}, {hi}) is on disk and current: not recomputed")
             return work
         t0 = time.time()
         table, extra = spec.compute(step, payload, lo, hi)
-        step.write(table, name=file, extra={"bounds": [lo, hi], "seconds": time.time() - t0, **extra})
+        step.write(table, name=file, extra={"bounds": [lo, hi], "plan": _plan_key(payload), "seconds": time.time() - t0,
+                                            **extra})
         context.log.info(f"{name} shard {i} [{lo}, {hi}) computed in {time.time() - t0:.1f} s")
         return work
 
@@ -127,12 +154,14 @@ def build(spec: ShardedAsset, partitions: dg.PartitionsDefinition, code_version:
             step.load_meta(dep)  # the artefact's upstream: checked current, recorded in its sidecar
         tables, metas = [], []
         for i, lo, hi, _ in done:
+            if hi == lo:
+                continue
             file = shard_file(step, payload["count"], i)
-            if not _current(step, file, [lo, hi]):
+            if not _current(step, file, [lo, hi], payload):
                 raise dg.Failure(description=f"{name}: shard {i} [{lo}, {hi}) is missing or stale; re-materialise {name}")
             metas.append(storage.read_meta(step.path(name=file)))
             tables.append(storage.read_table(step.path(name=file)))
-        table = pa.concat_tables(tables) if tables else None
+        table = pa.concat_tables(tables) if tables else None  # None: no rows were sharded
         g = spec.gather(step, payload, table, metas)
         res = step.finish(g.rows, {**g.metrics, "shards": len(done)}, g.metadata, samples=g.samples)
         yield dg.Output(None, output_name="result", metadata=res.metadata, data_version=res.data_version)

@@ -4,6 +4,10 @@
    for the same seed, and how fast it is against a device memcpy.
 2. Batched per-sample gradients on CUDA (one vmapped backward) equal unbatched ones, and the
    speed-up. Uses a small random Llama, so it needs no model files.
+3. The sharded pool side on CUDA in bf16 (``dtype=bfloat16``, ``pool_shards`` 1 and 2, the tests'
+   tiny world): the gathered artefacts of 1 and 2 shards are identical, and the seconds of each.
+   Needs the SmolLM2 tokenizer files (``data/models/smollm2-135m``, or ``$INFDIST_TOKENIZER``: a
+   few MB, carry them to the device); reported as skipped without them.
 Last line: one JSON object.
 """
 
@@ -66,7 +70,39 @@ def main() -> None:
     t2 = time.perf_counter()
     out["batched_vs_unbatched_max_abs"] = float(abs(a.vectors - b.vectors).max())
     out["batched_speedup"] = (t1 - t0) / (t2 - t1)
+    out.update(sharded_pool_side_bf16())
     print(json.dumps(out))
+
+
+def sharded_pool_side_bf16() -> dict:
+    import os
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tok = Path(os.environ.get("INFDIST_TOKENIZER", root / "data" / "models" / "smollm2-135m"))
+    if not (tok / "tokenizer.json").exists():
+        return {"sharded_pool_side": f"skipped: no tokenizer at {tok}"}
+    sys.path.insert(0, str(root))
+    import pyarrow.parquet as pq
+
+    import tests.conftest as conftest
+    from tests.test_sharding import SETTINGS, SHARDED, _materialize
+
+    conftest.MODEL_DIR = tok
+    out, tables = {}, []
+    for shards in (1, 2):
+        data = Path(tempfile.mkdtemp(prefix=f"gpu-shards{shards}-"))
+        reg = conftest.write_world(data)
+        t0 = time.perf_counter()
+        res = _materialize(data, reg, ["sampled_pool", "warmup_checkpoint", *SHARDED], **SETTINGS, pool_shards=shards,
+                           device="cuda", dtype="bfloat16")
+        out[f"pool_side_shards_{shards}_seconds"] = round(time.perf_counter() - t0, 2)
+        assert res.success
+        tables.append({a: pq.read_table(next((data / "assets" / a / "tiny").rglob("data.parquet"))) for a in SHARDED})
+    out["sharded_bf16_identical"] = all(tables[0][a].equals(tables[1][a]) for a in SHARDED)
+    return out
 
 
 if __name__ == "__main__":

@@ -195,3 +195,43 @@ def test_a_run_whose_worker_is_killed_is_marked_failed_not_left_started(tmp_path
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+FINISHER = r"""
+import sys, time
+from pathlib import Path
+import pyarrow as pa
+from infdist_assets import catalog, storage
+
+root, i, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+keys = [f"asset{j}" for j in range(n)]
+while time.time() < float(sys.argv[4]):  # start together
+    time.sleep(0.001)
+for r in range(5):  # five materialisations each, finishing as steps do: artefact, lineage row, catalog refresh
+    storage.write_table(pa.table({"x": [i, r]}), storage.partition_dir(root, f"asset{i}", "m") / f"r{r}" / "data.parquet",
+                        {"run_id": f"{i}-{r}"})
+    catalog.write_lineage(root, {"asset": f"asset{i}", "partition": "m", "run_id": f"{i}-{r}", "variant": "",
+                                 "code_version": "", "config_hash": "", "upstream": [], "row_count": 2, "metrics": {}})
+    catalog.rebuild(root, root / "infdist.duckdb", keys)
+"""
+
+
+def test_steps_finishing_together_lose_no_lineage_row_and_no_view(tmp_path):
+    """Six processes (six parallel steps) each write artefacts and lineage rows and refresh the
+    catalog at the same moment: every row is in the lineage view, every asset has its view, and
+    the catalog opens."""
+    n = 6
+    start = time.time() + 3
+    procs = [subprocess.Popen([sys.executable, "-c", FINISHER, str(tmp_path), str(i), str(n), str(start)])
+             for i in range(n)]
+    assert [p.wait(180) for p in procs] == [0] * n
+    from infdist_assets.catalog import connect_readonly
+
+    con = connect_readonly(tmp_path / "infdist.duckdb")
+    try:
+        assert con.execute("SELECT count(*) FROM lineage").fetchone()[0] == 5 * n
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        assert {f"asset_asset{i}" for i in range(n)} <= views
+        assert con.execute("SELECT count(*) FROM asset_asset0").fetchone()[0] == 10
+    finally:
+        con.close()

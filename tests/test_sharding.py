@@ -153,3 +153,17 @@ def test_two_shards_run_at_the_same_time_under_the_multiprocess_executor(tmp_pat
     assert len(spans) == 2, result
     (a, b) = spans
     assert a["STEP_START"] < b["STEP_SUCCESS"] and b["STEP_START"] < a["STEP_SUCCESS"], f"the shards did not overlap: {spans}"
+
+
+def test_a_pool_of_landmarks_only_still_gathers_its_embeddings(tmp_path):
+    """n_landmarks == pool_size leaves no row to shard: one empty shard step, and the gather
+    still writes every pool row (the landmarks' rows from the plan)."""
+    reg = write_world(tmp_path)
+    settings = {**SETTINGS, "pool_size": 12, "n_landmarks": 12, "pool_shards": 3}
+    res = _materialize(tmp_path, reg, ["sampled_pool", "warmup_checkpoint", "landmark_gradients", "pool_embeddings"],
+                       **settings)
+    assert res.success
+    (path,) = (tmp_path / "assets" / "pool_embeddings" / "tiny").rglob("data.parquet")
+    t = pq.read_table(path)
+    assert t.num_rows == 12 and t.column("pool_index").to_pylist() == list(range(12))
+    assert not list(path.parent.glob("shards/*.parquet")), "no shard file for an empty shard"
