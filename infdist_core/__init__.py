@@ -33,6 +33,7 @@ Data and orchestration-free glue
 - ``pipeline``        one function per artefact, on models and arrays
 - ``seeding``         named, derived seeds; ``validation`` array argument checks
 - ``atomic``          write to a temporary name, then rename; orphaned temporaries removed
+- ``shards``          shard boundaries on batch multiples (sharded results equal unsharded ones)
 """
 
 __version__ = "0.1.0"

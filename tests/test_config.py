@@ -47,3 +47,12 @@ def test_paper_configuration_is_the_papers_regression_and_parameters():
         cfg = SelectionConfig(pool_size=40, n_landmarks=10, k=5, kernel_search=False, kernel_center=center)
         reg = fit_landmark_regression(E, np.arange(10), G, cfg)
         assert reg.setting.center is center and reg.setting.bandwidth_scale == 1.0 and reg.setting.damping == 0.01
+
+
+def test_the_package_map_names_every_core_module():
+    import pkgutil
+
+    import infdist_core
+
+    missing = [m.name for m in pkgutil.iter_modules(infdist_core.__path__) if f"``{m.name}``" not in infdist_core.__doc__]
+    assert not missing, f"infdist_core/__init__.py's module map lacks {missing}"
