@@ -47,7 +47,7 @@ with dg.DagsterInstance.get() as instance:
 """
 
 
-def run(out: Path, env: dict, settings: dict, keys, model: str, workers: int) -> dict:
+def run(env: dict, settings: dict, keys, model: str, workers: int) -> dict:
     config = {"resources": {"settings": {"config": settings}},
               "execution": {"config": {"multiprocess": {"max_concurrent": workers}}}}
     res = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(config), json.dumps(list(keys)), model],
@@ -81,11 +81,11 @@ def main() -> None:
                         f"tasks:\n  gsm8k: {{targets: {data}/targets/gsm8k.jsonl}}\n")
     env = {**os.environ, "INFDIST_DATA": str(out), "INFDIST_REGISTRY": str(registry), "DAGSTER_HOME": str(out / "dagster_home")}
     settings = {"pool_size": args.pool_size, "n_landmarks": args.landmarks}
-    first = run(out, env, settings, ["sampled_pool", "warmup_checkpoint"], args.model, args.workers)
+    first = run(env, settings, ["sampled_pool", "warmup_checkpoint"], args.model, args.workers)
     print(f"pool sample and warm-up: {first['seconds']:.1f} s (not timed below)", flush=True)
     seconds, tables = {}, {}
     for label, shards, workers in (("1", 1, args.workers), ("2", 2, args.workers), ("single", 1, 1)):
-        r = run(out, env, {**settings, "pool_shards": shards}, TIMED, args.model, workers)
+        r = run(env, {**settings, "pool_shards": shards}, TIMED, args.model, workers)
         seconds[label] = r["seconds"]
         tables[label] = artefacts(out, args.model)
         print(f"{shards} shard(s), max_concurrent {workers}: {r['seconds']:.1f} s for {', '.join(TIMED)} "

@@ -113,7 +113,6 @@ def test_the_demo_partition_runs_on_an_instance_stored_in_postgres(tmp_path, pos
     instance_conf = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump({"storage": instance_conf["storage"]}))
     conf = instance_conf["storage"]["postgres"]["postgres_db"]
     conf["port"] = postgres["port"]
     (home / "dagster.yaml").write_text(yaml.safe_dump({"storage": {"postgres": {"postgres_db": conf}}}))
