@@ -8,7 +8,8 @@ import pyarrow as pa
 
 from infdist_core import pipeline, proxies
 from infdist_core.config import DATA_SIDE_FIELDS
-from infdist_core.records import RecordError, load_records
+from infdist_core.pool_rows import PoolRows
+from infdist_core.records import RecordError
 from infdist_core.training import save_adam_state
 from infdist_assets import checks, sharding, storage
 from infdist_assets.artefacts import (KernelFit, LandmarkCandidates, LandmarkGradients, PoolEmbeddings, PoolLosses,
@@ -174,7 +175,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         step = Step.begin(context, store, settings)
         tok = base_tokenizer(step)
         try:
-            records = load_records(step.registry.pool)
+            records = PoolRows(step.registry.pool, cache_dir=step.store.path / "cache" / "pool_arrow")
             pool = pipeline.sample_pool(records, tok, step.cfg)
         except (RecordError, ValueError) as err:
             raise dg.Failure(description=str(err)) from err

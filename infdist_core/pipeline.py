@@ -10,7 +10,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,8 +33,11 @@ Progress = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------------- pool side
-def sample_pool(records: list[dict], tokenizer, cfg: SelectionConfig) -> TokenizedSet:
-    """A seeded random sample of ``cfg.pool_size`` usable records, tokenised (order = pool index)."""
+def sample_pool(records: Sequence[dict], tokenizer, cfg: SelectionConfig) -> TokenizedSet:
+    """A seeded random sample of ``cfg.pool_size`` usable records, tokenised (order = pool index).
+
+    ``records`` is read by position, only as far as the sample goes: a list, or a pool file's
+    ``pool_rows.PoolRows`` (memory-mapped, parsed on access); both give the same sample."""
     if len(records) < cfg.pool_size:
         raise ValueError(f"the pool file has {len(records)} records, fewer than pool_size={cfg.pool_size}")
     order = torch.randperm(len(records), generator=generator(cfg.data_seed, "pool", len(records))).tolist()

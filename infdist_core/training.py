@@ -1,6 +1,11 @@
-"""AdamW training on tokenised samples: the brief warm-up (Sec. 5.1, App. A) and fine-tuning on
-the selected subset (linear schedule, gradient accumulation, optional per-sample loss weights,
-App. J). Deterministic given the seed."""
+"""AdamW training on tokenised samples, written by hand: the brief warm-up (Sec. 5.1, App. A).
+
+Fine-tuning on the selected subset goes through ``transformers.Trainer`` (``finetuning``); the
+warm-up stays here on purpose: it is a few dozen fp32 steps on one device whose product is the
+optimizer's state, exported by parameter name (``save_adam_state``) for Eq. 8-9, and keeping it
+unchanged keeps every pool-side artefact bit-identical. Both share the sample order
+(``batch_order``) and the loss (per-sample mean label-token loss, optionally weighted, App. J),
+and a test holds their loss trajectories equal. Deterministic given the seed."""
 
 from __future__ import annotations
 
@@ -47,6 +52,29 @@ class TrainConfig:
             raise ValueError(f"invalid TrainConfig: {self}")
 
 
+def schedule(n: int, cfg: TrainConfig) -> int:
+    """Optimizer steps for ``n`` samples: ``epochs`` passes of micro-batches, ``max_steps`` at most."""
+    per_epoch = math.ceil(n / cfg.micro_batch)
+    total_micro = max(1, math.ceil(per_epoch * cfg.epochs))
+    steps = max(1, total_micro // cfg.grad_accum)
+    return steps if cfg.max_steps is None else min(steps, cfg.max_steps)
+
+
+def batch_order(n: int, cfg: TrainConfig, steps: int) -> list[list[int]]:
+    """The micro-batches of ``steps`` optimizer steps, as sample indices: seeded permutations of
+    the ``n`` samples, one after another, cut into ``micro_batch``-sized pieces (a batch may span
+    two permutations). The one definition of the training order."""
+    g = generator(cfg.seed, "train-order", n)
+    order: list[int] = []
+    out = []
+    for _ in range(steps * cfg.grad_accum):
+        if len(order) < cfg.micro_batch:
+            order += torch.randperm(n, generator=g).tolist()
+        out.append(order[: cfg.micro_batch])
+        order = order[cfg.micro_batch :]
+    return out
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -69,16 +97,10 @@ def train(
     if weights is not None and len(weights) != len(samples):
         raise ValueError(f"{len(weights)} weights for {len(samples)} samples")
     device = next(model.parameters()).device
-    n = len(samples)
-    per_epoch = math.ceil(n / cfg.micro_batch)
-    total_micro = max(1, math.ceil(per_epoch * cfg.epochs))
-    steps = max(1, total_micro // cfg.grad_accum)
-    if cfg.max_steps is not None:
-        steps = min(steps, cfg.max_steps)
+    steps = schedule(len(samples), cfg)
+    batches = iter(batch_order(len(samples), cfg, steps))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / steps))
-    g = generator(cfg.seed, "train-order", n)
-    order: list[int] = []
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -86,9 +108,7 @@ def train(
         opt.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _ in range(cfg.grad_accum):
-            if len(order) < cfg.micro_batch:
-                order += torch.randperm(n, generator=g).tolist()
-            idx, order = order[: cfg.micro_batch], order[cfg.micro_batch :]
+            idx = next(batches)
             batch = {k: v.to(device) for k, v in pad_batch([samples[i] for i in idx], pad_id).items()}
             per = per_sample_losses(model, batch)
             if weights is not None:
