@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch that lies on disk; a bare `torch` would pull a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dagster,k8s,dev]'
+	$(PY) -m pip install -q -e '.[dagster,k8s,lora,dev]'
 	touch $@
 
 $(OFFLINE): $(STAMP) scripts/prepare_offline.py

@@ -30,16 +30,24 @@ FINETUNE_RECORD = "infdist_finetune.json"
 means the folder is complete."""
 
 
+TRAINER_VERSION = 2
+"""Bumped when the fine-tuning code changes what it trains (2: transformers.Trainer), so earlier
+fine-tunes are not reused for the new code's."""
+
+
 def finetune_key(step: Step, sample_ids: list[str], weights: np.ndarray) -> str:
     """Content address of a fine-tune: the base model, the samples in pick order, the weights
     when they are used and every training setting (like every artefact here, not the code: a
     change to the training code needs a fresh data root). Task-independent selections (uniform,
-    mid_ppl) therefore train once per seed and k, whatever the task."""
+    mid_ppl) therefore train once per seed and k, whatever the task. ``TRAINER_VERSION`` stands for
+    the training code."""
     cfg = step.cfg
     doc = {"base": str(step.registry.model_path(step.model)), "samples": sample_ids,
            "weights": np.round(np.asarray(weights, np.float64), 12).tolist() if cfg.weighted_training else None,
            "train": {f: getattr(cfg, f) for f in ("train_lr", "train_epochs", "train_micro_batch", "train_grad_accum",
-                                                  "seed", "weighted_training", "max_length", "data_seed")}}
+                                                  "seed", "weighted_training", "max_length", "data_seed", "lora_rank",
+                                                  "lora_alpha")},
+           "precision": cfg.training_dtype(), "trainer": TRAINER_VERSION}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -62,7 +70,8 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
                            checks=[checks.selection_valid(np.asarray(idx), len(ids) if spec.whole_pool else step.cfg.k, len(ids))])
 
     @dg.asset(**common, name="fine_tuned_model", deps=[selected_subset, on_model("sampled_pool")], kinds={"pytorch"},
-              op_tags=GPU_TAGS, pool="gpu", description=f"The base model fine-tuned on the {method} subset (AdamW, linear schedule).")
+              op_tags=GPU_TAGS, pool="gpu", description=f"The base model fine-tuned on the {method} subset (transformers.Trainer: AdamW, linear "
+                          "schedule, per-sample mean loss; resumes from its last checkpoint).")
     def fine_tuned_model(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         sel = Subset.load(step, method)
@@ -79,16 +88,21 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         else:
             model, tok = base_model(step, training=True)
             res = pipeline.fine_tune(model, chosen, sel.weights, step.cfg, tok.pad_token_id,
-                                     progress=step.progress("fine-tune", 5))
-            record = {"key": key, "steps": res.steps, "losses": res.losses, "train_seconds": res.seconds}
+                                     output_dir=final.with_name(key + ".trainer"), progress=step.progress("fine-tune", 5))
+            if res.resumed_from:
+                context.log.info(f"fine-tune resumed from step {res.resumed_from} of {res.steps}")
+            record = {"key": key, "steps": res.steps, "losses": res.losses, "train_seconds": res.seconds,
+                      "resumed_from": res.resumed_from, "precision": step.cfg.training_dtype(), "lora_rank": step.cfg.lora_rank}
             size, digest = storage.save_checkpoint(
-                model, tok, final, also=lambda d: (d / FINETUNE_RECORD).write_text(json.dumps(record)))
+                res.model, tok, final, also=lambda d: (d / FINETUNE_RECORD).write_text(json.dumps(record)))
         FineTunedModel(str(final), size, digest, record["steps"], record["losses"], reused).save(step)
         return step.finish(1, {"reused": reused, "steps": record["steps"], "first_loss": record["losses"][0], "last_loss": record["losses"][-1],
                                "bytes": size, "sha256": digest, "train_seconds": record["train_seconds"]})
 
     @dg.asset(**common, name="eval_scores", deps=[fine_tuned_model], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
-              description="Held-out loss and the task metric (GSM8K EM, MMLU accuracy, HumanEval pass@1) of the fine-tuned model.")
+              description="Held-out loss and the task metric of the fine-tuned model (GSM8K exact match, MMLU and "
+                          "multiple-choice accuracy through lm-evaluation-harness, under its metric names and with "
+                          "its standard errors; HumanEval pass@1 in a network-less sandbox).")
     def eval_scores(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         path = FineTunedModel.load_path(step, method)
@@ -107,7 +121,9 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         n = len(scores)
         table = pa.table({"model": [step.model] * n, "task": [step.task] * n, "method": [method] * n,
                           "seed": [step.cfg.seed] * n, "k": [step.cfg.k] * n, "metric": list(scores),
-                          "value": list(scores.values()), "run_id": [context.run.run_id] * n})
+                          "value": list(scores.values()),
+                          "stderr": pa.array([res.stderr.get(m) for m in scores], pa.float64()),
+                          "run_id": [context.run.run_id] * n})
         m = len(res.rows)
         step.write(pa.table({"model": [step.model] * m, "task": [step.task] * m, "method": [method] * m,
                              "seed": pa.array([step.cfg.seed] * m, pa.int64()), "k": pa.array([step.cfg.k] * m, pa.int64()),

@@ -23,11 +23,13 @@ The model side
 - ``jvp``             JVP embeddings (Eq. 12)
 - ``proxies``         proxy embeddings: one computation per kind (``COMPUTE``)
 - ``proxy_specs``     the registry of proxy kinds and their spec grammar (no torch)
-- ``training``        warm-up and fine-tuning (AdamW)
+- ``training``        the warm-up (hand-written AdamW: its moments are exported by parameter name)
+- ``finetuning``      fine-tuning through ``transformers.Trainer`` (bf16, checkpointing, LoRA, resume)
 - ``evaluation``      held-out loss and task metrics; ``evalsets`` evaluation files
 
 Data and orchestration-free glue
-- ``records``         pool and target files (JSONL, Parquet, datasets) to chat records
+- ``records``         target and evaluation files (JSONL, Parquet, datasets) to chat records
+- ``pool_rows``       a pool file as memory-mapped Arrow rows (``datasets``), parsed on access
 - ``sources``         the embedded default's data from the installed packages
 - ``config``          ``SelectionConfig``: every setting, documented, validated, classified
 - ``pipeline``        one function per artefact, on models and arrays

@@ -72,6 +72,21 @@ class SelectionConfig:
     """Samples per forward/backward pass when training; paper: 1."""
     train_grad_accum: int = 2
     """Micro-batches per optimizer step; paper: 128 (an effective batch of 128)."""
+    train_precision: str = "auto"
+    """Fine-tuning precision (Trainer): float32, bfloat16 (mixed: bf16 autocast, fp32 weights and
+    AdamW state) or auto (bfloat16 on a CUDA device that supports it, else float32). The warm-up
+    stays float32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass when fine-tuning (Trainer's activation
+    checkpointing): less memory, about a third more compute, the same result."""
+    lora_rank: int = 0
+    """0: full fine-tuning; r > 0: LoRA adapters of rank r (peft, the ``lora`` extra) on every
+    linear layer, merged into the weights before the model is saved."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)."""
+    train_save_steps: int = 50
+    """Write a Trainer checkpoint every this many fine-tuning steps (0: never); an interrupted
+    fine-tune resumes from the newest one."""
     eval_subset: int = 10
     """Rows for the task metric (GSM8K EM, MMLU accuracy, HumanEval pass@1, multiple-choice
     accuracy; a seeded subset); 0 = all."""
@@ -106,7 +121,8 @@ class SelectionConfig:
     dtype: str = "auto"
     """Weights and activations of the passes that do not train (gradients, proxies, perplexity,
     RDS+, evaluation): float32, bfloat16, or auto (bfloat16 on a CUDA device that supports it, else
-    float32). Warm-up and fine-tuning stay float32 (AdamW on bf16 weights loses small updates)."""
+    float32). The warm-up trains in float32, fine-tuning as ``train_precision`` says (bf16 mixed
+    precision at most: AdamW on bf16 weights would lose small updates)."""
     pool_shards: int = 1
     """Shards of the pool-side passes (landmark gradients, pool embeddings, the baselines' pool
     passes): each shard is its own Dagster step, run in parallel by the multiprocess or Kubernetes
@@ -119,11 +135,12 @@ class SelectionConfig:
         bad = {f: getattr(self, f) for f in ("pool_size", "max_length", "n_landmarks", "k", "projection_dim",
                                              "embedding_dim", "jvp_blocks", "jvp_tangents", "batch_size",
                                              "heldout_max_length", "warmup_samples", "train_micro_batch",
-                                             "train_grad_accum", "max_new_tokens", "pool_shards")
+                                             "train_grad_accum", "max_new_tokens", "pool_shards", "lora_alpha")
                if not isinstance(getattr(self, f), int) or getattr(self, f) < 1}
         if bad:
             raise ValueError(f"these settings must be integers >= 1: {bad}")
-        negative = {f: getattr(self, f) for f in ("eval_subset", "heldout_rows", "warmup_steps")
+        negative = {f: getattr(self, f) for f in ("eval_subset", "heldout_rows", "warmup_steps", "lora_rank",
+                                                  "train_save_steps")
                     if not isinstance(getattr(self, f), int) or getattr(self, f) < 0}
         if negative:
             raise ValueError(f"these settings must be integers >= 0 (0 = all rows; warmup_steps 0 = no warm-up): "
@@ -155,8 +172,9 @@ class SelectionConfig:
         parse_grad_params(self.grad_params)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"dtype={self.dtype!r}: use auto, float32 or bfloat16")
+        for f in ("dtype", "train_precision"):
+            if getattr(self, f) not in ("auto", "float32", "bfloat16"):
+                raise ValueError(f"{f}={getattr(self, f)!r}: use auto, float32 or bfloat16")
 
     @classmethod
     def paper(cls) -> "SelectionConfig":
@@ -175,8 +193,13 @@ class SelectionConfig:
 
         if self.dtype != "auto":
             return getattr(torch, self.dtype)
-        on_cuda = str(device or self.device).startswith("cuda") or (self.device == "auto" and torch.cuda.is_available())
-        return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if _bf16_device(device or self.device) else torch.float32
+
+    def training_dtype(self, device: str | None = None) -> str:
+        """Fine-tuning precision, ``float32`` or ``bfloat16`` (``train_precision``; auto as ``dtype``'s)."""
+        if self.train_precision != "auto":
+            return self.train_precision
+        return "bfloat16" if _bf16_device(device or self.device) else "float32"
 
     def with_(self, **changes) -> "SelectionConfig":
         return replace(self, **changes)
@@ -190,6 +213,14 @@ class SelectionConfig:
         if fields:
             d = {f: d[f] for f in fields}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def _bf16_device(device: str) -> bool:
+    """A CUDA device (``auto``: when one is available) that computes in bfloat16."""
+    import torch
+
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return on_cuda and torch.cuda.is_bf16_supported()
 
 
 def parse_grad_params(which: str) -> tuple[str, int]:
@@ -216,14 +247,14 @@ POOL_SIDE_FIELDS = DATA_SIDE_FIELDS + ("n_landmarks", "damping", "kernel_search"
 """Settings the model-partitioned artefacts of one selection seed depend on (landmarks and on)."""
 
 TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + (
-    "k", "eta", "per_target", "weighted_training", "train_epochs",
+    "k", "eta", "per_target", "weighted_training", "train_epochs", "train_precision", "lora_rank", "lora_alpha",
 )
 """Settings the model x task artefacts depend on (evaluation settings affect only eval scores)."""
 
 EVAL_FIELDS = ("eval_subset", "heldout_rows", "heldout_max_length", "task_metrics", "max_new_tokens")
 """Settings the evaluation scores depend on besides the target side's."""
 
-RUNTIME_FIELDS = ("device", "pool_shards")
+RUNTIME_FIELDS = ("device", "pool_shards", "gradient_checkpointing", "train_save_steps")
 """Settings no artefact depends on (where and in how many steps the computation runs)."""
 
 

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from infdist_core import evalsets, proxies, proxy_specs, recovery
+from infdist_core import evalsets, finetuning, proxies, proxy_specs, recovery
 from infdist_core.config import PROXY_AUTO, SelectionConfig
 from infdist_core.gradients import GradientMatrix, sample_gradients
 from infdist_core.influence import landmark_scores, propagate_scores
@@ -40,9 +40,9 @@ def sample_pool(records: Sequence[dict], tokenizer, cfg: SelectionConfig) -> Tok
     ``pool_rows.PoolRows`` (memory-mapped, parsed on access); both give the same sample."""
     if len(records) < cfg.pool_size:
         raise ValueError(f"the pool file has {len(records)} records, fewer than pool_size={cfg.pool_size}")
-    order = torch.randperm(len(records), generator=generator(cfg.data_seed, "pool", len(records))).tolist()
+    order = torch.randperm(len(records), generator=generator(cfg.data_seed, "pool", len(records))).numpy()
     out = TokenizedSet([])
-    for i in order:
+    for i in map(int, order):  # not .tolist(): a Python int per pool row would be the only O(pool) objects
         if len(out.samples) == cfg.pool_size:
             break
         res = tokenize_sample(tokenizer, records[i], cfg.max_length)
@@ -348,35 +348,45 @@ def pool_losses(model, samples: list[TokenizedSample], pad_id: int) -> np.ndarra
 
 
 def fine_tune(model, samples: list[TokenizedSample], weights: np.ndarray | None, cfg: SelectionConfig, pad_id: int,
-              progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
-    """Train the base model on the selected subset (Sec. 5.1; weights only if configured, App. J)."""
+              output_dir, progress: Callable[[int, int, float], None] | None = None) -> finetuning.FineTuneResult:
+    """Train the base model on the selected subset with ``transformers.Trainer`` (Sec. 5.1; weights
+    only if configured, App. J); Trainer checkpoints go to ``output_dir``, and a fine-tune
+    interrupted after one resumes from it."""
     tc = TrainConfig(lr=cfg.train_lr, epochs=cfg.train_epochs, micro_batch=cfg.train_micro_batch,
                      grad_accum=cfg.train_grad_accum, seed=cfg.seed)
+    device = next(model.parameters()).device
+    opts = finetuning.TrainerOptions(precision=cfg.training_dtype(str(device)), gradient_checkpointing=cfg.gradient_checkpointing,
+                                     lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, save_steps=cfg.train_save_steps,
+                                     use_cpu=device.type == "cpu")
     w = None
     if cfg.weighted_training and weights is not None:
         w = np.asarray(weights, dtype=np.float64)
         w = w / w.mean()
-    return train(model, samples, tc, pad_id, weights=w, progress=progress)
+    return finetuning.fine_tune(model, samples, tc, opts, pad_id, output_dir, weights=w, progress=progress)
 
 
 @dataclass
 class Evaluation:
-    """What ``evaluate`` measured: the scores by metric name, and one row per held-out row
-    (``row_id``, ``loss``: its mean label-token loss) for paired comparisons."""
+    """What ``evaluate`` measured: the scores by metric name, their standard errors where known
+    (the harness's, and the held-out loss's over rows), and one row per held-out row (``row_id``,
+    ``loss``: its mean label-token loss) for paired comparisons."""
 
     scores: dict[str, float]
     rows: list[dict]
+    stderr: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: SelectionConfig,
              log_fn: Callable[[str], None] = log.info) -> Evaluation:
     """Held-out loss on ``cfg.heldout_rows`` rows of the task's evaluation set (seeded by
     ``data_seed``, so every method and seed scores the same rows), plus the task metric on
-    ``cfg.eval_subset`` rows when ``cfg.task_metrics`` (Sec. 5.1, App. E).
+    ``cfg.eval_subset`` rows when ``cfg.task_metrics`` (Sec. 5.1, App. E): GSM8K, MMLU and
+    multiple-choice tasks through lm-evaluation-harness (``harness``), HumanEval here.
 
     ``target_loss`` is the loss on the targets the selection was made for: in-sample, a sanity
     check, never evidence of quality."""
     from infdist_core import evaluation as ev
+    from infdist_core import harness
 
     pad = tok.pad_token_id
     out = {"target_loss": ev.target_loss(model, tokenize_records(tok, targets, cfg.max_length).samples, pad)}
@@ -393,25 +403,22 @@ def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: S
     losses = ev.sample_losses(model, held.samples, pad)
     rows = [{"row_id": s.id, "loss": float(v)} for s, v in zip(held.samples, losses)]
     out["heldout_loss"] = float(losses.mean())
+    stderr = {"heldout_loss": float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else float("nan")}
     out["heldout_rows"] = float(len(rows))
     out["heldout_rows_excluded"] = float(len(held.excluded))
     out["eval_rows_overlapping_targets"] = float(eval_set.excluded_as_targets)
     if not cfg.task_metrics:
-        return Evaluation(out, rows)
+        return Evaluation(out, rows, stderr)
     t0 = time.perf_counter()
     metric_rows = ev.seeded_subset(eval_set.rows, cfg.eval_subset or None, cfg.data_seed, eval_set.kind)
-    if eval_set.kind == "gsm8k":
-        out["gsm8k_exact_match"] = ev.gsm8k_exact_match(model, tok, metric_rows, targets, cfg.max_new_tokens)
-    elif eval_set.kind == "mmlu":
-        out["mmlu_accuracy"] = ev.mmlu_accuracy(model, tok, metric_rows)
+    if eval_set.kind in harness.KINDS:
+        lm = harness.language_model(model, tok, batch_size=proxies.BATCH_SIZE)
+        for name, (value, se) in harness.run(lm, eval_set.kind, metric_rows, cfg.max_new_tokens, cfg.data_seed).metrics.items():
+            out[name], stderr[name] = value, se
     elif eval_set.kind == "humaneval":
         out["humaneval_pass@1"] = ev.humaneval_pass_at_1(model, tok, metric_rows, cfg.max_new_tokens)
-    elif eval_set.kind == "multiple_choice":
-        mc = ev.multiple_choice_scores(model, tok, metric_rows)
-        out.update({"acc": float(mc.correct.mean()), "acc_norm": float(mc.correct_norm.mean()),
-                    "answer_loss": float(mc.answer_loss.mean())})
     if eval_set.kind != "heldout":
         out["eval_rows"] = float(len(metric_rows))
     log_fn(f"evaluation ({eval_set.kind}, {len(rows)} held-out rows, {len(metric_rows)} metric rows, "
            f"{time.perf_counter() - t0:.0f} s): {out}")
-    return Evaluation(out, rows)
+    return Evaluation(out, rows, stderr)

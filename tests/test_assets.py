@@ -68,7 +68,9 @@ def test_parquet_outputs_are_consistent(world):
     lg = pq.read_table(d / "landmark_gradients/tiny/seed=0/data.parquet")
     assert lg.num_rows == L and lg.schema.field("gradient").type.list_size == 256
     ev = pq.read_table(d / f"infdist/eval_scores/tiny/math/seed=0/k={K}/data.parquet").to_pandas()
-    assert {"target_loss", "heldout_loss", "gsm8k_exact_match"} <= set(ev.metric)
+    assert {"target_loss", "heldout_loss", "exact_match,strict-match", "exact_match,flexible-extract"} <= set(ev.metric)
+    se = ev.set_index("metric").stderr
+    assert se["heldout_loss"] > 0 and se["exact_match,strict-match"] >= 0 and np.isnan(se["target_loss"])
     rows = pq.read_table(d / f"infdist/eval_scores/tiny/math/seed=0/k={K}/rows.parquet").to_pandas()
     assert len(rows) == 4 and np.isclose(rows.loss.mean(), ev.set_index("metric").value["heldout_loss"])
     ft = pq.read_table(d / f"infdist/fine_tuned_model/tiny/math/seed=0/k={K}/data.parquet").column("model_path")[0].as_py()

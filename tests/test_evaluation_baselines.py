@@ -8,12 +8,6 @@ from infdist_core import baselines, evaluation, sources
 from infdist_core.tokenization import tokenize_records
 
 
-@pytest.mark.parametrize("text,want", [("so 3 + 4 = 7. The answer is 7.", "7"), ("The answer is $1,200.", "1200"),
-                                       ("no marker, 12 then 15", "15"), ("nothing", None), ("The answer is 2.5", "2.5")])
-def test_extract_number(text, want):
-    assert evaluation.extract_number(text) == want
-
-
 def test_humaneval_runner_passes_correct_code_fails_wrong_and_times_out():
     ok = "def f(x):\n    return x + 1\n\ndef check(c):\n    assert c(1) == 2\ncheck(f)\n"
     assert evaluation.run_humaneval_program(ok, timeout=10)
@@ -37,21 +31,6 @@ def test_humaneval_canonical_solutions_pass_through_the_same_harness(tmp_path):
     for p in probs[16:19]:
         program = f"{p['prompt']}\n{p['prompt'] + p['canonical_solution']}\n\n{p['test']}\ncheck({p['entry_point']})\n"
         assert evaluation.run_humaneval_program(program, timeout=20), p["task_id"]
-
-
-def test_mmlu_accuracy_reads_the_letter_logits(tokenizer, tiny_model):
-    rows = [{"question": "q", "answer_a": "a", "answer_b": "b", "answer_c": "c", "answer_d": "d", "correct_answer": L}
-            for L in "ABCD"]
-    letters = [tokenizer.encode(c, add_special_tokens=False)[0] for c in "ABCD"]
-    # make the model always prefer "C": final hidden state all ones, only C's output row non-zero
-    hook = tiny_model.model.norm.register_forward_hook(lambda module, inputs, out: torch.ones_like(out))
-    with torch.no_grad():
-        tiny_model.lm_head.weight.zero_()
-        tiny_model.lm_head.weight[letters[2]] = 1.0
-    try:
-        assert evaluation.mmlu_accuracy(tiny_model, tokenizer, rows) == 0.25  # right only on the "C" row
-    finally:
-        hook.remove()
 
 
 def test_target_loss_matches_a_direct_computation(tokenizer, tiny_model, chats):
