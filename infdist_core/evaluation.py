@@ -1,7 +1,8 @@
 """The evaluations lm-evaluation-harness does not cover here: the held-out loss (every row's
 mean label-token loss, for paired comparisons) and HumanEval pass@1 (generated code executed in a
 separate, isolated Python process without a network, with a timeout: the harness's HumanEval
-runs code in-process and needs ``evaluate``'s code_eval, downloaded from the hub). GSM8K, MMLU
+executes code through ``evaluate``'s code_eval, a metric script fetched from the hub, with no
+network sandbox). GSM8K, MMLU
 and multiple-choice tasks go through the harness (``harness``). Subsets are seeded."""
 
 from __future__ import annotations
