@@ -6,6 +6,7 @@ of them can be materialised for the same partition and compared in the catalog."
 
 import hashlib
 import json
+import shutil
 
 import dagster as dg
 import numpy as np
@@ -87,14 +88,16 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
             context.log.info(f"reusing fine-tuned model {final} (same base model, samples, weights and training settings)")
         else:
             model, tok = base_model(step, training=True)
+            scratch = final.with_name(key + ".trainer")  # Trainer checkpoints: what an interrupted fine-tune resumes from
             res = pipeline.fine_tune(model, chosen, sel.weights, step.cfg, tok.pad_token_id,
-                                     output_dir=final.with_name(key + ".trainer"), progress=step.progress("fine-tune", 5))
+                                     output_dir=scratch, progress=step.progress("fine-tune", 5))
             if res.resumed_from:
                 context.log.info(f"fine-tune resumed from step {res.resumed_from} of {res.steps}")
             record = {"key": key, "steps": res.steps, "losses": res.losses, "train_seconds": res.seconds,
                       "resumed_from": res.resumed_from, "precision": step.cfg.training_dtype(), "lora_rank": step.cfg.lora_rank}
             size, digest = storage.save_checkpoint(
                 res.model, tok, final, also=lambda d: (d / FINETUNE_RECORD).write_text(json.dumps(record)))
+            shutil.rmtree(scratch, ignore_errors=True)
         FineTunedModel(str(final), size, digest, record["steps"], record["losses"], reused).save(step)
         return step.finish(1, {"reused": reused, "steps": record["steps"], "first_loss": record["losses"][0], "last_loss": record["losses"][-1],
                                "bytes": size, "sha256": digest, "train_seconds": record["train_seconds"]})

@@ -20,7 +20,6 @@ the model is returned, so what is saved and evaluated is a plain model.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +141,8 @@ def fine_tune(model, samples: list[TokenizedSample], cfg: TrainConfig, opts: Tra
               progress: Callable[[int, int, float], None] | None = None) -> FineTuneResult:
     """Train ``model`` on ``samples`` with Trainer (AdamW, linear decay to 0, no warm-up, no
     gradient clipping: the settings of ``training.train``); resume from the newest checkpoint in
-    ``output_dir`` when there is one, and remove ``output_dir`` once training has finished."""
+    ``output_dir`` when there is one. ``output_dir`` is left in place: remove it once the
+    returned model is saved (until then it is what a crash would resume from)."""
     from transformers import PrinterCallback, TrainingArguments
 
     if not samples:
@@ -188,6 +188,5 @@ def fine_tune(model, samples: list[TokenizedSample], cfg: TrainConfig, opts: Tra
         model.activation_checkpointing_disable()
         model.config.use_cache = True
     model.eval()
-    shutil.rmtree(output_dir, ignore_errors=True)
     resumed_from = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
     return FineTuneResult(model, steps, [losses[s] for s in sorted(losses)], seconds, resumed_from)

@@ -75,6 +75,7 @@ def test_parquet_outputs_are_consistent(world):
     assert len(rows) == 4 and np.isclose(rows.loss.mean(), ev.set_index("metric").value["heldout_loss"])
     ft = pq.read_table(d / f"infdist/fine_tuned_model/tiny/math/seed=0/k={K}/data.parquet").column("model_path")[0].as_py()
     assert (Path(ft) / "model.safetensors").exists()
+    assert not list(Path(ft).parent.glob("*.trainer"))  # the Trainer's checkpoints go once the model is saved
 
 
 def test_krr_coefficients_are_what_the_target_side_scored_with(world):

@@ -155,8 +155,9 @@ def test_gsm8k_scores_known_outputs_like_the_earlier_code_except_where_documente
 
 
 def test_harness_runs_without_a_network(tmp_path):
-    """Import, task loading, a generation and a log-likelihood task, metrics: no socket connects,
-    in a process with no network namespace where the machine allows it; hub variables unset."""
+    """Import, task loading, a generation and a log-likelihood task, metrics, and a pool read
+    through datasets and a Trainer fine-tune with a checkpoint: no socket connects, in a process
+    with no network namespace where the machine allows it; hub variables unset."""
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent(f"""
         import socket
@@ -175,7 +176,21 @@ def test_harness_runs_without_a_network(tmp_path):
         lm = harness.language_model(model, tok)
         g = harness.run(lm, "gsm8k", [{{"question": "1+1?", "answer": "2\\n#### 2", "final": "2"}}], max_new_tokens=3)
         m = harness.run(lm, "multiple_choice", [evalsets.ChoiceItem("a", "q", ("x", "y"), 0)])
-        print(json.dumps({{"attempts": [str(a) for a in attempts], "metrics": sorted(g.metrics) + sorted(m.metrics)}}))
+        # the other paths this issue moved onto the ecosystem: a pool through datasets, a Trainer fine-tune
+        from infdist_core.config import SelectionConfig
+        from infdist_core.finetuning import TrainerOptions, fine_tune
+        from infdist_core.pipeline import sample_pool
+        from infdist_core.pool_rows import PoolRows
+        from infdist_core.training import TrainConfig
+        pool = {str(tmp_path / "pool.jsonl")!r}
+        with open(pool, "w") as f:
+            for i in range(6):
+                f.write(json.dumps({{"prompt": f"q{{i}}", "completion": f"a{{i}}"}}) + "\n")
+        sampled = sample_pool(PoolRows(pool, {str(tmp_path / "cache")!r}), tok, SelectionConfig(pool_size=4, n_landmarks=2, k=1))
+        ft = fine_tune(model, sampled.samples, TrainConfig(max_steps=1), TrainerOptions(save_steps=1), tok.pad_token_id,
+                       {str(tmp_path / "ft")!r})
+        print(json.dumps({{"attempts": [str(a) for a in attempts], "metrics": sorted(g.metrics) + sorted(m.metrics),
+                          "finetune_steps": ft.steps}}))
     """))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "HUGGINGFACE_"))}
     env.update(PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"))
@@ -185,3 +200,4 @@ def test_harness_runs_without_a_network(tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["attempts"] == []
     assert out["metrics"] == ["exact_match,flexible-extract", "exact_match,strict-match", "acc,none", "acc_norm,none"]
+    assert out["finetune_steps"] == 1
