@@ -25,7 +25,8 @@ The model side
 - ``proxy_specs``     the registry of proxy kinds and their spec grammar (no torch)
 - ``training``        the warm-up (hand-written AdamW: its moments are exported by parameter name)
 - ``finetuning``      fine-tuning through ``transformers.Trainer`` (bf16, checkpointing, LoRA, resume)
-- ``evaluation``      held-out loss and task metrics; ``evalsets`` evaluation files
+- ``evaluation``      held-out loss and HumanEval pass@1; ``evalsets`` evaluation files
+- ``harness``         GSM8K, MMLU and multiple-choice metrics through lm-evaluation-harness, offline
 
 Data and orchestration-free glue
 - ``records``         target and evaluation files (JSONL, Parquet, datasets) to chat records

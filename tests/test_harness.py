@@ -185,7 +185,7 @@ def test_harness_runs_without_a_network(tmp_path):
         pool = {str(tmp_path / "pool.jsonl")!r}
         with open(pool, "w") as f:
             for i in range(6):
-                f.write(json.dumps({{"prompt": f"q{{i}}", "completion": f"a{{i}}"}}) + "\n")
+                f.write(json.dumps({{"prompt": f"q{{i}}", "completion": f"a{{i}}"}}) + "\\n")
         sampled = sample_pool(PoolRows(pool, {str(tmp_path / "cache")!r}), tok, SelectionConfig(pool_size=4, n_landmarks=2, k=1))
         ft = fine_tune(model, sampled.samples, TrainConfig(max_steps=1), TrainerOptions(save_steps=1), tok.pad_token_id,
                        {str(tmp_path / "ft")!r})
