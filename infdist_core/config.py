@@ -87,14 +87,16 @@ class SelectionConfig:
     train_save_steps: int = 50
     """Write a Trainer checkpoint every this many fine-tuning steps (0: never); an interrupted
     fine-tune resumes from the newest one."""
-    eval_subset: int = 4
+    eval_subset: int = 2
     """Rows for the task metric (GSM8K exact match, MMLU and multiple-choice accuracy through
-    lm-evaluation-harness, HumanEval pass@1; a seeded subset); 0 = all. 4 keeps ``make demo``
-    within 15 minutes on a 2-core CPU (8-shot GSM8K generation: ~40 s per model for 4 rows, ~80 s
-    for 8): enough to show the harness path, not to measure quality (use 0 on a GPU)."""
-    heldout_rows: int = 200
+    lm-evaluation-harness, HumanEval pass@1; a seeded subset); 0 = all. 2 keeps ``make demo``
+    within 15 minutes on a 2-core CPU (8-shot GSM8K generation: ~25 s per model for 2 rows, ~40 s
+    for 4, ~80 s for 8): enough to show the harness path, not to measure quality (use 0 on a GPU)."""
+    heldout_rows: int = 100
     """Rows for the held-out loss (a seeded subset of the task's evaluation file, disjoint from its
-    targets; a forward pass each); 0 = all."""
+    targets; a forward pass each); 0 = all. The subsets are nested: 100 rows are the first 100 of
+    the 200 ``benchmarks/bench_quality.py`` uses (a forward pass per row: 100 keep ``make demo``
+    within 15 minutes on a 2-core CPU)."""
     heldout_max_length: int = 384
     """Tokens per held-out row (prompt and reference, chat template included). Longer than
     max_length: at 128 tokens most MMLU and HumanEval rows have no reference token left (measured:
@@ -102,7 +104,7 @@ class SelectionConfig:
     task_metrics: bool = True
     """Compute the task metric besides the held-out loss (lm-evaluation-harness for GSM8K, MMLU
     and multiple-choice tasks; HumanEval pass@1 here), with standard errors. On a 2-core CPU a
-    135M model scores about 0 on four rows, which says nothing about quality: the held-out loss
+    135M model scores about 0 on a few rows, which says nothing about quality: the held-out loss
     and ``benchmarks/bench_quality.py`` do (it turns this off)."""
     max_new_tokens: int = 160
     """Tokens generated per row for the generation metrics (GSM8K exact match, HumanEval pass@1)."""

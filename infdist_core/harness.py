@@ -48,11 +48,17 @@ def _local(config: dict, name: str, path: Path) -> dict:
     out = copy.deepcopy(config)
     out.pop("tag", None)
     out.pop("dataset_name", None)
-    out.update(task=name, dataset_path="json", dataset_kwargs={"data_files": {"test": str(path)}}, test_split="test")
+    out.update(task=name, dataset_path="json", dataset_kwargs=_data_files(path), test_split="test")
     out.pop("training_split", None)
     out.pop("validation_split", None)
     out.pop("fewshot_split", None)
     return out
+
+
+def _data_files(path: Path) -> dict:
+    """``load_dataset`` arguments for the JSONL ``path`` as the test split, its Arrow cache beside
+    it (in the run's temporary folder, not the user's ``~/.cache``)."""
+    return {"data_files": {"test": str(path)}, "cache_dir": str(path.parent / "datasets_cache")}
 
 
 def _write(rows: list[dict], path: Path) -> Path:
@@ -79,7 +85,7 @@ def task_config(kind: str, rows: list, folder: Path, max_new_tokens: int) -> dic
     if kind == "multiple_choice":
         docs = [{"question": it.question, "choices": list(it.choices), "answer": it.answer} for it in rows]
         return {"task": name, "dataset_path": "json",
-                "dataset_kwargs": {"data_files": {"test": str(_write(docs, folder / "choices.jsonl"))}},
+                "dataset_kwargs": _data_files(_write(docs, folder / "choices.jsonl")),
                 "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "question",
                 "doc_to_choice": "choices", "doc_to_target": "answer", "num_fewshot": 0,
                 "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},

@@ -55,6 +55,7 @@ def test_seeded_subset_is_deterministic():
     a = evaluation.seeded_subset(rows, 10, 0, "x")
     assert a == evaluation.seeded_subset(rows, 10, 0, "x") and len(set(a)) == 10
     assert evaluation.seeded_subset(rows, None, 0, "x") == rows
+    assert set(evaluation.seeded_subset(rows, 5, 0, "x")) < set(a)  # nested: the demo's rows are among the benchmark's
 
 
 def test_uniform_and_mid_perplexity():
