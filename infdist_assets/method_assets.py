@@ -38,10 +38,10 @@ fine-tunes are not reused for the new code's."""
 
 def finetune_key(step: Step, sample_ids: list[str], weights: np.ndarray) -> str:
     """Content address of a fine-tune: the base model, the samples in pick order, the weights
-    when they are used and every training setting (like every artefact here, not the code: a
-    change to the training code needs a fresh data root). Task-independent selections (uniform,
-    mid_ppl) therefore train once per seed and k, whatever the task. ``TRAINER_VERSION`` stands for
-    the training code."""
+    when they are used, every training setting and the precision it resolves to, and
+    ``TRAINER_VERSION`` for the training code (not its hash, like every artefact here).
+    Task-independent selections (uniform, mid_ppl) therefore train once per seed and k, whatever
+    the task."""
     cfg = step.cfg
     doc = {"base": str(step.registry.model_path(step.model)), "samples": sample_ids,
            "weights": np.round(np.asarray(weights, np.float64), 12).tolist() if cfg.weighted_training else None,

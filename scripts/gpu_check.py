@@ -79,6 +79,7 @@ def main() -> None:
 
 
 def trainer_bf16_checkpointing(samples) -> dict:
+    import importlib.util
     import tempfile
 
     from infdist_core.finetuning import TrainerOptions, fine_tune
@@ -88,11 +89,8 @@ def trainer_bf16_checkpointing(samples) -> dict:
     cfg = TrainConfig(lr=1e-3, epochs=2, micro_batch=4, grad_accum=2, seed=0)
     runs = {"fp32": TrainerOptions(use_cpu=False),
             "bf16_checkpointed": TrainerOptions(precision="bfloat16", gradient_checkpointing=True, use_cpu=False)}
-    try:
-        import peft  # noqa: F401
+    if importlib.util.find_spec("peft") is not None:
         runs["bf16_lora"] = TrainerOptions(precision="bfloat16", lora_rank=8, use_cpu=False)
-    except ImportError:
-        pass
     out, losses = {}, {}
     for name, opts in runs.items():
         model = tiny_llama(4096, seed=0, n_layers=8, hidden=512).cuda()
