@@ -23,7 +23,6 @@ the column's offsets (an int64 per record, the only memory that grows with the f
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,9 @@ import numpy as np
 
 from infdist_core.records import RecordError, jsonl_rows, normalise
 
-log = logging.getLogger(__name__)
+
+SHORT_LINE = 64
+"""JSONL lines shorter than this are checked for being blank (whitespace only)."""
 
 
 def _quiet_datasets():
@@ -94,8 +95,10 @@ class PoolRows:
 
     def _non_blank_lines(self) -> np.ndarray:
         """0-based line numbers of the lines that hold something besides whitespace. Read from the
-        column's offsets (line lengths) without touching its text, except for lines too short to
-        be a record, which are checked for whitespace: the mapped file stays out of memory."""
+        column's offsets (line lengths) without touching its text, except for lines shorter than
+        ``SHORT_LINE`` characters, which are checked for whitespace: the mapped file stays out of
+        memory. (A line of ``SHORT_LINE`` or more whitespace characters is therefore read as a
+        record, and refused as invalid JSON if the sample reaches it; ``load_records`` skips it.)"""
         import pyarrow.compute as pc
 
         column = self._ds.data.column("text")
@@ -103,7 +106,7 @@ class PoolRows:
         for chunk in column.chunks:
             lengths = pc.binary_length(chunk).to_numpy(zero_copy_only=False)
             keep = lengths > 0
-            for j in np.flatnonzero(keep & (lengths < 8)):  # "{}" is the shortest JSON object
+            for j in np.flatnonzero(keep & (lengths < SHORT_LINE)):
                 keep[j] = bool(chunk[int(j)].as_py().strip())
             out.append(np.flatnonzero(keep) + start)
             start += len(chunk)

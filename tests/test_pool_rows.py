@@ -35,7 +35,7 @@ def _jsonl(path, rows, blank_every: int = 0) -> str:
     for i, r in enumerate(rows):
         lines.append(json.dumps(r))
         if blank_every and i % blank_every == 0:
-            lines.append("   ")
+            lines.append(" " * (i % 40) + "\t")  # whitespace-only lines of several lengths
     path.write_text("\n".join(lines) + "\n")
     return path
 
