@@ -30,7 +30,7 @@ import torch
 
 from infdist_core.gradients import per_sample_losses
 from infdist_core.tokenization import TokenizedSample, pad_batch
-from infdist_core.training import TrainConfig, batch_order, schedule
+from infdist_core.training import TrainConfig, batch_order, check_inputs, schedule
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +145,7 @@ def fine_tune(model, samples: list[TokenizedSample], cfg: TrainConfig, opts: Tra
     returned model is saved (until then it is what a crash would resume from)."""
     from transformers import PrinterCallback, TrainingArguments
 
-    if not samples:
-        raise ValueError("no samples to train on")
-    if weights is not None and len(weights) != len(samples):
-        raise ValueError(f"{len(weights)} weights for {len(samples)} samples")
+    check_inputs(samples, weights)
     if opts.precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision={opts.precision!r}: use float32 or bfloat16")
     steps = schedule(len(samples), cfg)

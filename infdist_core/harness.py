@@ -20,7 +20,6 @@ sandbox) and the held-out loss stay this project's (``evaluation``).
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from infdist_core.records import write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,9 @@ def _harness_yaml(*parts: str) -> dict:
 def _local(config: dict, name: str, path: Path) -> dict:
     """``config`` reading its test split from the local JSONL ``path`` (no hub, no dataset name)."""
     out = copy.deepcopy(config)
-    out.pop("tag", None)
-    out.pop("dataset_name", None)
+    for hub_only in ("tag", "dataset_name", "training_split", "validation_split", "fewshot_split"):
+        out.pop(hub_only, None)
     out.update(task=name, dataset_path="json", dataset_kwargs=_data_files(path), test_split="test")
-    out.pop("training_split", None)
-    out.pop("validation_split", None)
-    out.pop("fewshot_split", None)
     return out
 
 
@@ -61,31 +59,24 @@ def _data_files(path: Path) -> dict:
     return {"data_files": {"test": str(path)}, "cache_dir": str(path.parent / "datasets_cache")}
 
 
-def _write(rows: list[dict], path: Path) -> Path:
-    with path.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
-
-
 def task_config(kind: str, rows: list, folder: Path, max_new_tokens: int) -> dict:
     """The harness task for ``rows`` of an evaluation set of ``kind`` (files written to ``folder``)."""
     name = f"infdist_{kind}"
     if kind == "gsm8k":
         cfg = _local(_harness_yaml("gsm8k", "gsm8k-cot.yaml"), name,
-                     _write([{"question": r["question"], "answer": r["answer"]} for r in rows], folder / "gsm8k.jsonl"))
+                     write_jsonl([{"question": r["question"], "answer": r["answer"]} for r in rows], folder / "gsm8k.jsonl"))
         cfg["generation_kwargs"] = {**cfg["generation_kwargs"], "max_gen_toks": max_new_tokens}
         return cfg
     if kind == "mmlu":
         docs = [{"question": r["question"], "choices": [r[f"answer_{c}"] for c in "abcd"],
                  "answer": "ABCD".index(r["correct_answer"])} for r in rows]
-        cfg = _local(_harness_yaml("mmlu", "default", "_default_template_yaml"), name, _write(docs, folder / "mmlu.jsonl"))
+        cfg = _local(_harness_yaml("mmlu", "default", "_default_template_yaml"), name, write_jsonl(docs, folder / "mmlu.jsonl"))
         cfg.pop("fewshot_config", None)
         return {**cfg, "num_fewshot": 0}
     if kind == "multiple_choice":
         docs = [{"question": it.question, "choices": list(it.choices), "answer": it.answer} for it in rows]
         return {"task": name, "dataset_path": "json",
-                "dataset_kwargs": _data_files(_write(docs, folder / "choices.jsonl")),
+                "dataset_kwargs": _data_files(write_jsonl(docs, folder / "choices.jsonl")),
                 "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "question",
                 "doc_to_choice": "choices", "doc_to_target": "answer", "num_fewshot": 0,
                 "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},

@@ -22,13 +22,12 @@ the column's offsets (an int64 per record, the only memory that grows with the f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from infdist_core.records import RecordError, jsonl_rows, normalise
+from infdist_core.records import RecordError, jsonl_rows, normalise, parse_line
 
 
 SHORT_LINE = 64
@@ -67,25 +66,22 @@ class PoolRows:
             raise RecordError(f"{self.path}: no such file or folder")
         datasets = _quiet_datasets()
         cache = str(cache_dir) if cache_dir is not None else None
-        self._lines = False
+        self._index: np.ndarray | None = None  # JSONL: the line of each record (blank lines skipped)
         if self.path.is_dir():
             try:
                 self._ds = datasets.load_from_disk(str(self.path))
             except (FileNotFoundError, ValueError) as err:
                 raise RecordError(f"{self.path}: not a datasets folder saved with save_to_disk ({err})") from err
-            self._index = None
         elif self.path.suffix == ".parquet":
             try:
                 self._ds = datasets.Dataset.from_parquet(str(self.path), cache_dir=cache)
             except Exception as err:  # pyarrow's and datasets' many error types: name the file instead
                 raise RecordError(f"{self.path}: cannot be read as Parquet ({type(err).__name__}: {err})") from err
-            self._index = None
         elif self.path.suffix in (".jsonl", ".json"):
             try:
                 self._ds = datasets.Dataset.from_text(str(self.path), cache_dir=cache, keep_linebreaks=False)
             except Exception as err:  # a decode error deep inside the builder: find the line
                 raise _jsonl_error(self.path, err) from err
-            self._lines = True
             self._index = self._non_blank_lines()
         else:
             raise RecordError(f"{self.path}: unsupported file type; use .jsonl, .parquet or a datasets folder")
@@ -116,13 +112,9 @@ class PoolRows:
         return len(self._index) if self._index is not None else len(self._ds)
 
     def _raw(self, i: int) -> tuple[str, Any]:
-        if self._lines:
-            line = int(self._index[i])
-            text = self._ds[line]["text"]
-            try:
-                return f"line {line + 1}", json.loads(text)
-            except json.JSONDecodeError as err:
-                raise RecordError(f"{self.path}: line {line + 1} is not valid JSON ({err.msg} at column {err.colno})") from err
+        if self._index is not None:
+            line = int(self._index[i]) + 1
+            return f"line {line}", parse_line(self.path, line, self._ds[line - 1]["text"])
         return f"row {i + 1}", self._ds[i]
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -99,10 +99,15 @@ def jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
                                   f"{err.start + 1}); re-encode the file as UTF-8") from err
             if not line.strip():
                 continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RecordError(f"{path}: line {lineno} is not valid JSON ({err.msg} at column {err.colno})") from err
+            yield lineno, parse_line(path, lineno, line)
+
+
+def parse_line(path: Path | str, lineno: int, line: str) -> Any:
+    """One JSONL line as a value; ``RecordError`` naming the file, line and column if it is not JSON."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{path}: line {lineno} is not valid JSON ({err.msg} at column {err.colno})") from err
 
 
 def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -146,8 +151,9 @@ def load_records(path: str | Path, limit: int | None = None) -> list[dict[str, A
     return out
 
 
-def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> None:
-    """Write records atomically (temporary name, then rename)."""
+def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write records atomically (temporary name, then rename); returns the path."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return Path(path)

@@ -75,6 +75,14 @@ def batch_order(n: int, cfg: TrainConfig, steps: int) -> list[list[int]]:
     return out
 
 
+def check_inputs(samples: list, weights: np.ndarray | None) -> None:
+    """Samples to train on, and one weight per sample when weights are given."""
+    if not samples:
+        raise ValueError("no samples to train on")
+    if weights is not None and len(weights) != len(samples):
+        raise ValueError(f"{len(weights)} weights for {len(samples)} samples")
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -92,10 +100,7 @@ def train(
     progress: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with AdamW; ``weights`` (one per sample) scale each sample's loss."""
-    if not samples:
-        raise ValueError("no samples to train on")
-    if weights is not None and len(weights) != len(samples):
-        raise ValueError(f"{len(weights)} weights for {len(samples)} samples")
+    check_inputs(samples, weights)
     device = next(model.parameters()).device
     steps = schedule(len(samples), cfg)
     batches = iter(batch_order(len(samples), cfg, steps))
