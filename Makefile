@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dagster,k8s,lora,dev]'
 	touch $@
 
-$(OFFLINE): $(STAMP) scripts/prepare_offline.py
+$(OFFLINE): $(STAMP) scripts/prepare_offline.py $(wildcard data/shipped/*.jsonl)
 	$(PY) scripts/prepare_offline.py --data $(DATA)
 
 setup: $(STAMP) $(OFFLINE)

@@ -92,6 +92,12 @@ def main() -> None:
     for item in args.set:
         field, value = item.split("=", 1)
         settings[field] = json.loads(value)
+    unavailable = {t: why for t, why in defs.resources["store"].registry().unavailable.items() if t in args.tasks}
+    for task, why in unavailable.items():
+        print(f"[bench_quality] skipping task {task!r}, unavailable: {why}", flush=True)
+    args.tasks = [t for t in args.tasks if t not in unavailable]
+    if not args.tasks:
+        raise SystemExit("[bench_quality] no task left to run: every requested task is unavailable (above)")
     plan = BenchmarkPlan(args.model, args.tasks, args.seeds, args.k, tuple(args.methods + args.extra), settings)
     t0 = time.time()
     complete = True
@@ -113,7 +119,7 @@ def main() -> None:
     infdist_s, infdist_nowarm = secs.get("infdist", (0.0, 0.0))
     rds_s = secs.get("rds", (0.0, 0.0))[0]
     out = headline(s, args.tasks, args.seeds)
-    out.update({"complete": complete, "ks": args.k, "methods": list(plan.methods), "heldout_rows": args.heldout_rows,
+    out.update({"unavailable_tasks": unavailable, "complete": complete, "ks": args.k, "methods": list(plan.methods), "heldout_rows": args.heldout_rows,
                 "selection_seconds_infdist": round(infdist_s, 1), "selection_seconds_rds": round(rds_s, 1),
                 "selection_seconds_infdist_over_rds": round(infdist_s / rds_s, 3) if rds_s else None,
                 "selection_seconds_infdist_over_rds_without_warmup": round(infdist_nowarm / rds_s, 3) if rds_s else None,

@@ -26,7 +26,8 @@ def build(reg: Registry, model_parts, model_task_parts):
     method_keys = [dg.AssetKey([m, a]) for m in DEFAULT_METHODS for a in ("selected_subset", "fine_tuned_model", "eval_scores")]
     selection_job = dg.define_asset_job(
         "selection_job", selection=dg.AssetSelection.assets(*TARGET_SIDE_DEFAULT, *method_keys), partitions_def=model_task_parts,
-        description="Target side for one model x task: weights, selection (InfDist and uniform), fine-tuning, evaluation.")
+        description="Target side for one model x task: weights, selection (InfDist and uniform), fine-tuning, evaluation."
+                    + "".join(f"\n\nTask {t!r} is unavailable (no partition): {why}" for t, why in sorted(reg.unavailable.items())))
 
     @dg.schedule(job=selection_job, cron_schedule="0 3 * * 1", default_status=dg.DefaultScheduleStatus.STOPPED,
                  description="Weekly re-selection over every model x task partition.")

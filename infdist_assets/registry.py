@@ -2,11 +2,16 @@
 embedded ``default_registry.yaml``), with paths relative to the data root (``INFDIST_DATA``).
 
 The registry decides the partitions, so it is read when the definitions load; adding a model or
-a task is an edit of the registry file (see README, "Your own model, pool and task").
+a task is an edit of the registry file (see README, "Your own model, pool and task"). A task whose
+target or evaluation file does not exist is *unavailable*: it gets no partition, and the reason
+(with the set-up's own reason when ``offline/READY`` under the data root records one) is logged
+and shown in the UI, instead of a failure when it is materialised.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -15,6 +20,8 @@ from pathlib import Path
 import yaml
 
 from infdist_core.evalsets import KINDS as EVAL_KINDS
+
+log = logging.getLogger(__name__)
 
 DEFAULT_REGISTRY = Path(__file__).with_name("default_registry.yaml")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -57,6 +64,8 @@ class Registry:
     pool: Path
     models: dict[str, Path]
     tasks: dict[str, TaskSpec]
+    unavailable: dict[str, str]
+    """Tasks whose files are missing, with the reason; not in ``tasks``."""
 
     def model_path(self, name: str) -> Path:
         if name not in self.models:
@@ -68,12 +77,34 @@ class Registry:
         return path
 
     def task(self, name: str) -> TaskSpec:
+        if name in self.unavailable:
+            raise RegistryError(f"task {name!r} is unavailable: {self.unavailable[name]}")
         if name not in self.tasks:
             raise RegistryError(f"unknown task {name!r}; {self.source} registers {sorted(self.tasks)}")
         spec = self.tasks[name]
         if not spec.targets.exists():
             raise RegistryError(f"task {name!r}: target file {spec.targets} does not exist")
         return spec
+
+
+def setup_reasons(root: Path) -> dict[Path, str]:
+    """Why set-up could not write some files under ``root``: ``offline/READY``'s ``missing``."""
+    try:
+        missing = json.loads((root / "offline" / "READY").read_text()).get("missing", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {root / rel: why for rel, why in missing.items()} if isinstance(missing, dict) else {}
+
+
+def _unavailable(tasks: dict[str, TaskSpec], root: Path) -> dict[str, str]:
+    reasons = setup_reasons(root)
+    out = {}
+    for name, spec in tasks.items():
+        absent = [p for p in (spec.targets, spec.eval_path) if p is not None and not p.exists()]
+        if absent:
+            out[name] = "; ".join(f"{p} does not exist" + (f" (set-up: {reasons[p]})" if p in reasons else "")
+                                  for p in absent)
+    return out
 
 
 def data_root() -> Path:
@@ -118,6 +149,9 @@ def load_registry(path: str | Path | None = None, root: str | Path | None = None
         tasks[str(name)] = TaskSpec(str(name), resolve(t["targets"]), kind, resolve(ev["path"]) if ev.get("path") else None)
     if not models or not tasks:
         raise RegistryError(f"{path}: needs at least one model and one task")
+    unavailable = _unavailable(tasks, root)
+    for name, why in unavailable.items():
+        log.warning("task %r is unavailable: %s", name, why)
     for kind, names in (("models", models), ("tasks", tasks)):
         for n in names:
             if not SAFE_NAME.fullmatch(n):
@@ -125,4 +159,5 @@ def load_registry(path: str | Path | None = None, root: str | Path | None = None
                 raise RegistryError(f"{path}: {kind}.{n}: a name becomes a folder and a partition key, so it may use "
                                     f"letters, digits, '.', '_' and '-' only (at most 100, starting with a letter or "
                                     f"digit); e.g. {suggestion!r}")
-    return Registry(path, root, resolve(doc["pool"]), models, tasks)
+    available = {n: t for n, t in tasks.items() if n not in unavailable}
+    return Registry(path, root, resolve(doc["pool"]), models, available, unavailable)
