@@ -131,6 +131,7 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         step.write(pa.table({"model": [step.model] * m, "task": [step.task] * m, "method": [method] * m,
                              "seed": pa.array([step.cfg.seed] * m, pa.int64()), "k": pa.array([step.cfg.k] * m, pa.int64()),
                              "row_id": [r["row_id"] for r in res.rows], "loss": pa.array([r["loss"] for r in res.rows], pa.float64()),
+                             **{c: pa.array([r.get(c) for r in res.rows], pa.float64()) for c in pipeline.ROW_ACCURACY},
                              "run_id": [context.run.run_id] * m}), name="rows.parquet")
         step.write(table)
         return step.finish(len(scores), scores)

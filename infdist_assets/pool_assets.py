@@ -163,7 +163,7 @@ RDS_EMBEDDINGS = ShardedAsset("rds_embeddings", ("sampled_pool",), _pool_plan, _
                               op_tags=GPU_TAGS)
 POOL_GRADIENTS = ShardedAsset("pool_gradients", ("sampled_pool", "warmup_checkpoint"), _pool_plan, _gradients_compute,
                               _vectors_gather("pool_gradients"),
-                              "True projected gradients of every pool sample: the expensive LESS-like 'Grad' baseline.",
+                              "True projected gradients of every pool sample (as the landmarks'): Grad, InfDist's ceiling with no approximation.",
                               op_tags=GPU_TAGS)
 
 

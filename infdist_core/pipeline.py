@@ -315,14 +315,26 @@ def score_pool(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_
     P_L = landmark_scores(G_landmarks, G_targets)
     model: KRRModel = krr_fit(E[landmarks], P_L, damping=reg.setting.damping, bandwidth2=reg.bandwidth2,
                               center=reg.setting.center, direct=direct if reg.setting.direct else None)
-    scores = propagate_scores(model, E, landmarks, P_L)
+    return weigh_scores(propagate_scores(model, E, landmarks, P_L), cfg.k)
+
+
+def weigh_scores(scores: np.ndarray, k: int) -> TargetScores:
+    """Per-target scores (n, t) with the robust weights of their mean target (Eq. 7), exactly
+    ``k`` non-zeros. Shared by InfDist (propagated scores) and Grad (every sample exact)."""
     mean = scores.mean(1)
     try:
-        w, lam = robust_weights(mean, k=cfg.k)
+        w, lam = robust_weights(mean, k=k)
     except ScoreTies:  # e.g. duplicate pool rows: exactly k non-zeros needs a tie-break, by index as top_k's
-        log.warning("the mean-target scores tie at rank k=%d (duplicate samples?): ties broken by pool index", cfg.k)
-        w, lam = robust_weights(break_ties(mean), k=cfg.k)
+        log.warning("the mean-target scores tie at rank k=%d (duplicate samples?): ties broken by pool index", k)
+        w, lam = robust_weights(break_ties(mean), k=k)
     return TargetScores(scores, w, lam)
+
+
+def exact_scores(G_pool: np.ndarray, G_targets: np.ndarray, k: int) -> TargetScores:
+    """Influence Distillation with a perfect approximation: every pool sample's true projected
+    gradient (as if every sample were a landmark), so the scores are Eq. 3 exactly, then the same
+    robust weights. The ceiling InfDist's landmark regression approaches. Shapes (n, d), (t, d)."""
+    return weigh_scores(landmark_scores(G_pool, G_targets), k)
 
 
 def score_targets(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_targets: np.ndarray,
@@ -369,17 +381,26 @@ def fine_tune(model, samples: list[TokenizedSample], weights: np.ndarray | None,
 class Evaluation:
     """What ``evaluate`` measured: the scores by metric name, their standard errors where known
     (the harness's, and the held-out loss's over rows), and one row per held-out row (``row_id``,
-    ``loss``: its mean label-token loss) for paired comparisons."""
+    ``loss``: its mean label-token loss; ``acc``/``acc_norm`` for choice tasks) for paired
+    comparisons."""
 
     scores: dict[str, float]
     rows: list[dict]
     stderr: dict[str, float] = field(default_factory=dict)
 
 
+CHOICE_KINDS = ("mmlu", "multiple_choice")
+"""Evaluation kinds with choices: their held-out rows are also scored for accuracy (``acc``, and
+``acc_norm`` where the harness gives it) through the harness, row by row."""
+ROW_ACCURACY = ("acc", "acc_norm")
+"""The per-row accuracy columns of ``Evaluation.rows`` for choice tasks."""
+
+
 def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: SelectionConfig,
              log_fn: Callable[[str], None] = log.info) -> Evaluation:
     """Held-out loss on ``cfg.heldout_rows`` rows of the task's evaluation set (seeded by
-    ``data_seed``, so every method and seed scores the same rows), plus the task metric on
+    ``data_seed``, so every method and seed scores the same rows), for choice tasks the accuracy
+    on those same rows (``CHOICE_KINDS``; per row, in ``rows``), plus the task metric on
     ``cfg.eval_subset`` rows when ``cfg.task_metrics`` (Sec. 5.1, App. E): GSM8K, MMLU and
     multiple-choice tasks through lm-evaluation-harness (``harness``), HumanEval here.
 
@@ -407,12 +428,26 @@ def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: S
     out["heldout_rows"] = float(len(rows))
     out["heldout_rows_excluded"] = float(len(held.excluded))
     out["eval_rows_overlapping_targets"] = float(eval_set.excluded_as_targets)
+    lm = None
+    if eval_set.kind in CHOICE_KINDS:
+        # accuracy on the same held-out rows, per row, so methods pair on rows as their losses do
+        lm = harness.language_model(model, tok, batch_size=proxies.BATCH_SIZE)
+        ids = [eval_set.records[i]["id"] for i in order]
+        per_row = harness.run(lm, eval_set.kind, [eval_set.rows[i] for i in order], cfg.max_new_tokens, cfg.data_seed)
+        by_id = {ids[smp["doc_id"]]: smp for smp in per_row.samples}
+        for metric in ROW_ACCURACY:
+            if all(metric in by_id.get(r["row_id"], {}) for r in rows):
+                vals = np.array([float(by_id[r["row_id"]][metric]) for r in rows])
+                for r, v in zip(rows, vals):
+                    r[metric] = float(v)
+                out[f"heldout_{metric}"] = float(vals.mean())
+                stderr[f"heldout_{metric}"] = float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else float("nan")
     if not cfg.task_metrics:
         return Evaluation(out, rows, stderr)
     t0 = time.perf_counter()
     metric_rows = ev.seeded_subset(eval_set.rows, cfg.eval_subset or None, cfg.data_seed, eval_set.kind)
     if eval_set.kind in harness.KINDS:
-        lm = harness.language_model(model, tok, batch_size=proxies.BATCH_SIZE)
+        lm = lm or harness.language_model(model, tok, batch_size=proxies.BATCH_SIZE)
         for name, (value, se) in harness.run(lm, eval_set.kind, metric_rows, cfg.max_new_tokens, cfg.data_seed).metrics.items():
             out[name], stderr[name] = value, se
     elif eval_set.kind == "humaneval":

@@ -201,3 +201,31 @@ def test_harness_runs_without_a_network(tmp_path):
     assert out["attempts"] == []
     assert out["metrics"] == ["exact_match,flexible-extract", "exact_match,strict-match", "acc,none", "acc_norm,none"]
     assert out["finetune_steps"] == 1
+
+
+def test_held_out_choice_rows_carry_their_own_accuracy(tiny_model, tokenizer, tmp_path):
+    """Choice tasks are also scored for accuracy on the held-out rows, row by row, so methods pair
+    on rows as their losses do: each row's acc must be the harness's for that same question
+    (the held-out order is a seeded shuffle, so a mix-up of rows would show)."""
+    from infdist_core import pipeline
+    from infdist_core.config import SelectionConfig
+
+    rows = [{"question": f"Which number is {i}?", "choices": [str(i), str(i + 1), "none"], "answer": i % 3, "id": f"q{i}"}
+            for i in range(6)]
+    path = tmp_path / "mc.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    es = evalsets.load_eval_set("multiple_choice", path, [])
+    res = pipeline.evaluate(tiny_model, tokenizer, es, [], SelectionConfig(heldout_rows=5, task_metrics=False))
+    direct = {it.id: smp for it, smp in zip(es.rows, _samples_by_doc(harness.run(harness.language_model(tiny_model, tokenizer),
+                                                                                    "multiple_choice", es.rows)))}
+    assert len(res.rows) == 5 and [r["row_id"] for r in res.rows] != sorted(r["row_id"] for r in res.rows)
+    for r in res.rows:
+        assert (r["acc"], r["acc_norm"]) == (direct[r["row_id"]]["acc"], direct[r["row_id"]]["acc_norm"]), r["row_id"]
+    assert res.scores["heldout_acc"] == pytest.approx(np.mean([r["acc"] for r in res.rows]))
+    assert res.scores["heldout_acc_norm"] == pytest.approx(np.mean([r["acc_norm"] for r in res.rows]))
+    # a task without choices gets no accuracy
+    gsm = tmp_path / "g.jsonl"
+    gsm.write_text(json.dumps({"question": "1+1?", "answer": "2 #### 2", "final": "2"}) + "\n")
+    plain = pipeline.evaluate(tiny_model, tokenizer, evalsets.load_eval_set("gsm8k", gsm, []), [],
+                              SelectionConfig(heldout_rows=1, task_metrics=False))
+    assert "heldout_acc" not in plain.scores and "acc" not in plain.rows[0]

@@ -189,3 +189,27 @@ def test_selection_methods_registry_names_unknown_methods_and_missing_inputs():
         select("less", cfg, 20)
     with pytest.raises(ValueError, match=r"needs \['pool_losses'\]"):
         select("mid_ppl", cfg, 20)
+
+
+@pytest.mark.parametrize("per_target", [True, False])
+def test_grad_is_infdist_with_every_sample_a_landmark(per_target):
+    """The ceiling row: Grad must select exactly what InfDist selects when every pool sample is a
+    landmark (the propagated scores are then the exact ones, Eq. 3), with the same weights."""
+    from infdist_core import methods
+    from infdist_core.config import SelectionConfig
+    from infdist_core.pipeline import LandmarkRegression, score_pool
+    from infdist_core.recovery import KernelSetting
+
+    rng = np.random.default_rng(3)
+    n, k = 40, 7
+    E, G, G_T = rng.standard_normal((n, 5)), rng.standard_normal((n, 16)), rng.standard_normal((3, 16))
+    cfg = SelectionConfig(pool_size=n, n_landmarks=n, k=k, seed=2, per_target=per_target)
+    influence = score_pool(E, np.arange(n), G, G_T, LandmarkRegression(KernelSetting(), 1.0, [], None), cfg)
+    want_idx, want_w = methods.select("infdist", cfg, n, influence=influence)
+    got_idx, got_w = methods.select("grad", cfg, n, pool_gradients=G, target_gradients=G_T)
+    assert got_idx.tolist() == want_idx.tolist(), "Grad does not pick what InfDist picks with perfect scores"
+    np.testing.assert_allclose(got_w, want_w, rtol=1e-12)
+    # and it is the per-target round-robin over <g_i, g_t> (or the top-k of the robust weights)
+    exact = G @ G_T.T
+    ref = round_robin(exact, k, seed=2) if per_target else top_k(influence.weights, k)
+    assert got_idx.tolist() == ref.tolist()

@@ -123,3 +123,49 @@ def test_frontier_pairs_each_methods_cold_cost_with_its_mean_gain_over_uniform()
     assert pts["uniform"]["delta_vs_uniform"] == 0.0 and pts["uniform"]["selection_seconds"] == pytest.approx(2.0)
     text = frontier_text(list(pts.values()), width=20, height=5)
     assert "A uniform: 2 s" in text and "B infdist: 110 s, -0.1000" in text
+
+
+def test_accuracy_wins_are_differences_above_zero():
+    rng = np.random.default_rng(5)
+    cells = {}
+    for s in range(3):
+        base = (rng.random(200) < 0.4).astype(float)
+        cells[("a", "uniform", s)] = base
+        cells[("a", "infdist", s)] = np.maximum(base, rng.random(200) < 0.3)  # strictly more right answers
+    assert summarize(*_long(cells), higher_is_better=True).verdicts("uniform") == {"a": "win"}
+    assert summarize(*_long(cells)).verdicts("uniform") == {"a": "loss"}, "as a loss, more is worse"
+
+
+def test_gap_closed_is_the_ratio_of_gains_with_fiellers_interval():
+    """InfDist gains half of what the ceiling gains: the ratio is 0.5, and Fieller's interval is
+    exactly the set of ratios r whose A - rB has a crossed interval containing 0."""
+    from infdist_core.quality import ratio_interval
+
+    rng = np.random.default_rng(6)
+    cells = {}
+    for s in range(5):
+        u = rng.normal(2.0, 0.3, size=200)
+        cells[("t", "uniform", s)] = u
+        cells[("t", "grad", s)] = u - 0.2 + 0.02 * rng.normal(size=200)
+        cells[("t", "infdist", s)] = u - 0.1 + 0.02 * rng.normal(size=200)
+    g = summarize(*_long(cells)).gaps[0]
+    assert g["gap_closed"] == pytest.approx(0.5, abs=0.02) and g["low"] < 0.5 < g["high"] and g["high"] - g["low"] < 0.1
+    U, I, G = (np.array([cells[("t", m, s)] for s in range(5)]) for m in ("uniform", "infdist", "grad"))
+    A, B = U - I, U - G
+    for r, inside in ((g["low"] - 1e-4, False), (g["low"] + 1e-4, True), (g["high"] - 1e-4, True), (g["high"] + 1e-4, False)):
+        c = crossed_interval(A - r * B)
+        assert (c.low <= 0 <= c.high) == inside, r
+    # a ceiling indistinguishable from uniform leaves the ratio unbounded
+    noise = rng.normal(0, 0.3, size=(5, 200))
+    assert ratio_interval(A, noise - noise.mean()) == (-np.inf, np.inf)
+
+
+def test_detectable_difference_is_the_power_formula_on_the_crossed_standard_error():
+    from infdist_core.quality import detectable
+
+    rng = np.random.default_rng(7)
+    D = rng.normal(0.0, 0.5, size=(1, 150))  # one seed: the paired t over rows
+    c = crossed_interval(D)
+    se = D.std(ddof=1) / np.sqrt(150)
+    want = (stats.t.ppf(0.975, 149) + stats.t.ppf(0.8, 149)) * se
+    assert detectable(c) == pytest.approx(want, rel=1e-9)
