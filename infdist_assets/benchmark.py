@@ -23,15 +23,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infdist_core import atomic
+import pyarrow.compute as pc
+
+from infdist_core import atomic, pipeline
 from infdist_core.quality import QualitySummary, summarize
 from infdist_assets import catalog, storage
 from infdist_assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore
-from infdist_assets.step import ALL_ASSET_KEYS, MODEL_SIDE_ASSETS, SELECTION_STAGES, is_materialised
+from infdist_assets.step import ALL_ASSET_KEYS, MODEL_SIDE_ASSETS, SELECTION_STAGES, artefact_path, is_materialised
 
-BENCH_METHODS = ("infdist", "uniform", "mid_ppl", "rds")
-EXTRA_METHODS = ("grad", "full")
+BENCH_METHODS = ("infdist", "uniform", "rds", "grad", "full")
+"""The default benchmark: InfDist, the two baselines it must beat, and the two ceiling rows (Grad:
+InfDist with exact scores; full: the whole pool). mid_ppl runs on request."""
+BASELINES = ("uniform", "rds", "grad", "full")
 
 
 def method_keys(method: str) -> list[str]:
@@ -57,16 +61,57 @@ def selection_stages(assets, methods: tuple[str, ...]) -> dict[str, list[str]]:
     return out
 
 
+ROW_COLUMNS = (("model", pa.string()), ("task", pa.string()), ("method", pa.string()), ("seed", pa.int64()),
+               ("k", pa.int64()), ("row_id", pa.string()), ("loss", pa.float64()),
+               *((c, pa.float64()) for c in pipeline.ROW_ACCURACY))
+
+
 def read_rows(root: Path) -> pa.Table:
-    """Every eval_scores' per-row held-out losses under ``root`` (task, method, seed, k, row_id, loss)."""
+    """Every eval_scores' per-row held-out losses under ``root`` (task, method, seed, k, row_id,
+    loss, and acc / acc_norm: null where the task has no choices or the file predates them)."""
     files = sorted(root.glob("assets/*/eval_scores/*/*/seed=*/k=*/rows.parquet"))
-    tables = [pq.read_table(f, columns=["model", "task", "method", "seed", "k", "row_id", "loss"]) for f in files
-              if (f.with_name("data.meta.json")).exists()]
+    tables = []
+    for f in files:
+        if not f.with_name("data.meta.json").exists():
+            continue
+        t = pq.read_table(f)
+        tables.append(pa.table({c: t.column(c) if c in t.column_names else pa.nulls(t.num_rows, typ)
+                                for c, typ in ROW_COLUMNS}))
     if not tables:
-        return pa.table({c: pa.array([], t) for c, t in (("model", pa.string()), ("task", pa.string()), ("method", pa.string()),
-                                                          ("seed", pa.int64()), ("k", pa.int64()), ("row_id", pa.string()),
-                                                          ("loss", pa.float64()))})
-    return pa.concat_tables(tables, promote_options="default")
+        return pa.table({c: pa.array([], typ) for c, typ in ROW_COLUMNS})
+    return pa.concat_tables(tables).cast(pa.schema(ROW_COLUMNS))
+
+
+def summaries(rows: pa.Table) -> dict[str, QualitySummary]:
+    """The held-out loss summary (``loss``) and, over the rows that have them, the accuracy ones
+    (``acc``, ``acc_norm``; higher is better)."""
+    cols = lambda t: (t.column(c).to_pylist() for c in ("task", "method", "seed", "k", "row_id"))  # noqa: E731
+    out = {"loss": summarize(*cols(rows), rows.column("loss").to_pylist(), baselines=BASELINES)}
+    for metric in pipeline.ROW_ACCURACY:
+        have = rows.filter(pc.is_valid(rows.column(metric)))
+        if have.num_rows:
+            out[metric] = summarize(*cols(have), have.column(metric).to_pylist(), baselines=BASELINES,
+                                    higher_is_better=True)
+    return out
+
+
+def true_recovery(root: Path, model: str, task: str, cfg) -> float | None:
+    """Spearman between InfDist's mean-target scores and the exact ones (every pool sample's true
+    gradient, ``pool_gradients``, against the targets'), over the samples that are not landmarks:
+    the shipped policy's recovery measured on samples it never saw. None until both exist."""
+    from scipy import stats
+
+    part = f"{model}|{task}"
+    paths = {a: artefact_path(root, a, model if a == "pool_gradients" else part, cfg)
+             for a in ("per_target_weights", "pool_gradients", "target_gradients")}
+    if not all(storage.sidecar(p).exists() for p in paths.values()):
+        return None
+    w = pq.read_table(paths["per_target_weights"])
+    G = storage.column_matrix(pq.read_table(paths["pool_gradients"]), "gradient").astype(np.float64)
+    T = storage.column_matrix(pq.read_table(paths["target_gradients"]), "gradient").astype(np.float64)
+    rest = ~w.column("is_landmark").to_numpy(False)
+    exact = (G @ T.T).mean(1)
+    return float(stats.spearmanr(w.column("mean_score").to_numpy()[rest], exact[rest]).statistic)
 
 
 def selection_costs(catalog_path: Path) -> list[tuple]:
@@ -187,18 +232,42 @@ def frontier_text(points: list[dict], width: int = 48, height: int = 12) -> str:
     return "```\nheld-out loss minus uniform's (negative = better, at the top) vs selection seconds\n" + "\n".join(lines + legend) + "\n```"
 
 
-def summary_markdown(s: QualitySummary) -> str:
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) and np.isfinite(v) else "n/a"  # noqa: E731
-    methods = [{**r, "heldout_loss": fmt(r["heldout_loss"]), "95% CI (seeds)": f"[{fmt(r['low'])}, {fmt(r['high'])}]"}
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) and np.isfinite(v) else ("-inf" if v == -np.inf else "+inf" if v == np.inf else "n/a")
+
+
+def _differences_md(s: QualitySummary) -> str:
+    diffs = [{**d, "delta": _fmt(d["delta"]), "95% CI (seeds x rows)": f"[{_fmt(d['low'])}, {_fmt(d['high'])}]",
+              "95% CI (seeds)": f"[{_fmt(d['seed_low'])}, {_fmt(d['seed_high'])}]",
+              "detectable": _fmt(d["detectable"])} for d in s.differences]
+    return table_md(diffs, ["task", "k", "method", "baseline", "seeds", "rows", "delta", "95% CI (seeds x rows)", "95% CI (seeds)",
+                            "detectable", "verdict"])
+
+
+def summary_markdown(s: QualitySummary, accuracy: dict[str, QualitySummary] | None = None) -> str:
+    """The loss tables (methods with intervals, InfDist's paired differences with the smallest
+    difference the run detects at 80% power), the ceiling table (``gap_closed``) and, for choice
+    tasks, the same tables on accuracy."""
+    methods = [{**r, "heldout_loss": _fmt(r["heldout_loss"]), "95% CI (seeds)": f"[{_fmt(r['low'])}, {_fmt(r['high'])}]"}
                for r in s.methods]
-    diffs = [{**d, "delta": fmt(d["delta"]), "95% CI (seeds x rows)": f"[{fmt(d['low'])}, {fmt(d['high'])}]",
-              "95% CI (seeds)": f"[{fmt(d['seed_low'])}, {fmt(d['seed_high'])}]"} for d in s.differences]
-    return ("### Held-out loss per method (mean, 95% interval over seeds; lower is better)\n\n" +
-            interval_text(s.methods) + "\n\n" +
-            table_md(methods, ["task", "k", "method", "seeds", "rows", "heldout_loss", "95% CI (seeds)"]) +
-            "\n\n### InfDist minus baseline (negative: InfDist better)\n\n" +
-            table_md(diffs, ["task", "k", "baseline", "seeds", "rows", "delta", "95% CI (seeds x rows)", "95% CI (seeds)",
-                             "verdict"]))
+    out = ("### Held-out loss per method (mean, 95% interval over seeds; lower is better)\n\n" +
+           interval_text(s.methods) + "\n\n" +
+           table_md(methods, ["task", "k", "method", "seeds", "rows", "heldout_loss", "95% CI (seeds)"]) +
+           "\n\n### InfDist (and the ceiling, Grad) minus baseline (negative: better)\n\n" + _differences_md(s))
+    if s.gaps:
+        gaps = [{**g, "infdist_gain": _fmt(g["infdist_gain"]), "grad_gain": _fmt(g["grad_gain"]),
+                 "gap_closed": _fmt(g["gap_closed"]), "95% CI (Fieller)": f"[{_fmt(g['low'])}, {_fmt(g['high'])}]"}
+                for g in s.gaps]
+        out += ("\n\n### How much of the ceiling's gain InfDist captures (gap_closed = (uniform - infdist) / "
+                "(uniform - grad))\n\n" +
+                table_md(gaps, ["task", "k", "seeds", "rows", "infdist_gain", "grad_gain", "gap_closed", "95% CI (Fieller)"]))
+    for metric, a in (accuracy or {}).items():
+        rows = [{**r, metric: _fmt(r["heldout_loss"]), "95% CI (seeds)": f"[{_fmt(r['low'])}, {_fmt(r['high'])}]"}
+                for r in a.methods]
+        out += (f"\n\n### Held-out {metric} per method (choice tasks; higher is better)\n\n" +
+                table_md(rows, ["task", "k", "method", "seeds", "rows", metric, "95% CI (seeds)"]) +
+                f"\n\n### InfDist minus baseline, {metric} (positive: InfDist better)\n\n" + _differences_md(a))
+    return out
 
 
 def headline(s: QualitySummary, tasks: list[str], seeds: list[int]) -> dict:
@@ -206,11 +275,16 @@ def headline(s: QualitySummary, tasks: list[str], seeds: list[int]) -> dict:
     vu, vr = s.verdicts("uniform"), s.verdicts("rds")
     ks = [d["k"] for d in s.differences]
     at = max(ks) if ks else None
-    delta = lambda b: float(np.mean([d["delta"] for d in s.differences if d["baseline"] == b and d["k"] == at])) \
-        if any(d["baseline"] == b and d["k"] == at for d in s.differences) else None  # noqa: E731
+    mine = [d for d in s.differences if d.get("method", "infdist") == "infdist" and d["k"] == at]
+    delta = lambda b: float(np.mean([d["delta"] for d in mine if d["baseline"] == b])) \
+        if any(d["baseline"] == b for d in mine) else None  # noqa: E731
+    gaps = [g["gap_closed"] for g in s.gaps if g["k"] == at and np.isfinite(g["gap_closed"])]
     return {"tasks": tasks, "seeds": seeds, "k": at, "wins_vs_uniform": sum(v == "win" for v in vu.values()),
             "losses_vs_uniform": sum(v == "loss" for v in vu.values()), "wins_vs_rds": sum(v == "win" for v in vr.values()),
             "losses_vs_rds": sum(v == "loss" for v in vr.values()),
+            "grad_vs_uniform": s.verdicts("uniform", method="grad"), "gap_closed_vs_grad": float(np.mean(gaps)) if gaps else None,
+            "gap_closed_by_task": {g["task"]: g["gap_closed"] for g in s.gaps if g["k"] == at},
+            "detectable_vs_uniform": {d["task"]: d["detectable"] for d in mine if d["baseline"] == "uniform"},
             "mean_delta_heldout_loss_vs_uniform": delta("uniform"), "mean_delta_heldout_loss_vs_rds": delta("rds")}
 
 
@@ -225,13 +299,16 @@ def build() -> list:
         if rows.num_rows == 0:
             raise dg.Failure(description=f"no eval_scores with per-row held-out losses under {root}/assets: "
                                          "materialise the methods' eval_scores first (benchmarks/bench_quality.py)")
-        s = summarize(*(rows.column(c).to_pylist() for c in ("task", "method", "seed", "k", "row_id", "loss")))
+        by_metric = summaries(rows)
+        s = by_metric.pop("loss")
         scores = read_scores(root)
         out = root / "assets" / "quality_report"
         keep = [c for c in ("model", "task", "method", "seed", "k", "metric", "value", "run_id") if c in scores.column_names]
         storage.write_table(scores.select(keep), out / "data.parquet", {"run_id": context.run.run_id, "asset": "quality_report"})
-        summary = [{"kind": "method", **r} for r in s.methods] + [{"kind": "difference", "method": "infdist", **d}
-                                                                  for d in s.differences]
+        summary = [row for metric, m in {"loss": s, **by_metric}.items()
+                   for row in ([{"kind": "method", "metric": metric, **r} for r in m.methods] +
+                               [{"kind": "difference", "metric": metric, **d} for d in m.differences] +
+                               [{"kind": "gap", "metric": metric, "method": "infdist", **g} for g in m.gaps])]
         columns = list(dict.fromkeys(c for r in summary for c in r))  # from_pylist would keep the first row's keys only
         storage.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in summary]),
                             out / "summary.parquet", {"run_id": context.run.run_id})
@@ -242,7 +319,7 @@ def build() -> list:
         tasks = sorted({r["task"] for r in s.methods})
         seeds = sorted(set(rows.column("seed").to_pylist()))
         return dg.MaterializeResult(metadata={
-            "summary": dg.MetadataValue.md(summary_markdown(s)), "plot": dg.MetadataValue.path(str(svg)),
+            "summary": dg.MetadataValue.md(summary_markdown(s, by_metric)), "plot": dg.MetadataValue.path(str(svg)),
             "headline": dg.MetadataValue.json(headline(s, tasks, seeds)), "rows": dg.MetadataValue.int(rows.num_rows),
             "quality_vs_cost": dg.MetadataValue.md(frontier_text(points))})
 

@@ -22,6 +22,7 @@ import yaml
 from infdist_core.evalsets import KINDS as EVAL_KINDS
 
 log = logging.getLogger(__name__)
+_REPORTED: set[tuple[str, str]] = set()
 
 DEFAULT_REGISTRY = Path(__file__).with_name("default_registry.yaml")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -151,7 +152,9 @@ def load_registry(path: str | Path | None = None, root: str | Path | None = None
         raise RegistryError(f"{path}: needs at least one model and one task")
     unavailable = _unavailable(tasks, root)
     for name, why in unavailable.items():
-        log.warning("task %r is unavailable: %s", name, why)
+        if (name, why) not in _REPORTED:  # once per process: the registry is read by every step
+            _REPORTED.add((name, why))
+            log.warning("task %r is unavailable: %s", name, why)
     for kind, names in (("models", models), ("tasks", tasks)):
         for n in names:
             if not SAFE_NAME.fullmatch(n):

@@ -37,18 +37,20 @@ class QualitySummary:
     methods: list[dict] = field(default_factory=list)
     """Per task, k, method: seeds, rows, mean held-out loss and its 95% interval over seeds."""
     differences: list[dict] = field(default_factory=list)
-    """Per task, k, baseline: InfDist - baseline held-out loss, crossed and seed-only intervals, verdict,
-    and the smallest difference the run detects (``detectable``)."""
+    """Per task, k, method and baseline: InfDist (or the ceiling, against uniform) minus the
+    baseline, crossed and seed-only intervals, verdict, and the smallest difference the run
+    detects (``detectable``)."""
     gaps: list[dict] = field(default_factory=list)
     """Per task and k where uniform and the ceiling (Grad) ran: ``gap_closed`` with its interval."""
 
-    def verdicts(self, baseline: str, k: int | None = None) -> dict[str, str]:
-        """task -> 'win' | 'loss' | 'tie' against ``baseline`` (at budget ``k``; default the largest)."""
-        ks = [d["k"] for d in self.differences if d["baseline"] == baseline]
-        if not ks:
+    def verdicts(self, baseline: str, k: int | None = None, method: str = METHOD) -> dict[str, str]:
+        """task -> 'win' | 'loss' | 'tie' of ``method`` against ``baseline`` (at budget ``k``;
+        default the largest)."""
+        mine = [d for d in self.differences if d["baseline"] == baseline and d.get("method", METHOD) == method]
+        if not mine:
             return {}
-        k = max(ks) if k is None else k
-        return {d["task"]: d["verdict"] for d in self.differences if d["baseline"] == baseline and d["k"] == k}
+        k = max(d["k"] for d in mine) if k is None else k
+        return {d["task"]: d["verdict"] for d in mine if d["k"] == k}
 
 
 def _aligned(cells: dict[int, dict[str, float]], seeds: list[int], row_ids: list[str]) -> np.ndarray:
@@ -111,9 +113,9 @@ def summarize(task: list[str], method: list[str], seed: list[int], k: list[int],
                             "rows": int(np.mean([len(r) for r in by_seed.values()])), "heldout_loss": ci.mean,
                             "low": ci.low, "high": ci.high})
     for (t, kk, m), ours in sorted(cells.items()):
-        if m != METHOD:
-            continue
-        for b in baselines:
+        if m not in (METHOD, CEILING):
+            continue  # InfDist against every baseline; the ceiling against uniform (does any selection pay?)
+        for b in (baselines if m == METHOD else ("uniform",)):
             theirs = cells.get((t, kk, b))
             if not theirs:
                 continue
@@ -128,7 +130,7 @@ def summarize(task: list[str], method: list[str], seed: list[int], k: list[int],
             by_seed = t_interval(D.mean(1), level)
             better, worse = (crossed.low > 0, crossed.high < 0) if higher_is_better else (crossed.high < 0, crossed.low > 0)
             verdict = "win" if better else "loss" if worse else "tie"
-            out.differences.append({"task": t, "k": kk, "baseline": b, "seeds": len(seeds), "rows": len(row_ids),
+            out.differences.append({"task": t, "k": kk, "method": m, "baseline": b, "seeds": len(seeds), "rows": len(row_ids),
                                     "delta": crossed.mean, "low": crossed.low, "high": crossed.high, "df": crossed.df,
                                     "seed_low": by_seed.low, "seed_high": by_seed.high, "verdict": verdict,
                                     "detectable": detectable(crossed, level)})

@@ -358,11 +358,16 @@ def test_quality_benchmark_fills_the_catalog_and_resumes(world, bench):
     got = con.execute("SELECT method, count(DISTINCT seed) FROM benchmark WHERE task = 'math' AND metric = 'heldout_loss' "
                       f"AND k = {K} GROUP BY method ORDER BY method").fetchall()
     diffs = con.execute("SELECT method, baseline, seeds, rows, delta, low, high, verdict FROM benchmark_summary "
-                        "WHERE kind = 'difference' ORDER BY baseline").fetchall()
+                        "WHERE kind = 'difference' AND metric = 'loss' ORDER BY baseline").fetchall()
+    gaps = con.execute("SELECT k, seeds, gap_closed, infdist_gain / grad_gain FROM benchmark_summary "
+                       "WHERE kind = 'gap' ORDER BY k").fetchall()
     per_row = con.execute(f"SELECT count(*) FROM eval_rows WHERE task = 'math' AND method = 'uniform' AND k = {K}").fetchone()[0]
     con.close()
     assert got == [("full", 2), ("grad", 2), ("infdist", 2), ("mid_ppl", 2), ("rds", 2), ("uniform", 2)]
-    assert sorted((d[0], d[1], d[2], d[3]) for d in diffs) == [("infdist", "rds", 2, 4)] * 2 + [("infdist", "uniform", 2, 4)] * 2
+    assert sorted((d[0], d[1], d[2], d[3]) for d in diffs) == (
+        [("grad", "uniform", 2, 4)] * 2 + [(("infdist", b, 2, 4)) for b in ("full", "grad", "rds", "uniform") for _ in range(2)])
+    assert [g[:2] for g in gaps] == [(K, 2), (K + 2, 2)] and all(g[2] == pytest.approx(g[3]) for g in gaps), \
+        "gap_closed is InfDist's gain over uniform divided by Grad's"
     assert all(d[5] <= d[4] <= d[6] and d[7] in ("win", "loss", "tie") for d in diffs)
     assert per_row == 2 * 4, "4 held-out rows per seed, paired by row id"
     assert (world["data"] / "assets" / "quality_report" / "heldout_loss.svg").read_text().startswith("<svg")
