@@ -7,7 +7,7 @@ DATA ?= data
 STAMP := $(VENV)/.installed-stamp
 OFFLINE := $(DATA)/offline/READY
 
-.PHONY: setup test test-fast demo ui bench
+.PHONY: setup test test-fast demo ui bench docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-fast: setup
 
 demo: setup
 	$(PY) -m infdist_assets.demo --data $(DATA)
+
+docs: $(STAMP)
+	$(PY) scripts/gen_docs.py
+	$(PY) -m mkdocs build --strict
 
 ui: setup
 	DAGSTER_HOME=$(abspath $(DATA))/dagster_home $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -315,8 +315,8 @@ def test_demo_recognises_an_up_to_date_partition(world):
     assert up_to_date_run(catalog, same, "tiny", "code") is None  # no eval there
 
 
-def test_the_readme_sql_runs_against_the_catalog(world, bench):
-    sql = (ROOT / "README.md").read_text().split("```sql")[1].split("```")[0]
+def test_the_docs_sql_runs_against_the_catalog(world, bench):
+    sql = (ROOT / "docs" / "inspecting.md").read_text().split("```sql")[1].split("```")[0]
     sql = sql.replace("smollm2-135m", "tiny").replace("gsm8k", "math").replace("k = 30", f"k = {K}")
     con = connect_readonly(world["data"] / "infdist.duckdb")
     counts = []
@@ -325,7 +325,7 @@ def test_the_readme_sql_runs_against_the_catalog(world, bench):
         if body:
             counts.append(len(con.execute(body).fetchall()))
     con.close()
-    assert len(counts) == 8 and all(counts), f"a README query returned nothing: {counts}"
+    assert len(counts) == 8 and all(counts), f"a docs/inspecting.md query returned nothing: {counts}"
 
 
 @pytest.fixture(scope="module")
