@@ -29,7 +29,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not ui"
 
 demo: setup
-	$(PY) -m infdist_assets.demo --data $(DATA)
+	$(PY) -m infdist_assets.cli demo --data $(DATA)
 
 docs: $(STAMP)
 	$(PY) scripts/gen_docs.py

@@ -30,7 +30,7 @@ from infdist_core.quality import QualitySummary, summarize
 from infdist_assets import catalog, storage
 from infdist_assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore
-from infdist_assets.step import ALL_ASSET_KEYS, MODEL_SIDE_ASSETS, SELECTION_STAGES, artefact_path, is_materialised
+from infdist_assets.step import MODEL_SIDE_ASSETS, artefact_path, is_materialised
 
 BENCH_METHODS = ("infdist", "uniform", "rds", "grad", "full")
 """The default benchmark: InfDist, the two baselines it must beat, and the two ceiling rows (Grad:
@@ -314,7 +314,7 @@ def build() -> list:
                             out / "summary.parquet", {"run_id": context.run.run_id})
         svg = out / "heldout_loss.svg"
         atomic.write_text(svg, interval_svg(s.methods))
-        catalog.rebuild(root, store.catalog_path, ALL_ASSET_KEYS, SELECTION_STAGES)
+        catalog.rebuild(root, store.catalog_path, store.asset_keys, store.selection_stages)
         points = frontier(s, selection_costs(store.catalog_path))
         tasks = sorted({r["task"] for r in s.methods})
         seeds = sorted(set(rows.column("seed").to_pylist()))

@@ -135,18 +135,3 @@ def _rebuild(root: Path, catalog_path: Path, asset_keys: list[str], stages: dict
 def connect_readonly(catalog_path: Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection for users, notebooks and tests."""
     return duckdb.connect(str(catalog_path), read_only=True)
-
-
-def main() -> None:
-    """``python -m infdist_assets.catalog``: rebuild the catalog of the data root (``INFDIST_DATA``),
-    e.g. after a read-write session broke it."""
-    from infdist_assets import step
-    from infdist_assets.definitions import defs
-
-    store = defs.resources["store"]
-    names = rebuild(store.path, store.catalog_path, step.ALL_ASSET_KEYS, step.SELECTION_STAGES)
-    print(f"{store.catalog_path}: {len(names)} relations")
-
-
-if __name__ == "__main__":
-    main()

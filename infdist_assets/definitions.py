@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from infdist_assets import automation, benchmark, deployment, method_assets, pool_assets, step, target_assets
+from infdist_assets import automation, benchmark, deployment, method_assets, pool_assets, target_assets
 from infdist_assets.run_liveness import dead_run_sensor
 from infdist_assets.partitions import model_partitions, model_task_partitions
 from infdist_assets.registry import load_registry
@@ -19,13 +19,13 @@ def build_definitions(registry_path: str | None = None, data_root: str | None = 
     for method in method_assets.METHODS:
         assets += method_assets.build(by_model_task, method)
     assets += benchmark.build()
-    step.ALL_ASSET_KEYS[:] = [a.key.to_user_string() for a in assets]
-    step.SELECTION_STAGES.clear()
-    step.SELECTION_STAGES.update(benchmark.selection_stages(assets, method_assets.METHODS))
     jobs, schedules, sensors = automation.build(reg, by_model, by_model_task)
     jobs += benchmark.jobs(assets)
     sensors.append(dead_run_sensor)
-    store = ArtefactStore(root=str(reg.data_root), registry_path=str(registry_path or ""))
+    # what the catalog needs of the graph, handed down with the store (no module-level state)
+    store = ArtefactStore(root=str(reg.data_root), registry_path=str(registry_path or ""),
+                          asset_keys=[a.key.to_user_string() for a in assets],
+                          selection_stages=benchmark.selection_stages(assets, method_assets.METHODS))
     # step outputs (the shard plan, shard indices) on the data root: the volume every step shares
     io = dg.FilesystemIOManager(base_dir=str(reg.data_root / "dagster_io"))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, executor=deployment.executor(),

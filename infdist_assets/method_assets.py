@@ -21,7 +21,8 @@ from infdist_assets.markdown import table_md
 from infdist_assets.partitions import on_model
 from infdist_assets.loaders import GPU_TAGS, SELECTION_INPUTS, base_model, target_records
 from infdist_assets.resources import ArtefactStore, SelectionSettings
-from infdist_assets.step import Step, code_version
+from infdist_assets.step import Step
+from infdist_assets.versions import code_version
 
 METHODS = tuple(methods.METHODS)
 
@@ -53,7 +54,7 @@ def finetune_key(step: Step, sample_ids: list[str], weights: np.ndarray) -> str:
 
 
 def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDefinition]:
-    common = dict(code_version=code_version(), partitions_def=partitions, group_name=f"method_{method}", key_prefix=[method])
+    common = dict(code_version=code_version(__name__), partitions_def=partitions, group_name=f"method_{method}", key_prefix=[method])
     spec = methods.METHODS[method]
     deps = [on_model("sampled_pool"), *(d for n in spec.needs for d in SELECTION_INPUTS[n].deps)]
 

@@ -18,7 +18,8 @@ from infdist_assets.loaders import GPU_TAGS, base_model, base_tokenizer, selecti
 from infdist_assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore, SelectionSettings
 from infdist_assets.sharding import Gathered, Plan, ShardedAsset, sidecar_sum
-from infdist_assets.step import Step, code_version
+from infdist_assets.step import Step
+from infdist_assets.versions import code_version
 
 
 
@@ -168,7 +169,7 @@ POOL_GRADIENTS = ShardedAsset("pool_gradients", ("sampled_pool", "warmup_checkpo
 
 
 def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    common = dict(code_version=code_version(), partitions_def=partitions, group_name="pool_side")
+    common = dict(code_version=code_version(__name__), partitions_def=partitions, group_name="pool_side")
 
     @dg.asset(**common, kinds={"parquet"}, description="Seeded random sample of the pool, tokenised with the model's chat template.")
     def sampled_pool(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:

@@ -46,6 +46,11 @@ class ArtefactStore(dg.ConfigurableResource):
     root: str = Field(default_factory=lambda: str(data_root()), description="Data root (INFDIST_DATA, default ./data).")
     registry_path: str = Field(default="", description="Registry YAML (INFDIST_REGISTRY, default the embedded one).")
     catalog_file: str = Field(default="infdist.duckdb", description="DuckDB catalog, relative to the root.")
+    asset_keys: list[str] = Field(default_factory=list, description="Every asset key of the code location, for the "
+                                  "catalog's asset_<name> views (filled by the definitions).")
+    selection_stages: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per selection method, the assets its selection needs, read off the asset "
+                                          "graph, for the catalog's selection_cost (filled by the definitions).")
 
     @property
     def path(self) -> Path:

@@ -7,12 +7,11 @@ from failure" unavailable. Every step records its run worker's host, pid and pro
 as a run tag (``infdist/worker``); ``reap_dead_runs`` fails the STARTED runs of this host whose
 worker is gone (or whose pid now belongs to another process). It runs at the start of
 ``make demo``, from ``dead_run_sensor`` in the daemon, and as
-``python -m infdist_assets.run_liveness --data data``.
+``python -m infdist_assets.cli reap --data data``.
 """
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import socket
@@ -77,19 +76,3 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
 def dead_run_sensor(context: dg.SensorEvaluationContext):
     reaped = reap_dead_runs(context.instance)
     return dg.SkipReason(f"marked failed: {', '.join(reaped)}" if reaped else "no dead runs")
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="data")
-    args = ap.parse_args()
-    from infdist_assets.demo import use_data_root
-
-    use_data_root(args.data)
-    with dg.DagsterInstance.get() as instance:
-        reaped = reap_dead_runs(instance)
-    print(f"marked failed: {', '.join(reaped)}" if reaped else "no dead runs")
-
-
-if __name__ == "__main__":
-    main()

@@ -115,7 +115,7 @@ def build(spec: ShardedAsset, partitions: dg.PartitionsDefinition, code_version:
     @dg.op(name=f"{name}__plan", ins={dep: dg.In(dg.Nothing) for dep in spec.deps}, out=dg.DynamicOut(list),
            description=f"{name}: decide the shards (and what cannot be sharded)")
     def plan(context: dg.OpExecutionContext, store: ArtefactStore, settings: SelectionSettings):
-        step = Step.begin(context, store, settings, asset=name)
+        step = Step.begin(context, store, settings, asset=name, code_version=code_version)
         p = spec.plan(step)
         bounds = shard_bounds(p.items, step.cfg.pool_shards, p.align) or [(0, 0)]  # one step even when empty
         context.log.info(f"{name}: {p.items} items in {len(bounds)} shard(s) (boundaries on multiples of {p.align})")
@@ -125,7 +125,7 @@ def build(spec: ShardedAsset, partitions: dg.PartitionsDefinition, code_version:
 
     @dg.op(name=f"{name}__shard", tags=spec.op_tags, pool=spec.pool, description=f"{name}: one shard of the pool")
     def shard(context: dg.OpExecutionContext, store: ArtefactStore, settings: SelectionSettings, work: list) -> list:
-        step = Step.begin(context, store, settings, asset=name)
+        step = Step.begin(context, store, settings, asset=name, code_version=code_version)
         i, lo, hi, payload = work
         share_cores(context)
         if hi == lo:  # nothing to shard (e.g. every pool sample is a landmark)
@@ -147,7 +147,7 @@ def build(spec: ShardedAsset, partitions: dg.PartitionsDefinition, code_version:
                                         **{o: dg.Out(dg.Nothing, is_required=False) for o in check_outs}},
            description=f"{name}: check and concatenate the shards, write the artefact")
     def gather(context: dg.OpExecutionContext, store: ArtefactStore, settings: SelectionSettings, done: list):
-        step = Step.begin(context, store, settings, asset=name)
+        step = Step.begin(context, store, settings, asset=name, code_version=code_version)
         done = sorted(done, key=lambda w: w[0])
         payload = done[0][3] if done else {}
         step.started = payload.get("started", step.started)  # wall time of the whole fan-out

@@ -6,19 +6,16 @@ atomically with a sidecar, appends the lineage row and refreshes the DuckDB cata
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 
-import infdist_core
 from infdist_core.config import DATA_SIDE_FIELDS, EVAL_FIELDS, POOL_SIDE_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig
 from infdist_assets import catalog, storage
 from infdist_assets.memory import PeakMemory
@@ -27,19 +24,6 @@ from infdist_assets.registry import Registry, RegistryError
 from infdist_assets.resources import ArtefactStore
 from infdist_assets.run_liveness import record_worker
 
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Package version plus a hash of the library and asset sources."""
-    h = hashlib.sha256()
-    for pkg in ("infdist_core", "infdist_assets"):
-        for f in sorted((Path(__file__).parents[1] / pkg).glob("*.py")):
-            h.update(f.read_bytes())
-    return f"{infdist_core.__version__}+{h.hexdigest()[:10]}"
-
-
-ALL_ASSET_KEYS: list[str] = []  # filled by the definitions, for the catalog's asset views
-SELECTION_STAGES: dict[str, list[str]] = {}  # method -> assets its selection needs (from the graph), for selection_cost
 
 SEED_FREE_ASSETS = frozenset({"sampled_pool", "warmup_checkpoint", "pool_perplexity", "rds_embeddings", "pool_gradients",
                               "target_gradients"})
@@ -119,14 +103,17 @@ class Step:
     asset: str
     model: str
     task: str | None
+    code_version: str
+    """The asset's code version (``versions.code_version`` of its module): sidecars and lineage record it."""
     started: float = field(default_factory=time.time)
     upstream: list[dict] = field(default_factory=list)
     memory: PeakMemory = field(default_factory=PeakMemory)
 
     @classmethod
     def begin(cls, context: dg.AssetExecutionContext | dg.OpExecutionContext, store: ArtefactStore, settings,
-              asset: str | None = None) -> "Step":
-        """The step of ``context``'s asset (or ``asset``, for the ops of a sharded asset)."""
+              asset: str | None = None, code_version: str | None = None) -> "Step":
+        """The step of ``context``'s asset (or ``asset`` with its ``code_version``, for the ops of a
+        sharded asset)."""
         try:
             cfg = settings.to_core()
             reg = store.registry()
@@ -134,7 +121,8 @@ class Step:
             raise dg.Failure(description=f"bad configuration: {err}") from err
         record_worker(context)
         model, task = split_key(context.partition_key)
-        step = cls(context, store, cfg, reg, asset or context.asset_key.to_user_string(), model, task)
+        version = code_version or context.assets_def.code_versions_by_key[context.asset_key]
+        step = cls(context, store, cfg, reg, asset or context.asset_key.to_user_string(), model, task, version)
         try:
             reg.model_path(model)
             if task is not None:
@@ -184,7 +172,7 @@ class Step:
         path = self.path(name=name)
         meta = {"asset": self.asset, "partition": self.partition, "run_id": self.context.run.run_id,
                 "variant": variant(self.asset, self.cfg, self.task is not None),
-                "code_version": code_version(), "config": self.cfg.to_dict(), "upstream": self.upstream,
+                "code_version": self.code_version, "config": self.cfg.to_dict(), "upstream": self.upstream,
                 "written_at": datetime.now(timezone.utc).isoformat(), **(extra or {})}
         storage.write_table(table, path, meta)
         return path
@@ -202,13 +190,13 @@ class Step:
                            samples_per_second=round(n / max(end - self.started, 1e-9), 3))
         catalog.write_lineage(self.store.path, {
             "asset": self.asset, "partition": self.partition, "run_id": self.context.run.run_id,
-            "variant": variant(self.asset, self.cfg, self.task is not None), "code_version": code_version(), "config_hash": self.cfg.digest(),
+            "variant": variant(self.asset, self.cfg, self.task is not None), "code_version": self.code_version, "config_hash": self.cfg.digest(),
             "upstream": self.upstream, "started_at": datetime.fromtimestamp(self.started, timezone.utc),
             "finished_at": datetime.fromtimestamp(end, timezone.utc), "row_count": int(rows), "metrics": metrics,
         })
-        catalog.rebuild(self.store.path, self.store.catalog_path, ALL_ASSET_KEYS, SELECTION_STAGES)
+        catalog.rebuild(self.store.path, self.store.catalog_path, self.store.asset_keys, self.store.selection_stages)
         md = {"rows": dg.MetadataValue.int(int(rows)), "seconds": dg.MetadataValue.float(round(end - self.started, 2)),
-              "config_hash": self.cfg.digest(), "code_version": code_version(),
+              "config_hash": self.cfg.digest(), "code_version": self.code_version,
               "path": dg.MetadataValue.path(str(self.path()))}
         for k, v in metrics.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):

@@ -18,11 +18,12 @@ from infdist_assets.markdown import histogram_md, table_md
 from infdist_assets.partitions import on_model
 from infdist_assets.loaders import GPU_TAGS, base_tokenizer, selection_model, target_records
 from infdist_assets.resources import ArtefactStore, SelectionSettings
-from infdist_assets.step import Step, code_version
+from infdist_assets.step import Step
+from infdist_assets.versions import code_version
 
 
 def build(partitions: dg.PartitionsDefinition) -> list:
-    common = dict(code_version=code_version(), partitions_def=partitions, group_name="target_side")
+    common = dict(code_version=code_version(__name__), partitions_def=partitions, group_name="target_side")
 
     @dg.asset(**common, deps=[on_model("warmup_checkpoint")], kinds={"pytorch", "parquet"},
               op_tags=GPU_TAGS, pool="gpu",

@@ -33,10 +33,10 @@ def world(tmp_path_factory, request):
     reg = write_world(data)
     from infdist_assets.definitions import build_definitions
     from infdist_assets.demo import run_partition
-    from infdist_assets.resources import ArtefactStore, SelectionSettings
+    from infdist_assets.resources import SelectionSettings
 
     defs = build_definitions(str(reg), str(data))
-    resources = {"store": ArtefactStore(root=str(data), registry_path=str(reg)), "settings": SelectionSettings(**SETTINGS)}
+    resources = {"store": defs.resources["store"], "settings": SelectionSettings(**SETTINGS)}
     instance = dg.DagsterInstance.ephemeral()
     first = run_partition(defs, "tiny", "math", instance, resources=resources)
     pool_files = {p: p.stat().st_mtime_ns for pattern in ("*/tiny/data.parquet", "*/tiny/seed=0/data.parquet")
@@ -158,13 +158,11 @@ def test_duckdb_answers_the_readme_questions(world):
 
 
 def test_selection_cost_sums_the_latest_run_of_each_stage_the_graph_names(world):
-    """selection_cost (README's cost query) against a direct computation from the lineage files:
+    """selection_cost (the docs' cost query) against a direct computation from the lineage files:
     for each method, the stages its selected_subset needs per the asset graph, the latest
     materialisation of each for this partition, seed and k. Pool-side steps report their cost
     per sample and their peak memory in the lineage metrics."""
     import pyarrow.parquet as pq
-
-    from infdist_assets import step
 
     rows = [r for f in (world["data"] / "lineage").rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
     latest = {}
@@ -177,21 +175,22 @@ def test_selection_cost_sums_the_latest_run_of_each_stage_the_graph_names(world)
     con.close()
     assert set(got) == {"infdist", "uniform"}
     for method, seconds in got.items():
-        stages = step.SELECTION_STAGES[method]
+        stages = world["resources"]["store"].selection_stages[method]
         want = sum(v for (a, part, var), v in latest.items() if a in stages and (part, var) in ok)
         assert seconds == pytest.approx(want, rel=1e-6), method
-    assert "landmark_gradients" in step.SELECTION_STAGES["infdist"] and "rds_embeddings" in step.SELECTION_STAGES["rds"]
+    stages = world["resources"]["store"].selection_stages
+    assert "landmark_gradients" in stages["infdist"] and "rds_embeddings" in stages["rds"]
     emb = next(json.loads(r["metrics"]) for r in rows if r["asset"] == "pool_embeddings")
     assert emb["peak_rss_mb"] > 50 and emb["samples_per_second"] * emb["wall_seconds_per_sample"] == pytest.approx(1, rel=1e-2)
 
 
 def test_catalog_refresh_never_waits_for_an_open_reader(world):
-    from infdist_assets import catalog, step
+    from infdist_assets import catalog
 
     path = world["data"] / "infdist.duckdb"
     reader = duckdb.connect(str(path), read_only=True)  # someone has the catalog open
     try:
-        catalog.rebuild(world["data"], path, step.ALL_ASSET_KEYS)  # what every materialisation does
+        catalog.rebuild(world["data"], path, world["resources"]["store"].asset_keys)  # what every materialisation does
         assert reader.execute("SELECT count(*) FROM selected_subset").fetchone()[0] >= K
     finally:
         reader.close()
@@ -222,14 +221,13 @@ def test_bad_settings_fail_with_a_clear_message_and_write_nothing(world, change,
 
 def test_unknown_model_and_missing_target_file_are_named(world, tmp_path):
     from infdist_assets.definitions import build_definitions
-    from infdist_assets.resources import ArtefactStore
 
     reg = tmp_path / "r.yaml"
     reg.write_text(world["reg"].read_text().replace("models/tiny", "models/nope").replace("math.jsonl", "missing.jsonl"))
     defs = build_definitions(str(reg), str(world["data"]))
     res = dg.materialize(list(defs.assets), selection=["sampled_pool"], partition_key="tiny", raise_on_error=False,
                          instance=dg.DagsterInstance.ephemeral(),
-                         resources={**world["resources"], "store": ArtefactStore(root=str(world["data"]), registry_path=str(reg))})
+                         resources={**world["resources"], "store": defs.resources["store"]})
     err = str(next(e for e in res.all_events if e.is_step_failure).step_failure_data.error)
     assert "models/nope is not a Hugging Face model folder" in err
     with pytest.raises(Exception, match="missing.jsonl does not exist"):

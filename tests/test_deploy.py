@@ -108,7 +108,7 @@ def test_the_demo_partition_runs_on_an_instance_stored_in_postgres(tmp_path, pos
     event and materialisation of a model x task partition lands in Postgres."""
     from infdist_assets.definitions import build_definitions
     from infdist_assets.demo import run_partition
-    from infdist_assets.resources import ArtefactStore, SelectionSettings
+    from infdist_assets.resources import SelectionSettings
 
     instance_conf = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     home = tmp_path / "home"
@@ -126,7 +126,7 @@ def test_the_demo_partition_runs_on_an_instance_stored_in_postgres(tmp_path, pos
     settings = SelectionSettings(pool_size=30, max_length=64, n_landmarks=12, k=5, projection_dim=256, embedding_dim=64,
                                  warmup_samples=8, warmup_steps=2, train_epochs=1.0, train_micro_batch=2,
                                  train_grad_accum=1, eval_subset=2, pool_shards=2)
-    resources = {"store": ArtefactStore(root=str(data), registry_path=str(reg)), "settings": settings}
+    resources = {"store": defs.resources["store"], "settings": settings}
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         results = run_partition(defs, "tiny", "math", instance, resources=resources)

@@ -33,10 +33,10 @@ def test_shard_bounds_cover_in_order_on_batch_boundaries(n, shards, align):
 
 def _materialize(data: Path, reg: Path, selection, **settings):
     from infdist_assets.definitions import build_definitions
-    from infdist_assets.resources import ArtefactStore, SelectionSettings
+    from infdist_assets.resources import SelectionSettings
 
     defs = build_definitions(str(reg), str(data))
-    res = {"store": ArtefactStore(root=str(data), registry_path=str(reg)), "settings": SelectionSettings(**settings)}
+    res = {"store": defs.resources["store"], "settings": SelectionSettings(**settings)}
     return dg.materialize(list(defs.assets), selection=selection, partition_key="tiny", resources=res,
                           instance=dg.DagsterInstance.ephemeral())
 
