@@ -1,4 +1,4 @@
-"""Selection cost, side by side (issue 11; the paper's Table 1 cost column and Figure 1).
+"""Selection cost, side by side (the paper's Table 1 cost column and Figure 1).
 
 In one process, on one pool (the recovery protocol of ``recovery_data``: the first ``--n`` usable
 ShareGPT first exchanges at ``--tokens`` tokens, the 8 GSM8K CoT targets, SmolLM2-135M-Instruct),

@@ -1,6 +1,6 @@
-"""Landmark approximation quality on the default model and pool (issue: recovery).
+"""Landmark approximation quality on the default model and pool.
 
-Protocol (``shared/notes/landmark-proxies.md``): SmolLM2-135M-Instruct, the first ``--n`` ShareGPT
+Protocol: SmolLM2-135M-Instruct, the first ``--n`` ShareGPT
 first exchanges at ``--tokens`` tokens, the 8 GSM8K CoT exemplars as targets; true per-sample
 gradients over all parameters, Hadamard-projected to ``--dim`` and normalised; p_i = mean over
 targets of <g_i, g_t>. For l random landmarks (``--draws`` draws), p is propagated by RBF kernel

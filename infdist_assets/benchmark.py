@@ -1,4 +1,4 @@
-"""The quality benchmark (issue: "prove that the selection pays"): for each task, selection seed
+"""The quality benchmark (does the selection pay?): for each task, selection seed
 and budget k, every method's chain selection -> fine-tune -> held-out evaluation through the
 asset graph, then ``quality_report``, which turns the per-row held-out losses into means,
 intervals and paired differences (``infdist_core.quality``).

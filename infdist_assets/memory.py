@@ -1,4 +1,4 @@
-"""What a step's peak memory was, for its metadata and lineage (issue: costs visible to users)."""
+"""What a step's peak memory was, for its metadata and lineage (costs visible to users)."""
 
 from __future__ import annotations
 

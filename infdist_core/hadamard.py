@@ -36,17 +36,6 @@ def is_power_of_two(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
 
 
-def hadamard_rows(rows: torch.Tensor, n: int) -> torch.Tensor:
-    """Rows ``rows`` of the Sylvester Hadamard matrix ``H_n`` as float32 ``[len(rows), n]``."""
-    cols = torch.arange(n, dtype=torch.int64, device=rows.device)
-    bits = torch.bitwise_and(rows.to(torch.int64)[:, None], cols[None, :])
-    parity = torch.zeros_like(bits)
-    while bool(bits.any()):
-        parity ^= bits & 1
-        bits = bits >> 1
-    return (1 - 2 * parity).to(torch.float32)
-
-
 @lru_cache(maxsize=8)
 def _dense_hadamard(n: int) -> torch.Tensor:
     import scipy.linalg

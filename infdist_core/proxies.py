@@ -1,5 +1,5 @@
-"""Proxy embeddings for landmark propagation, behind one interface (Sec. 4.3; notes in
-``shared/notes/landmark-proxies.md``).
+"""Proxy embeddings for landmark propagation, behind one interface (Sec. 4.3; which proxies carry
+landmark influence on a small model is measured by ``benchmarks/bench_recovery.py``).
 
 A proxy is named by a spec string; ``+`` concatenates (each part L2-normalised first):
 

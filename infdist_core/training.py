@@ -130,14 +130,6 @@ def train(
     return TrainResult(steps, losses, time.perf_counter() - t0, opt)
 
 
-def adam_moments(result: TrainResult, model, names: list[str]) -> AdamMoments:
-    """The warm-up optimizer's moments for the named parameters, flattened in that order."""
-    from infdist_core.preconditioning import moments_from_optimizer
-
-    params = dict(model.named_parameters())
-    return moments_from_optimizer(result.optimizer, [params[n] for n in names])
-
-
 def save_adam_state(result: TrainResult, model, path: str | Path) -> None:
     """Moments of every parameter as safetensors (``<name>.exp_avg``/``.exp_avg_sq``), atomically."""
     from safetensors.torch import save_file

@@ -176,7 +176,7 @@ def test_harness_runs_without_a_network(tmp_path):
         lm = harness.language_model(model, tok)
         g = harness.run(lm, "gsm8k", [{{"question": "1+1?", "answer": "2\\n#### 2", "final": "2"}}], max_new_tokens=3)
         m = harness.run(lm, "multiple_choice", [evalsets.ChoiceItem("a", "q", ("x", "y"), 0)])
-        # the other paths this issue moved onto the ecosystem: a pool through datasets, a Trainer fine-tune
+        # the other paths on the ecosystem's libraries: a pool through datasets, a Trainer fine-tune
         from infdist_core.config import SelectionConfig
         from infdist_core.finetuning import TrainerOptions, fine_tune
         from infdist_core.pipeline import sample_pool
