@@ -75,7 +75,7 @@ class ModelShape:
 
 def proxy_flops(spec: str, m: ModelShape, tokens: float, labels: float) -> float:
     """FLOPs of one sample's proxy embedding (the paper's convention, see the module docstring)."""
-    parts = proxy_specs.parts(spec)
+    parts = [(q.kind, list(q.params)) for q in proxy_specs.ProxySpec.parse(spec).parts]
     full_pass = [k for k, nums in parts if k in ("grad-last", "rds") or (k == "grad-head" and not nums)]
     total = 2 * m.layers * m.block * tokens if full_pass else 0.0  # one forward through all blocks, shared
     if any(k != "rds" for k in full_pass):

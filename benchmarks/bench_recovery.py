@@ -102,7 +102,7 @@ def main() -> None:
         pe = proxies.compute_proxy(model, pool, pad, spec, dim=4096, seed=0)
         emb[spec], cost[spec], widths[spec] = pe.vectors.astype(np.float64), pe.seconds_per_sample, pe.widths
         print(f"  embedded {spec}: {pe.seconds_per_sample:.3f} s/sample", flush=True)
-        slices = part_slices(pe.widths, proxy_specs.gradient_parts(spec))
+        slices = part_slices(pe.widths, proxy_specs.ProxySpec.parse(spec).gradient_parts)
         if slices:
             te = proxies.compute_proxy(model, targets, pad, spec, dim=4096, seed=0).vectors.astype(np.float64)
             directs[spec] = DirectTerm(te, slices)

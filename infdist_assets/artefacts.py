@@ -26,7 +26,8 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from infdist_core import pipeline, proxy_specs, recovery
+from infdist_core import pipeline, recovery
+from infdist_core.proxy_specs import ProxySpec
 from infdist_core.config import DATA_SIDE_FIELDS
 from infdist_core.tokenization import TokenizedSample
 from infdist_assets import storage
@@ -234,7 +235,7 @@ def known_embeddings(step: Step, n: int) -> dict[str, pipeline.KnownRows]:
             for spec, sec in zip(*(storage.read_table(scored).column(x).to_pylist() for x in ("embedding", "seconds_per_sample"))):
                 cost[spec] = max(cost.get(spec, 0.0), float(sec))
         for spec, index, vec, w in found:
-            if not proxy_specs.per_sample(spec, step.cfg.batch_size):
+            if not ProxySpec.parse(spec).per_sample(step.cfg.batch_size):
                 continue
             arr = vectors.setdefault(spec, np.full((n, vec.shape[1]), np.nan, np.float32))
             if arr.shape[1] == vec.shape[1]:

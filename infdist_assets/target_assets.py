@@ -8,8 +8,8 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from infdist_core import pipeline, proxy_specs, recovery
-from infdist_core.config import PROXY_AUTO
+from infdist_core import pipeline, recovery
+from infdist_core.proxy_specs import ProxySpec
 from infdist_core.tokenization import tokenize_records
 from infdist_assets import checks
 from infdist_assets.artefacts import (KernelFit, LandmarkCandidates, LandmarkGradients, PoolEmbeddings, SampledPool,
@@ -41,9 +41,8 @@ def build(partitions: dg.PartitionsDefinition) -> list:
         g = pipeline.compute_gradients(model, ts.samples, step.cfg, tok.pad_token_id)
         keep = g.valid
         kept = [s for s, k in zip(ts.samples, keep) if k]
-        specs = step.cfg.embedding_candidates if step.cfg.embedding == PROXY_AUTO else (step.cfg.embedding,)
         embedded = [pipeline.embed_samples(model, kept, spec, step.cfg, tok.pad_token_id)
-                    for spec in specs if any(proxy_specs.gradient_parts(spec))]
+                    for spec in step.cfg.embedding_specs() if any(ProxySpec.parse(spec).gradient_parts)]
         TargetEmbeddings({e.spec: e.vectors for e in embedded}, {e.spec: e.widths for e in embedded}).save(step)
         TargetGradients([s.id for s in kept], g.vectors[keep], g.n_label_tokens[keep]).save(
             step, ts.excluded, [e.spec for e in embedded])

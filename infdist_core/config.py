@@ -119,7 +119,7 @@ class SelectionConfig:
     """Samples per batch of the gradient passes: the landmark and target gradients (one vmapped
     backward per batch) and the blocks before ``grad-last``'s in the gradient proxies (a no-grad
     batched forward, then the last blocks per sample). 1: one sample per pass, so a proxy row does
-    not depend on its batch and other selection seeds' rows are reused (``proxy_specs.per_sample``).
+    not depend on its batch and other selection seeds' rows are reused (``ProxySpec.per_sample``).
     Results differ from 1 only by rounding; measured in ``benchmarks/bench_cost.py``."""
     device: str = "auto"
     """cuda when available, else cpu."""
@@ -135,7 +135,7 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         """Every field checked before any work starts; the error names the field and its value."""
-        from infdist_core.proxy_specs import validate_spec
+        from infdist_core.proxy_specs import ProxySpec
 
         bad = {f: getattr(self, f) for f in ("pool_size", "max_length", "n_landmarks", "k", "projection_dim",
                                              "embedding_dim", "jvp_blocks", "jvp_tangents", "batch_size",
@@ -173,7 +173,7 @@ class SelectionConfig:
         if self.embedding == PROXY_AUTO and not self.embedding_candidates:
             raise ValueError("embedding='auto' needs at least one embedding candidate")
         for spec in ([] if self.embedding == PROXY_AUTO else [self.embedding]) + list(self.embedding_candidates):
-            validate_spec(spec)  # names the spec and the part
+            ProxySpec.parse(spec)  # names the spec and the part
         parse_grad_params(self.grad_params)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
@@ -205,6 +205,11 @@ class SelectionConfig:
         if self.train_precision != "auto":
             return self.train_precision
         return "bfloat16" if _bf16_device(device or self.device) else "float32"
+
+    def embedding_specs(self) -> tuple[str, ...]:
+        """The proxy specs the pool side computes: the candidates with ``embedding='auto'`` (one is
+        chosen by landmark cross-validation), else the pinned ``embedding`` alone."""
+        return tuple(self.embedding_candidates) if self.embedding == PROXY_AUTO else (self.embedding,)
 
     def with_(self, **changes) -> "SelectionConfig":
         return replace(self, **changes)

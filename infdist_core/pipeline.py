@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from infdist_core import evalsets, finetuning, proxies, proxy_specs, recovery
+from infdist_core import evalsets, finetuning, proxies, recovery
 from infdist_core.config import PROXY_AUTO, SelectionConfig
 from infdist_core.gradients import GradientMatrix, sample_gradients
 from infdist_core.influence import landmark_scores, propagate_scores
@@ -23,6 +23,7 @@ from infdist_core.landmarks import DirectTerm, KRRModel, choose_landmarks, krr_f
 from infdist_core.modeling import block_pattern, select_parameters
 from infdist_core.preconditioning import AdamMoments
 from infdist_core.projection import HadamardProjector
+from infdist_core.proxy_specs import ProxySpec
 from infdist_core.seeding import generator
 from infdist_core.tokenization import TokenizedSample, TokenizedSet, tokenize_records, tokenize_sample
 from infdist_core.training import TrainConfig, TrainResult, train
@@ -113,7 +114,7 @@ def embedding_slices(spec: str, widths: tuple[int, ...] | list[int]) -> tuple[tu
     or ``widths`` unknown)."""
     if not widths:
         return ()
-    return part_slices(tuple(widths), proxy_specs.gradient_parts(spec))
+    return part_slices(tuple(widths), ProxySpec.parse(spec).gradient_parts)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _proxy_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str,
     """``spec``'s embeddings of ``pool[rows]``, taking rows already in ``known[spec]`` and computing
     only the others. Seconds per sample: of the computed rows, or as recorded when all are known."""
     have = known.get(spec)
-    if have is None or not proxy_specs.per_sample(spec, cfg.batch_size):
+    if have is None or not ProxySpec.parse(spec).per_sample(cfg.batch_size):
         return embed_samples(model, [pool[i] for i in rows], spec, cfg, pad_id)
     out = have.vectors[rows].astype(np.float32)
     missing = np.isnan(out).any(1)
@@ -189,7 +190,7 @@ def plan_pool_embedding(model, pool: list[TokenizedSample], landmarks: np.ndarra
                         known: dict[str, KnownRows] | None = None) -> EmbeddingPlan:
     """Every candidate's embeddings of the landmarks and the choice among them (``choose_proxy``)."""
     known = known or {}
-    specs = list(cfg.embedding_candidates) if cfg.embedding == PROXY_AUTO else [cfg.embedding]
+    specs = cfg.embedding_specs()
     on_landmarks = {spec: _proxy_rows(model, pool, np.asarray(landmarks), spec, cfg, pad_id, known) for spec in specs}
     pick, reason, rows = choose_proxy(on_landmarks, G_landmarks, cfg, log_fn)
     log_fn(f"embedding: {pick} ({reason})")
@@ -230,7 +231,7 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
 
     ``known`` maps a spec to rows computed before (``KnownRows``), e.g. by another selection seed's
     run with the same model, pool and ``data_seed``: proxies computed one sample at a time
-    (``proxy_specs.per_sample``) give the same rows whatever the landmarks, so those rows are reused
+    (``ProxySpec.per_sample``) give the same rows whatever the landmarks, so those rows are reused
     and only the others are computed."""
     plan = plan_pool_embedding(model, pool, landmarks, G_landmarks, cfg, pad_id, log_fn, known)
     rest = non_landmarks(len(pool), landmarks)

@@ -43,7 +43,7 @@ from infdist_core.jvp import jvp_embeddings
 from infdist_core.modeling import block_pattern, decoder_layers, select_parameters
 from infdist_core.preconditioning import unit_rows
 from infdist_core.projection import HadamardProjector, RademacherProjector
-from infdist_core.proxy_specs import KINDS, parts, validate_spec
+from infdist_core.proxy_specs import KINDS, ProxySpec
 from infdist_core.tokenization import IGNORE, TokenizedSample, pad_batch
 
 
@@ -291,19 +291,18 @@ def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str,
     and tangents of a ``jvp-*`` part given without them (``jvp_blocks``, ``jvp_tangents``)."""
     if not samples:
         raise ValueError("no samples to embed")
-    validate_spec(spec)
+    parsed = ProxySpec.parse(spec)
     t0 = time.perf_counter()
-    parsed = parts(spec)
-    kinds = [k for k, _ in parsed]
     n_layers = len(decoder_layers(model))
     rows: dict[int, np.ndarray] = {}
-    if kinds.count("grad-last") == 1 and kinds.count("grad-head") == 1 and not parsed[kinds.index("grad-head")][1]:
-        i, j = kinds.index("grad-last"), kinds.index("grad-head")  # fused: one shared forward + partial backward
-        rows[i], rows[j] = partial_gradients(model, samples, pad_id, _last_blocks(parsed[i][1], n_layers), True, dim, seed,
-                                             grad_batch)
-    for i, (kind, nums) in enumerate(parsed):
+    if parsed.fused:  # grad-last + grad-head: one shared forward and one partial backward
+        i, j = parsed.fused
+        rows[i], rows[j] = partial_gradients(model, samples, pad_id, _last_blocks(list(parsed.parts[i].params), n_layers),
+                                             True, dim, seed, grad_batch)
+    for i, part in enumerate(parsed.parts):
         if i not in rows:
-            rows[i] = COMPUTE[kind](model, samples, _Call(pad_id, nums, dim, seed, batch_size, grad_batch, jvp, n_layers))
-    units = [unit_rows(rows[i]).astype(np.float32) for i in range(len(parsed))]
+            rows[i] = COMPUTE[part.kind](model, samples, _Call(pad_id, list(part.params), dim, seed, batch_size, grad_batch,
+                                                               jvp, n_layers))
+    units = [unit_rows(rows[i]).astype(np.float32) for i in range(len(parsed.parts))]
     vec = unit_rows(np.concatenate(units, axis=1)).astype(np.float32) if len(units) > 1 else units[0]
-    return ProxyEmbedding(spec, vec, (time.perf_counter() - t0) / len(samples), tuple(u.shape[1] for u in units))
+    return ProxyEmbedding(str(parsed), vec, (time.perf_counter() - t0) / len(samples), tuple(u.shape[1] for u in units))

@@ -5,13 +5,16 @@ parameters. ``KINDS`` says, per kind, how many parameters it takes, whether it e
 of the true gradient (so that a part can be compared with the same part of a target's: the
 direct term) and when its rows are computed from each sample alone. How a kind is computed lives
 beside it in ``infdist_core.proxies.COMPUTE`` (keyed by the same names; a test checks they agree),
-so adding a proxy means one entry here and one function there. ``SelectionConfig`` validates its
-``embedding`` and candidates here, before any work starts.
+so adding a proxy means one entry here and one function there. A spec string is parsed once, at
+the door, into a ``ProxySpec`` (``ProxySpec.parse``: the one parser), whose parts and properties
+every caller reads; ``SelectionConfig`` validates its ``embedding`` and candidates so, before any
+work starts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 
@@ -38,33 +41,66 @@ KINDS: dict[str, ProxyKind] = {
 }
 
 
-def parse_spec(spec: str) -> tuple[str, list[int]]:
-    """``"kind:a:b"`` -> ``("kind", [a, b])`` (one part, no validation)."""
-    kind, *nums = spec.split(":")
-    return kind, [int(x) for x in nums]
+@dataclass(frozen=True)
+class ProxyPart:
+    """One ``+`` part of a spec: a registered kind and its integer parameters."""
+
+    kind: str
+    params: tuple[int, ...]
+
+    @property
+    def gradient(self) -> bool:
+        """Does this part estimate a block of the true gradient (so it has a direct similarity)?"""
+        return KINDS[self.kind].gradient
 
 
-def parts(spec: str) -> list[tuple[str, list[int]]]:
-    """The ``+`` parts of ``spec``, parsed, in order."""
-    return [parse_spec(p) for p in spec.split("+")]
+@dataclass(frozen=True)
+class ProxySpec:
+    """A proxy embedding spec, parsed and validated once (``ProxySpec.parse``): its parts in order
+    and what follows from them. ``str()`` gives the spec back."""
+
+    text: str
+    parts: tuple[ProxyPart, ...]
+
+    @classmethod
+    def parse(cls, spec: "str | ProxySpec") -> "ProxySpec":
+        """The one parser of the grammar; raises ``ValueError`` naming the part of ``spec`` that is
+        not a known kind with valid parameters."""
+        return spec if isinstance(spec, ProxySpec) else _parse(spec)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(p.kind for p in self.parts)
+
+    @property
+    def gradient_parts(self) -> tuple[bool, ...]:
+        """For each part: does it estimate a gradient block (the direct term's parts)?"""
+        return tuple(p.gradient for p in self.parts)
+
+    def per_sample(self, grad_batch: int = 1) -> bool:
+        """Is every row computed from its sample alone (one sample per pass), so that a row does not
+        depend on which other samples were embedded with it? (Batched kinds pad, and so does
+        ``grad-last`` when its earlier blocks run in batches of ``grad_batch`` > 1.)"""
+        return all(KINDS[p.kind].per_sample(list(p.params), grad_batch) for p in self.parts)
+
+    @property
+    def fused(self) -> tuple[int, int] | None:
+        """The positions of a ``grad-last`` part and an exact ``grad-head`` part, which one forward
+        and one partial backward compute together (``proxies.partial_gradients``); else None."""
+        if self.kinds.count("grad-last") != 1 or self.kinds.count("grad-head") != 1:
+            return None
+        i, j = self.kinds.index("grad-last"), self.kinds.index("grad-head")
+        return (i, j) if not self.parts[j].params else None
 
 
-def gradient_parts(spec: str) -> tuple[bool, ...]:
-    """For each ``+`` part of ``spec``: does it estimate a gradient block (so it has a direct similarity)?"""
-    return tuple(KINDS[kind].gradient for kind, _ in parts(spec))
-
-
-def per_sample(spec: str, grad_batch: int = 1) -> bool:
-    """Is every row of ``spec`` computed from its sample alone (one sample per pass), so that a row
-    does not depend on which other samples were embedded with it? (Batched kinds pad, and so does
-    ``grad-last`` when its earlier blocks run in batches of ``grad_batch`` > 1.)"""
-    return all(KINDS[kind].per_sample(nums, grad_batch) for kind, nums in parts(spec))
-
-
-def validate_spec(spec: str) -> None:
-    """Raise ``ValueError`` naming the part of ``spec`` that is not a known kind with valid parameters."""
-    if not spec:
-        raise ValueError("empty proxy embedding spec")
+@lru_cache(maxsize=256)
+def _parse(spec: str) -> ProxySpec:
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"proxy embedding spec must be a non-empty string, got {spec!r}")
+    out = []
     for part in spec.split("+"):
         kind, *nums = part.split(":")
         if kind not in KINDS:
@@ -77,3 +113,5 @@ def validate_spec(spec: str) -> None:
             if not x.isdigit() or (int(x) == 0 and j not in k.zero_ok):
                 raise ValueError(f"proxy embedding {spec!r}: parameters of {part!r} must be positive integers "
                                  f"({k.what}), got {x!r}")
+        out.append(ProxyPart(kind, tuple(int(x) for x in nums)))
+    return ProxySpec(spec, tuple(out))

@@ -212,7 +212,7 @@ def test_truncated_head_gradient_equals_autograd_of_the_cut_model(tokenizer, cha
 
     from infdist_core.modeling import tiny_llama
     from infdist_core.proxies import _vocab_sketch, compute_proxy, truncated_head_gradients
-    from infdist_core.proxy_specs import per_sample
+    from infdist_core.proxy_specs import ProxySpec
 
     model = tiny_llama(len(tokenizer), seed=0, n_layers=3, hidden=32, pad_token_id=tokenizer.pad_token_id)
     model.config.tie_word_embeddings = False
@@ -235,7 +235,7 @@ def test_truncated_head_gradient_equals_autograd_of_the_cut_model(tokenizer, cha
         np.testing.assert_allclose(sketched[i], ps.project_parts([S @ dW], None).numpy(), rtol=1e-4, atol=1e-5)
     spec = f"grad-head:{n_blocks}:4"
     pe = compute_proxy(model, ts, pad, spec, dim=48, seed=5)
-    assert pe.widths == (48,) and not per_sample(spec) and per_sample("grad-last:2+grad-head")
+    assert pe.widths == (48,) and not ProxySpec.parse(spec).per_sample() and ProxySpec.parse("grad-last:2+grad-head").per_sample()
     np.testing.assert_allclose(pe.vectors, sketched / np.linalg.norm(sketched, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
 
 
@@ -295,11 +295,20 @@ def test_batched_prefix_gives_the_one_sample_partial_gradients(tokenizer, chats)
     assert isinstance(prefix.norm, torch.nn.Identity) and not isinstance(model.model.norm, torch.nn.Identity)
 
 
-def test_gradient_parts_name_the_direct_comparable_parts():
-    from infdist_core.proxy_specs import gradient_parts
+def test_a_proxy_spec_is_parsed_once_into_its_parts():
+    from infdist_core.proxy_specs import ProxyPart, ProxySpec
 
-    assert gradient_parts("grad-last:2+grad-head") == (True, True)
-    assert gradient_parts("jvp-hidden:4:2+grad-head-sketch:8+rds") == (False, True, False)
+    spec = ProxySpec.parse("grad-last:2+grad-head")
+    assert spec.parts == (ProxyPart("grad-last", (2,)), ProxyPart("grad-head", ())) and str(spec) == "grad-last:2+grad-head"
+    assert spec.gradient_parts == (True, True) and spec.fused == (0, 1)
+    assert ProxySpec.parse(spec) is spec, "a parsed spec passes through"
+    other = ProxySpec.parse("jvp-hidden:4:2+grad-head-sketch:8+rds")
+    assert other.gradient_parts == (False, True, False) and other.fused is None
+    assert ProxySpec.parse("grad-head:16+grad-last:1").fused is None, "a truncated head is not the fused pair"
+    for bad, message in (("", "non-empty"), ("grad-last:0", "positive integers"), ("rds:1", "at most 0"),
+                         ("grad-last:2+nope", "unknown kind 'nope'")):
+        with pytest.raises(ValueError, match=message):
+            ProxySpec.parse(bad)
 
 
 def test_embed_pool_reuses_known_proxy_rows_bit_identically(tokenizer, tiny_model, chats, monkeypatch):
