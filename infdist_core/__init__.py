@@ -39,4 +39,26 @@ Data and orchestration-free glue
 - ``shards``          shard boundaries on batch multiples (sharded results equal unsharded ones)
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "SelectionConfig": "config", "ProxySpec": "proxy_specs", "METHODS": "methods", "select": "methods",
+    "sample_pool": "pipeline", "compute_gradients": "pipeline", "landmark_indices": "pipeline",
+    "embed_pool": "pipeline", "fit_landmark_regression": "pipeline", "score_targets": "pipeline",
+    "exact_scores": "pipeline", "fine_tune": "pipeline", "evaluate": "pipeline",
+    "robust_weights": "weights", "round_robin": "selection", "top_k": "selection",
+    "HadamardProjector": "projection",
+}
+"""The public API by name -> the module that defines it. Imported on first use (PEP 562), so that
+``import infdist_core`` stays free of torch."""
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"infdist_core.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'infdist_core' has no attribute {name!r}")

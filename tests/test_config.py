@@ -56,3 +56,16 @@ def test_the_package_map_names_every_core_module():
 
     missing = [m.name for m in pkgutil.iter_modules(infdist_core.__path__) if f"``{m.name}``" not in infdist_core.__doc__]
     assert not missing, f"infdist_core/__init__.py's module map lacks {missing}"
+
+
+def test_the_public_api_resolves_without_importing_torch_up_front():
+    import subprocess
+    import sys
+
+    code = ("import sys, infdist_core\nassert 'torch' not in sys.modules, 'import infdist_core pulled in torch'\n"
+            "for name in infdist_core.__all__:\n    assert getattr(infdist_core, name) is not None, name\n"
+            "from infdist_core.pipeline import score_targets\nassert infdist_core.score_targets is score_targets\n"
+            "print(len(infdist_core.__all__))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert int(res.stdout.strip()) >= 15
