@@ -17,9 +17,7 @@ paper leaves out), and ``asset_<name>`` for every asset (``/`` in keys becomes `
 
 from __future__ import annotations
 
-import fcntl
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infdist_core.atomic import atomic_path
+from infdist_core.atomic import atomic_path, exclusive
 
 RESULT_VIEWS = {
     "selected_subset": "assets/*/selected_subset/*/*/seed=*/k=*/data.parquet",
@@ -91,22 +89,10 @@ def rebuild(root: Path, catalog_path: Path, asset_keys: list[str], stages: dict[
     """Write a fresh catalog with a view for every relation that has data; atomically replace.
     ``stages`` (method -> the assets its selection needs) adds ``method_stages`` and, with
     lineage, ``selection_cost``."""
-    with _exclusive(catalog_path.with_name(catalog_path.name + ".lock")):
+    # one rebuild at a time on this data root: without it two steps finishing together could rename
+    # in the order opposite to their globbing, and the catalog would miss a first-time asset's view
+    with exclusive(catalog_path.with_name(catalog_path.name + ".lock")):
         return _rebuild(root, catalog_path, asset_keys, stages)
-
-
-@contextmanager
-def _exclusive(lock: Path):
-    """One rebuild at a time on this data root (POSIX lock; on NFSv4 across hosts too). Without it
-    two steps finishing together could rename in the order opposite to their globbing, and the
-    catalog would miss the view of an asset materialised for the first time."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.lockf(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(fh, fcntl.LOCK_UN)
 
 
 def _rebuild(root: Path, catalog_path: Path, asset_keys: list[str], stages: dict[str, list[str]] | None) -> list[str]:

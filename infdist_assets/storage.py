@@ -40,13 +40,21 @@ def partition_dir(root: Path, asset: str, model: str, task: str | None = None) -
 
 def write_table(table: pa.Table, path: Path, meta: dict[str, Any]) -> None:
     """Atomically write ``table`` and its sidecar; the sidecar is written last (it marks completeness).
-    Temporary files that killed runs left for this path are removed first (``atomic.remove_orphans``)."""
+    Temporary files that killed runs left for this path are removed first (``atomic.remove_orphans``).
+    Two writers of the same path (two runs of one partition) take turns (``artefact_lock``), so a
+    sidecar always describes the table beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_orphans(path.parent, path.name)
-    remove_orphans(path.parent, sidecar(path).name)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    atomic.write_text(sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str))
+    with artefact_lock(path):
+        remove_orphans(path.parent, path.name)
+        remove_orphans(path.parent, sidecar(path).name)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        atomic.write_text(sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str))
+
+
+def artefact_lock(path: Path):
+    """The lock one writer of ``path`` and its sidecar holds (``.<name>.lock`` beside it)."""
+    return atomic.exclusive(path.with_name(f".{path.name}.lock"))
 
 
 def sidecar(path: Path) -> Path:

@@ -10,6 +10,8 @@ callers name folders by what they contain.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 import uuid
@@ -29,15 +31,31 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+def _size(p: Path) -> int:
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return p.stat().st_size if p.exists() else 0
+
+
 @contextmanager
 def atomic_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
     """Yield a temporary name to write ``path``'s content to (a file, or with ``folder`` a folder
-    the block creates); on success it becomes ``path``."""
+    the block creates); on success it becomes ``path``. A full disk (``ENOSPC``) is re-raised
+    naming ``path``, how much had been written when the disk filled and how much is free; the
+    temporary is removed, and ``path`` keeps its previous content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            written, free = _size(tmp), shutil.disk_usage(path.parent).free
+            raise OSError(errno.ENOSPC, f"no space left on the device writing {path}: {written:,} bytes were written "
+                                        f"when it filled, {free:,} bytes are free there now; free space (or point the "
+                                        f"data root elsewhere) and run again: nothing half-written is kept") from err
         if not folder:
             os.replace(tmp, path)
         else:
@@ -80,3 +98,18 @@ def remove_orphans(parent: Path, name: str) -> list[Path]:
             _remove(tmp)
             removed.append(tmp)
     return removed
+
+
+@contextmanager
+def exclusive(lock: str | Path) -> Iterator[None]:
+    """Hold an exclusive POSIX lock on the file ``lock`` (created if needed) for the block: one
+    holder at a time across processes, and across hosts on NFSv4. Released when the block ends or
+    the process dies."""
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.lockf(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fh, fcntl.LOCK_UN)
