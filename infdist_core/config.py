@@ -97,6 +97,11 @@ class SelectionConfig:
     targets; a forward pass each); 0 = all. The subsets are nested: 100 rows are the first 100 of
     the 200 ``benchmarks/bench_quality.py`` uses (a forward pass per row: 100 keep ``make demo``
     within 15 minutes on a 2-core CPU)."""
+    heldout_split: str = "test"
+    """Which held-out rows: 'test' (the first ``heldout_rows`` of a seeded permutation of the
+    evaluation file: what benchmarks report) or 'dev' (its last ``heldout_rows``: disjoint from
+    every test subset of up to N - heldout_rows rows, for choosing settings such as the training
+    budget without touching the reported rows)."""
     heldout_max_length: int = 384
     """Tokens per held-out row (prompt and reference, chat template included). Longer than
     max_length: at 128 tokens most MMLU and HumanEval rows have no reference token left (measured:
@@ -177,6 +182,8 @@ class SelectionConfig:
         parse_grad_params(self.grad_params)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
+        if self.heldout_split not in ("test", "dev"):
+            raise ValueError(f"heldout_split={self.heldout_split!r}: use test or dev")
         for f in ("dtype", "train_precision"):
             if getattr(self, f) not in ("auto", "float32", "bfloat16"):
                 raise ValueError(f"{f}={getattr(self, f)!r}: use auto, float32 or bfloat16")
@@ -261,7 +268,7 @@ TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + (
 )
 """Settings the model x task artefacts depend on (evaluation settings affect only eval scores)."""
 
-EVAL_FIELDS = ("eval_subset", "heldout_rows", "heldout_max_length", "task_metrics", "max_new_tokens")
+EVAL_FIELDS = ("eval_subset", "heldout_rows", "heldout_split", "heldout_max_length", "task_metrics", "max_new_tokens")
 """Settings the evaluation scores depend on besides the target side's."""
 
 RUNTIME_FIELDS = ("device", "pool_shards", "gradient_checkpointing", "train_save_steps")

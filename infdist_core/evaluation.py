@@ -25,10 +25,19 @@ from infdist_core.tokenization import IGNORE, TokenizedSample, pad_batch
 log = logging.getLogger(__name__)
 
 
-def seeded_subset(rows: list, n: int | None, seed: int, name: str) -> list:
-    if n is None or n >= len(rows):
+def seeded_subset(rows: list, n: int | None, seed: int, name: str, split: str = "test") -> list:
+    """``n`` rows of ``rows`` in file order, from a seeded permutation (independent of ``n``, so
+    subsets nest): its first ``n`` (``split='test'``) or its last ``n`` (``'dev'``, disjoint from
+    every test subset of up to ``len(rows) - n`` rows). ``n`` None or 0: every row (test only)."""
+    if split not in ("test", "dev"):
+        raise ValueError(f"split={split!r}: use test or dev")
+    if split == "dev" and (not n or 2 * n > len(rows)):
+        raise ValueError(f"a dev split of {n or 'all'} rows needs at least twice as many evaluation rows as "
+                         f"held-out rows; {name} has {len(rows)}: lower heldout_rows")
+    if split == "test" and (n is None or n >= len(rows)):
         return rows
-    idx = torch.randperm(len(rows), generator=generator(seed, "eval-subset", name, len(rows)))[:n].sort().values
+    perm = torch.randperm(len(rows), generator=generator(seed, "eval-subset", name, len(rows)))
+    idx = (perm[:n] if split == "test" else perm[len(rows) - n:]).sort().values
     return [rows[i] for i in idx.tolist()]
 
 

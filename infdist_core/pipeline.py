@@ -417,7 +417,7 @@ def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: S
         log_fn("evaluation: this task has no evaluation set (eval kind none): target loss only")
         return Evaluation(out, rows)
     order = ev.seeded_subset(list(range(len(eval_set.records))), cfg.heldout_rows or None, cfg.data_seed,
-                             f"heldout-{eval_set.kind}")
+                             f"heldout-{eval_set.kind}", cfg.heldout_split)
     held = tokenize_records(tok, [eval_set.records[i] for i in order], cfg.heldout_max_length)
     if not held.samples:
         raise ValueError(f"none of the {len(order)} held-out rows has an assistant token within heldout_max_length="

@@ -124,3 +124,20 @@ def test_registry_rejects_an_eval_without_path_or_not_a_mapping(tmp_path):
         reg.write_text(f"pool: p.jsonl\nmodels: {{m: {{path: m}}}}\ntasks:\n  t: {{targets: t.jsonl, eval: {ev}}}\n")
         with pytest.raises(RegistryError, match=message):
             load_registry(reg, tmp_path)
+
+
+def test_the_dev_split_is_disjoint_from_the_reported_rows_and_test_is_unchanged():
+    from infdist_core.evaluation import seeded_subset
+
+    rows = list(range(1319))
+    test200 = seeded_subset(rows, 200, 0, "heldout-gsm8k")
+    assert seeded_subset(rows, 100, 0, "heldout-gsm8k") == [r for r in test200 if r in seeded_subset(rows, 100, 0, "heldout-gsm8k")]
+    assert set(seeded_subset(rows, 100, 0, "heldout-gsm8k")) <= set(test200), "test subsets nest"
+    for n in (100, 200, 600):
+        dev = seeded_subset(rows, n, 0, "heldout-gsm8k", "dev")
+        assert len(dev) == n and dev == sorted(dev)
+        assert not set(dev) & set(seeded_subset(rows, len(rows) - n, 0, "heldout-gsm8k")), n
+    with pytest.raises(ValueError, match="needs at least twice as many"):
+        seeded_subset(list(range(148)), 100, 0, "heldout-humaneval", "dev")
+    with pytest.raises(ValueError, match="heldout_split='val'"):
+        SelectionConfig(heldout_split="val")
