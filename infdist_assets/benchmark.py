@@ -282,7 +282,10 @@ def headline(s: QualitySummary, tasks: list[str], seeds: list[int]) -> dict:
     return {"tasks": tasks, "seeds": seeds, "k": at, "wins_vs_uniform": sum(v == "win" for v in vu.values()),
             "losses_vs_uniform": sum(v == "loss" for v in vu.values()), "wins_vs_rds": sum(v == "win" for v in vr.values()),
             "losses_vs_rds": sum(v == "loss" for v in vr.values()),
-            "grad_vs_uniform": s.verdicts("uniform", method="grad"), "gap_closed_vs_grad": float(np.mean(gaps)) if gaps else None,
+            "grad_vs_uniform": s.verdicts("uniform", method="grad"),
+            "grad_delta_vs_uniform": {d["task"]: d["delta"] for d in s.differences
+                                      if d.get("method") == "grad" and d["baseline"] == "uniform" and d["k"] == at},
+            "gap_closed_vs_grad": float(np.mean(gaps)) if gaps else None,
             "gap_closed_by_task": {g["task"]: g["gap_closed"] for g in s.gaps if g["k"] == at},
             "detectable_vs_uniform": {d["task"]: d["detectable"] for d in mine if d["baseline"] == "uniform"},
             "mean_delta_heldout_loss_vs_uniform": delta("uniform"), "mean_delta_heldout_loss_vs_rds": delta("rds")}
