@@ -14,27 +14,57 @@ import dagster as dg
 
 from infdist_core.methods import DEFAULT_METHODS
 from infdist_assets.registry import Registry
+from infdist_assets.step import why_stale
 
 POOL_SIDE_DEFAULT = ["sampled_pool", "warmup_checkpoint", "landmark_gradients", "pool_embeddings", "krr_coefficients"]
 TARGET_SIDE_DEFAULT = ["target_gradients", "per_target_weights", "recovery_report"]
 
 
-def build(reg: Registry, model_parts, model_task_parts):
+SELECTION_JOB_ASSETS = TARGET_SIDE_DEFAULT + [f"{m}/{a}" for m in DEFAULT_METHODS
+                                             for a in ("selected_subset", "fine_tuned_model", "eval_scores")]
+
+
+def stale_partitions(store, settings, keys, assets: list[str], versions: dict[str, str]) -> dict[str, str]:
+    """The model x task partition keys (``model|task``) whose ``assets`` are not all current under
+    ``settings`` and the code ``versions`` (asset -> code version), each with the first reason."""
+    cfg = settings.to_core()
+    out = {}
+    for key in keys:
+        model, task = str(key).split("|")
+        for asset in assets:
+            why = why_stale(store.path, asset, model, task, cfg, versions.get(asset))
+            if why:
+                out[str(key)] = why
+                break
+    return out
+
+
+def build(reg: Registry, model_parts, model_task_parts, store=None, settings=None, versions: dict[str, str] | None = None):
+    """The jobs, schedules and sensors. The schedule reads ``store``'s artefacts under ``settings``
+    and compares their code with ``versions`` (asset key -> code version, from the definitions)."""
+    versions = versions or {}
     pool_job = dg.define_asset_job(
         "pool_side_job", selection=dg.AssetSelection.assets(*POOL_SIDE_DEFAULT), partitions_def=model_parts,
         description="Pool-side Influence Distillation for one model: pool, warm-up, landmarks, embeddings, KRR.")
-    method_keys = [dg.AssetKey([m, a]) for m in DEFAULT_METHODS for a in ("selected_subset", "fine_tuned_model", "eval_scores")]
     selection_job = dg.define_asset_job(
-        "selection_job", selection=dg.AssetSelection.assets(*TARGET_SIDE_DEFAULT, *method_keys), partitions_def=model_task_parts,
+        "selection_job", selection=dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(a) for a in SELECTION_JOB_ASSETS]),
+        partitions_def=model_task_parts,
         description="Target side for one model x task: weights, selection (InfDist and uniform), fine-tuning, evaluation."
                     + "".join(f"\n\nTask {t!r} is unavailable (no partition): {why}" for t, why in sorted(reg.unavailable.items())))
 
     @dg.schedule(job=selection_job, cron_schedule="0 3 * * 1", default_status=dg.DefaultScheduleStatus.STOPPED,
-                 description="Weekly re-selection over every model x task partition.")
+                 description="Weekly re-selection of the model x task partitions whose selection is not current "
+                             "(missing, other settings or code, a re-made upstream, a changed pool, target, "
+                             "evaluation file or model); says 'up to date' and starts nothing otherwise.")
     def reselection_schedule(context: dg.ScheduleEvaluationContext):
         stamp = context.scheduled_execution_time.strftime("%Y%m%d%H%M") if context.scheduled_execution_time else "manual"
-        for key in model_task_parts.get_partition_keys():
-            yield dg.RunRequest(run_key=f"{key}-{stamp}", partition_key=key)
+        keys = model_task_parts.get_partition_keys()
+        stale = stale_partitions(store, settings, keys, SELECTION_JOB_ASSETS, versions)
+        if not stale:
+            return dg.SkipReason(f"up to date: all {len(keys)} model x task partitions were selected with the current "
+                                 "settings, code and input files")
+        return [dg.RunRequest(run_key=f"{key}-{stamp}", partition_key=key, tags={"infdist/why": why[:500]})
+                for key, why in stale.items()]
 
     @dg.sensor(job=pool_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
                description="Re-run the pool side for every model when the pool file changes.")

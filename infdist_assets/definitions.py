@@ -19,17 +19,19 @@ def build_definitions(registry_path: str | None = None, data_root: str | None = 
     for method in method_assets.METHODS:
         assets += method_assets.build(by_model_task, method)
     assets += benchmark.build()
-    jobs, schedules, sensors = automation.build(reg, by_model, by_model_task)
-    jobs += benchmark.jobs(assets)
-    sensors.append(dead_run_sensor)
-    # what the catalog needs of the graph, handed down with the store (no module-level state)
+    # what the catalog and the schedule need of the graph, handed down (no module-level state)
+    versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items()}
+    settings = SelectionSettings()
     store = ArtefactStore(root=str(reg.data_root), registry_path=str(registry_path or ""),
                           asset_keys=[a.key.to_user_string() for a in assets],
                           selection_stages=benchmark.selection_stages(assets, method_assets.METHODS))
+    jobs, schedules, sensors = automation.build(reg, by_model, by_model_task, store, settings, versions)
+    jobs += benchmark.jobs(assets)
+    sensors.append(dead_run_sensor)
     # step outputs (the shard plan, shard indices) on the data root: the volume every step shares
     io = dg.FilesystemIOManager(base_dir=str(reg.data_root / "dagster_io"))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, executor=deployment.executor(),
-                          resources={"store": store, "settings": SelectionSettings(), "io_manager": io})
+                          resources={"store": store, "settings": settings, "io_manager": io})
 
 
 defs = build_definitions()

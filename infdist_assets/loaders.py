@@ -28,13 +28,13 @@ def selection_model(step: Step):
 
 
 def base_tokenizer(step: Step):
-    return load_tokenizer(step.registry.model_path(step.model))
+    return load_tokenizer(step.record_input(step.registry.model_path(step.model)))
 
 
 def base_model(step: Step, training: bool = False):
     """The registered (not warmed-up) model and its tokenizer; float32 to train, else in the
     configured ``dtype``."""
-    path = step.registry.model_path(step.model)
+    path = step.record_input(step.registry.model_path(step.model))
     dtype = torch.float32 if training else step.cfg.inference_dtype()
     return load_model(path, step.cfg.device, dtype), load_tokenizer(path)
 
@@ -50,7 +50,7 @@ def warmup_moments(step: Step, model):
 
 def target_records(step: Step) -> list[dict]:
     try:
-        return load_records(step.registry.task(step.task).targets)
+        return load_records(step.record_input(step.registry.task(step.task).targets))
     except RecordError as err:
         raise dg.Failure(description=str(err)) from err
 

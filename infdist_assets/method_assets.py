@@ -113,7 +113,7 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         spec = step.registry.task(step.task)
         targets = target_records(step)
         try:
-            eval_set = evalsets.load_eval_set(spec.eval_kind, spec.eval_path, targets)
+            eval_set = evalsets.load_eval_set(spec.eval_kind, spec.eval_path and step.record_input(spec.eval_path), targets)
         except RecordError as err:
             raise dg.Failure(description=f"task {step.task}: {err}") from err
         try:

@@ -176,7 +176,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         step = Step.begin(context, store, settings)
         tok = base_tokenizer(step)
         try:
-            records = PoolRows(step.registry.pool, cache_dir=step.store.path / "cache" / "pool_arrow")
+            records = PoolRows(step.record_input(step.registry.pool), cache_dir=step.store.path / "cache" / "pool_arrow")
             pool = pipeline.sample_pool(records, tok, step.cfg)
         except (RecordError, ValueError) as err:
             raise dg.Failure(description=str(err)) from err

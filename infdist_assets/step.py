@@ -82,16 +82,42 @@ def stale_upstream(root: Path, meta: dict, cfg: SelectionConfig) -> str | None:
     return None
 
 
-def is_materialised(root: Path, asset: str, model: str, task: str | None, cfg: SelectionConfig) -> bool:
-    """Does a complete, current artefact of ``asset`` for this partition, made with ``cfg``'s
-    settings from the upstream artefacts that exist now, exist?"""
+def changed_inputs(meta: dict) -> str | None:
+    """Why the input files an artefact was made from (``Step.record_input``) are not what they
+    were, or None: a pool, target or evaluation file, or a model folder, changed or gone."""
+    for path, was in meta.get("inputs", {}).items():
+        if not Path(path).exists():
+            return f"its input {path} is gone"
+        if storage.fingerprint(Path(path)) != was:
+            return f"its input {path} changed since run {str(meta.get('run_id'))[:8]}"
+    return None
+
+
+def why_stale(root: Path, asset: str, model: str, task: str | None, cfg: SelectionConfig,
+              code_version: str | None = None) -> str | None:
+    """Why ``asset``'s artefact for this partition is not current, or None: missing, made with
+    other settings, from an upstream re-materialised since, from input files that changed, or
+    (when ``code_version`` is given) by other code."""
     target_side = task is not None and asset not in MODEL_SIDE_ASSETS
     path = storage.partition_dir(root, asset, model, task if target_side else None) / variant(asset, cfg, target_side)
     try:
         meta = storage.read_meta(path / "data.parquet")
     except storage.ArtefactMissing:
-        return False
-    return not settings_diff(meta, cfg, asset, target_side) and stale_upstream(root, meta, cfg) is None
+        return f"{asset} is not materialised"
+    diff = settings_diff(meta, cfg, asset, target_side)
+    if diff:
+        return f"{asset} was made with other settings {diff}"
+    if code_version is not None and meta.get("code_version") != code_version:
+        return f"{asset}'s code changed ({meta.get('code_version')} -> {code_version})"
+    why = stale_upstream(root, meta, cfg) or changed_inputs(meta)
+    return f"{asset}: {why}" if why else None
+
+
+def is_materialised(root: Path, asset: str, model: str, task: str | None, cfg: SelectionConfig) -> bool:
+    """Does a complete, current artefact of ``asset`` for this partition, made with ``cfg``'s
+    settings from the upstream artefacts and input files that exist now, exist? (Code versions
+    are not compared: a benchmark resumes across edits that change no result.)"""
+    return why_stale(root, asset, model, task, cfg) is None
 
 
 @dataclass
@@ -107,6 +133,8 @@ class Step:
     """The asset's code version (``versions.code_version`` of its module): sidecars and lineage record it."""
     started: float = field(default_factory=time.time)
     upstream: list[dict] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)
+    """Input files and folders read (path -> ``storage.fingerprint``), recorded in the sidecar."""
     memory: PeakMemory = field(default_factory=PeakMemory)
 
     @classmethod
@@ -155,7 +183,7 @@ class Step:
         if diff:
             raise dg.Failure(description=f"{asset} for {self.model} was made with other settings {diff} "
                                          "(theirs, ours): re-materialise it first")
-        stale = stale_upstream(self.store.path, meta, self.cfg)
+        stale = stale_upstream(self.store.path, meta, self.cfg) or changed_inputs(meta)
         if stale:
             raise dg.Failure(description=f"{asset} [{meta.get('partition')}] is stale: {stale}; re-materialise {asset} first")
         entry = {"asset": asset, "partition": meta.get("partition"), "run_id": meta.get("run_id"), "file": name}
@@ -168,11 +196,19 @@ class Step:
         self.load_meta(asset, name, target_side)
         return storage.read_table(self.path(asset, name, target_side))
 
+    def record_input(self, path: Path) -> Path:
+        """Note an input file or folder this step reads, so that a later change makes the artefact
+        stale. (A missing one is left to the reader, whose error names it.)"""
+        if Path(path).exists():
+            self.inputs[str(path)] = storage.fingerprint(path)
+        return path
+
     def write(self, table: pa.Table, name: str = "data.parquet", extra: dict | None = None) -> Path:
         path = self.path(name=name)
         meta = {"asset": self.asset, "partition": self.partition, "run_id": self.context.run.run_id,
                 "variant": variant(self.asset, self.cfg, self.task is not None),
                 "code_version": self.code_version, "config": self.cfg.to_dict(), "upstream": self.upstream,
+                "inputs": self.inputs,
                 "written_at": datetime.now(timezone.utc).isoformat(), **(extra or {})}
         storage.write_table(table, path, meta)
         return path

@@ -4,6 +4,7 @@ One module-scoped run materialises the pool side for model `tiny` and the target
 tasks; the tests read its Parquet, lineage and catalog.
 """
 
+import datetime
 import json
 import os
 import subprocess
@@ -408,3 +409,42 @@ def test_a_re_made_upstream_makes_its_consumers_stale_and_they_are_refused(world
     assert is_materialised(data, "sampled_pool", "tiny", None, cfg)
     mat = instance.get_latest_materialization_event(dg.AssetKey("sampled_pool"))
     assert mat.asset_materialization.tags["dagster/data_version"].startswith(mat.run_id)
+
+
+def test_reselection_schedule_starts_only_what_changed(world):
+    """Over unchanged inputs the weekly re-selection starts nothing and says 'up to date'; a changed
+    target file re-selects only that task; other code for an asset re-selects what it touches."""
+    from infdist_assets import automation
+    from infdist_assets.registry import load_registry
+    from infdist_assets.resources import SelectionSettings
+
+    defs, store = world["defs"], world["resources"]["store"]
+    settings = SelectionSettings(**SETTINGS)
+    versions = {k.to_user_string(): v for a in defs.assets for k, v in a.code_versions_by_key.items()}
+    reg = load_registry(world["reg"], world["data"])
+    parts = defs.resolve_job_def("selection_job").partitions_def
+    _, schedules, _ = automation.build(reg, None, parts, store, settings, versions)
+    schedule = schedules[0]
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 12, 7, 3, 0))
+    math_only = dg.MultiPartitionsDefinition({"model": dg.StaticPartitionsDefinition(["tiny"]),
+                                              "task": dg.StaticPartitionsDefinition(["math"])})
+    _, (math_schedule,), _ = automation.build(reg, None, math_only, store, settings, versions)
+    skip = math_schedule(ctx)
+    assert isinstance(skip, dg.SkipReason) and "up to date" in skip.skip_message, skip
+    requests = schedule(ctx)  # the code task was only partly materialised by the fixture
+    assert [str(r.partition_key) for r in requests] == ["tiny|code"], requests
+    assert "not materialised" in requests[0].tags["infdist/why"]
+    targets = world["data"] / "math.jsonl"
+    original = targets.read_bytes()
+    try:
+        targets.write_bytes(original + b"\n" + json.dumps({"id": "t9", "messages": [
+            {"role": "user", "content": "What is 9+1?"}, {"role": "assistant", "content": "10."}]}).encode())
+        stale = automation.stale_partitions(store, settings, ["tiny|math"], automation.SELECTION_JOB_ASSETS, versions)
+        assert "math.jsonl changed" in stale["tiny|math"], stale
+    finally:
+        targets.write_bytes(original)
+    assert automation.stale_partitions(store, settings, ["tiny|math"], automation.SELECTION_JOB_ASSETS, versions) == {}, \
+        "the same content again is the same input"
+    edited = {**versions, "per_target_weights": versions["per_target_weights"] + "-edited"}
+    stale = automation.stale_partitions(store, settings, ["tiny|math"], automation.SELECTION_JOB_ASSETS, edited)
+    assert "per_target_weights's code changed" in stale["tiny|math"]
