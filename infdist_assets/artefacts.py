@@ -20,6 +20,7 @@ Parquet schemas are the catalog's (``catalog.py`` reads these files with DuckDB)
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -402,13 +403,26 @@ class Subset:
     weights: np.ndarray
     sample_ids: list[str]
 
-    def save(self, step: Step) -> None:
+    def save(self, step: Step) -> dict[str, float] | None:
+        """Write the selection, and keep it in the partition's ``history/`` too (one file per
+        re-selection, named by time and run). Returns the previous selection (sample id ->
+        weight), or None for the first."""
         n = len(self.pool_index)
-        step.write(pa.table({"model": [step.model] * n, "task": [step.task] * n, "method": [self.method] * n,
-                             "seed": [step.cfg.seed] * n, "k": [step.cfg.k] * n, "sample_id": self.sample_ids,
-                             "pool_index": self.pool_index, "rank": np.arange(1, n + 1),
-                             "weight": np.asarray(self.weights, dtype=np.float64),
-                             "run_id": [step.context.run.run_id] * n}))
+        now = datetime.now(timezone.utc)
+        table = pa.table({"model": [step.model] * n, "task": [step.task] * n, "method": [self.method] * n,
+                          "seed": [step.cfg.seed] * n, "k": [step.cfg.k] * n, "sample_id": self.sample_ids,
+                          "pool_index": self.pool_index, "rank": np.arange(1, n + 1),
+                          "weight": np.asarray(self.weights, dtype=np.float64),
+                          "run_id": [step.context.run.run_id] * n,
+                          "selected_at": pa.array([now] * n, pa.timestamp("us", tz="UTC"))})
+        history = sorted(step.path(name="data.parquet").parent.glob("history/*.parquet"))
+        previous = None
+        if history:
+            t = storage.read_table(history[-1])
+            previous = dict(zip(t.column("sample_id").to_pylist(), t.column("weight").to_pylist()))
+        step.write(table, name=f"history/{now:%Y%m%dT%H%M%S%f}-{step.context.run.run_id[:8]}.parquet")
+        step.write(table)
+        return previous
 
     @classmethod
     def load(cls, step: Step, method: str) -> "Subset":

@@ -12,7 +12,10 @@ one row per task, method, seed, k and metric), ``benchmark_summary`` (its means,
 paired differences), ``method_stages`` (the assets each method's selection needs, read off the
 asset graph) and ``selection_cost`` (per model, task, seed, k and method: the wall seconds of the
 latest materialisation of each of those stages, summed; with and without the warm-up, which the
-paper leaves out), and ``asset_<name>`` for every asset (``/`` in keys becomes ``__``).
+paper leaves out), ``selection_history`` (every selection ever made, one file per run) and
+``selection_changes`` (per model, task, method, seed, k and pair of consecutive selections: each
+sample that entered, left or stayed, its weight and rank before and after), and ``asset_<name>``
+for every asset (``/`` in keys becomes ``__``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ RESULT_VIEWS = {
     "lineage": "lineage/**/*.parquet",
     "benchmark": "assets/quality_report/data.parquet",
     "benchmark_summary": "assets/quality_report/summary.parquet",
+    "selection_history": "assets/*/selected_subset/*/*/seed=*/k=*/history/*.parquet",
 }
 LINEAGE_SCHEMA = pa.schema([
     ("asset", pa.string()), ("partition", pa.string()), ("run_id", pa.string()), ("code_version", pa.string()),
@@ -85,6 +89,29 @@ GROUP BY ALL
 """
 
 
+SELECTION_CHANGES = r"""
+WITH runs AS (  -- every selection made, in time order per model, task, method, seed and k
+    SELECT DISTINCT model, task, method, seed, k, run_id, selected_at FROM selection_history),
+pairs AS (
+    SELECT *, lag(run_id) OVER w AS previous_run FROM runs
+    WINDOW w AS (PARTITION BY model, task, method, seed, k ORDER BY selected_at)),
+picked AS (
+    SELECT p.model, p.task, p.method, p.seed, p.k, p.previous_run, p.run_id, p.selected_at, h.sample_id,
+           max(h.weight) FILTER (WHERE h.run_id = p.previous_run) AS weight_before,
+           max(h.weight) FILTER (WHERE h.run_id = p.run_id) AS weight_after,
+           max(h.rank) FILTER (WHERE h.run_id = p.previous_run) AS rank_before,
+           max(h.rank) FILTER (WHERE h.run_id = p.run_id) AS rank_after
+    FROM pairs p JOIN selection_history h
+      ON h.model = p.model AND h.task = p.task AND h.method = p.method AND h.seed = p.seed AND h.k = p.k
+     AND h.run_id IN (p.run_id, p.previous_run)
+    WHERE p.previous_run IS NOT NULL
+    GROUP BY ALL)
+SELECT *, CASE WHEN rank_before IS NULL THEN 'entered' WHEN rank_after IS NULL THEN 'left' ELSE 'kept' END AS change,
+       coalesce(weight_after, 0) - coalesce(weight_before, 0) AS weight_change
+FROM picked
+"""
+
+
 def rebuild(root: Path, catalog_path: Path, asset_keys: list[str], stages: dict[str, list[str]] | None = None) -> list[str]:
     """Write a fresh catalog with a view for every relation that has data; atomically replace.
     ``stages`` (method -> the assets its selection needs) adds ``method_stages`` and, with
@@ -104,6 +131,8 @@ def _rebuild(root: Path, catalog_path: Path, asset_keys: list[str], stages: dict
                 pattern = f"{root.resolve()}/{glob}"
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', union_by_name=true, "
                             "hive_partitioning=false)")
+            if "selection_history" in views:
+                con.execute(f"CREATE VIEW selection_changes AS {SELECTION_CHANGES}")
             if stages:
                 pairs = ", ".join(f"('{m}', '{a}')" for m, assets in sorted(stages.items()) for a in assets)
                 con.execute(f"CREATE VIEW method_stages AS SELECT * FROM (VALUES {pairs}) AS t(method, asset)")

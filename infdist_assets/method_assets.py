@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from infdist_core import evalsets, methods, pipeline
 from infdist_core.records import RecordError
+from infdist_core.selection import compare_selections
 from infdist_core.modeling import load_model, load_tokenizer
 from infdist_assets import checks, storage
 from infdist_assets.artefacts import FineTunedModel, SampledPool, Subset
@@ -65,10 +66,19 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         step = Step.begin(context, store, settings)
         ids = SampledPool.load_ids(step)
         idx, w = methods.select(method, step.cfg, len(ids), **{n: SELECTION_INPUTS[n].read(step) for n in spec.needs})
-        Subset(method, idx, w, [ids[i] for i in idx]).save(step)
+        previous = Subset(method, idx, w, [ids[i] for i in idx]).save(step)
         preview = [{"rank": r + 1, "sample_id": ids[i], "weight": float(w[r])} for r, i in enumerate(idx[:10])]
-        return step.finish(len(idx), {"k": len(idx), "distinct": len(set(idx.tolist()))},
-                           {"top_selected": dg.MetadataValue.md(table_md(preview, ["rank", "sample_id", "weight"]))},
+        moved = {}
+        if previous is not None:  # what this re-selection changed (the catalog's selection_changes has every row)
+            change = compare_selections(previous, {ids[i]: float(w[r]) for r, i in enumerate(idx)})
+            moves = sorted(change.weight_change.items(), key=lambda kv: -abs(kv[1]))[:10]
+            moved = {"vs_previous_selection": dg.MetadataValue.md(
+                f"{len(change.entered)} entered, {len(change.left)} left, {len(change.kept)} kept\n\n" +
+                table_md([{"sample_id": s, "weight_change": round(d, 6)} for s, d in moves if d], ["sample_id", "weight_change"]))}
+        return step.finish(len(idx), {"k": len(idx), "distinct": len(set(idx.tolist())),
+                                      "entered": None if previous is None else len(change.entered),
+                                      "left": None if previous is None else len(change.left)},
+                           {"top_selected": dg.MetadataValue.md(table_md(preview, ["rank", "sample_id", "weight"])), **moved},
                            checks=[checks.selection_valid(np.asarray(idx), len(ids) if spec.whole_pool else step.cfg.k, len(ids))])
 
     @dg.asset(**common, name="fine_tuned_model", deps=[selected_subset, on_model("sampled_pool")], kinds={"pytorch"},

@@ -10,6 +10,7 @@ Ties are broken by ascending pool index, everywhere.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -102,3 +103,23 @@ def top_k(scores: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
     """The k best samples of a 1-D score vector (mean-target selection), best first."""
     s = as_numpy(scores, "scores", 1)
     return top_indices(s, check_k(k, len(s))).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class SelectionChange:
+    """How a selection moved between two runs: the samples that entered, left and stayed, and the
+    weight change of each sample present in either (absent = weight 0)."""
+
+    entered: tuple[str, ...]
+    left: tuple[str, ...]
+    kept: tuple[str, ...]
+    weight_change: dict[str, float]
+
+
+def compare_selections(before: dict[str, float], after: dict[str, float]) -> SelectionChange:
+    """``before`` / ``after``: sample id -> weight of two selections of the same partition."""
+    entered = tuple(s for s in after if s not in before)
+    left = tuple(s for s in before if s not in after)
+    kept = tuple(s for s in after if s in before)
+    change = {s: after.get(s, 0.0) - before.get(s, 0.0) for s in (*after, *left)}
+    return SelectionChange(entered, left, kept, change)

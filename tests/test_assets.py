@@ -314,6 +314,23 @@ def test_demo_recognises_an_up_to_date_partition(world):
     assert up_to_date_run(catalog, same, "tiny", "code") is None  # no eval there
 
 
+def test_a_reselection_keeps_the_previous_one_and_reports_what_moved(world):
+    from infdist_assets.definitions import build_definitions
+
+    defs = build_definitions(str(world["reg"]), str(world["data"]))
+    res = dg.materialize(list(defs.assets), selection=["infdist/selected_subset"], instance=world["instance"],
+                         partition_key=dg.MultiPartitionKey({"model": "tiny", "task": "math"}), resources=world["resources"])
+    mat = next(e for e in res.get_asset_materialization_events()).materialization
+    history = sorted((world["data"] / f"assets/infdist/selected_subset/tiny/math/seed=0/k={K}/history").glob("*.parquet"))
+    assert len(history) >= 2, "the first selection was overwritten instead of kept"
+    assert mat.metadata["entered"].value == 0 and mat.metadata["left"].value == 0, "same inputs, same selection"
+    con = connect_readonly(world["data"] / "infdist.duckdb")
+    changes = con.execute("SELECT change, count(*) FROM selection_changes WHERE model = 'tiny' AND task = 'math' "
+                          "AND run_id = ? GROUP BY change", [res.run_id]).fetchall()
+    con.close()
+    assert changes == [("kept", K)]
+
+
 def test_the_docs_sql_runs_against_the_catalog(world, bench):
     sql = (ROOT / "docs" / "inspecting.md").read_text().split("```sql")[1].split("```")[0]
     sql = sql.replace("smollm2-135m", "tiny").replace("gsm8k", "math").replace("k = 30", f"k = {K}")
@@ -324,7 +341,7 @@ def test_the_docs_sql_runs_against_the_catalog(world, bench):
         if body:
             counts.append(len(con.execute(body).fetchall()))
     con.close()
-    assert len(counts) == 8 and all(counts), f"a docs/inspecting.md query returned nothing: {counts}"
+    assert len(counts) == 10 and all(counts), f"a docs/inspecting.md query returned nothing: {counts}"
 
 
 @pytest.fixture(scope="module")
@@ -448,3 +465,33 @@ def test_reselection_schedule_starts_only_what_changed(world):
     edited = {**versions, "per_target_weights": versions["per_target_weights"] + "-edited"}
     stale = automation.stale_partitions(store, settings, ["tiny|math"], automation.SELECTION_JOB_ASSETS, edited)
     assert "per_target_weights's code changed" in stale["tiny|math"]
+
+
+def test_selection_history_relates_consecutive_selections(tmp_path):
+    """selection_changes against the set differences of two synthetic selections of one partition
+    (and a third of another partition, which must not pair with them)."""
+    import pyarrow as pa
+
+    from infdist_assets import catalog, storage
+
+    def write(run, when, picks, task="t"):
+        n = len(picks)
+        table = pa.table({"model": ["m"] * n, "task": [task] * n, "method": ["infdist"] * n, "seed": [0] * n, "k": [n] * n,
+                          "sample_id": [p for p, _ in picks], "pool_index": list(range(n)), "rank": list(range(1, n + 1)),
+                          "weight": [w for _, w in picks], "run_id": [run] * n,
+                          "selected_at": pa.array([datetime.datetime(2026, 12, when, tzinfo=datetime.timezone.utc)] * n,
+                                                  pa.timestamp("us", tz="UTC"))})
+        storage.write_table(table, tmp_path / f"assets/infdist/selected_subset/m/{task}/seed=0/k={n}/history/{when}-{run}.parquet",
+                            {"run_id": run})
+
+    write("r1", 1, [("a", 1.0), ("b", 2.0), ("c", 0.5)])
+    write("r2", 8, [("b", 2.5), ("d", 1.0), ("a", 1.0)])
+    write("x1", 2, [("a", 1.0), ("z", 1.0), ("y", 1.0)], task="other")
+    path = tmp_path / "infdist.duckdb"
+    catalog.rebuild(tmp_path, path, [])
+    con = connect_readonly(path)
+    rows = con.execute("SELECT sample_id, change, weight_before, weight_after, weight_change, previous_run, run_id "
+                       "FROM selection_changes ORDER BY sample_id").fetchall()
+    con.close()
+    assert rows == [("a", "kept", 1.0, 1.0, 0.0, "r1", "r2"), ("b", "kept", 2.0, 2.5, 0.5, "r1", "r2"),
+                    ("c", "left", 0.5, None, -0.5, "r1", "r2"), ("d", "entered", None, 1.0, 1.0, "r1", "r2")]

@@ -213,3 +213,11 @@ def test_grad_is_infdist_with_every_sample_a_landmark(per_target):
     exact = G @ G_T.T
     ref = round_robin(exact, k, seed=2) if per_target else top_k(influence.weights, k)
     assert got_idx.tolist() == ref.tolist()
+
+
+def test_compare_selections_names_what_entered_left_and_moved():
+    from infdist_core.selection import compare_selections
+
+    c = compare_selections({"a": 1.0, "b": 2.0, "c": 0.5}, {"b": 2.5, "d": 1.0, "a": 1.0})
+    assert c.entered == ("d",) and c.left == ("c",) and set(c.kept) == {"a", "b"}
+    assert c.weight_change == {"b": 0.5, "d": 1.0, "a": 0.0, "c": -0.5}
