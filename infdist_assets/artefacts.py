@@ -358,7 +358,11 @@ class TargetEmbeddings:
 
     @classmethod
     def load(cls, step: Step) -> "TargetEmbeddings":
-        m = _matrices(step.load("target_gradients", name=cls.NAME, target_side=True))
+        return cls.from_table(step.load("target_gradients", name=cls.NAME, target_side=True))
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> "TargetEmbeddings":
+        m = _matrices(table)
         return cls({s: r.astype(np.float64) for s, (r, _) in m.items()}, {s: tuple(w) for s, (_, w) in m.items()})
 
     def slices(self, spec: str) -> tuple[tuple[int, int], ...]:

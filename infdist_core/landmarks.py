@@ -215,3 +215,56 @@ def choose_landmarks(n: int, n_landmarks: int, seed: int) -> np.ndarray:
         raise ValueError(f"n_landmarks must be in [1, {n}] (the pool size), got {n_landmarks}")
     perm = torch.randperm(n, generator=generator(seed, "landmarks", n))
     return perm[:n_landmarks].sort().values.numpy().astype(np.int64)
+
+
+# ------------------------------------------------------------------ landmark choice in proxy space
+# The paper draws landmarks uniformly (``choose_landmarks``). Two alternatives spread them over the
+# proxy embedding instead, at the same count: k-centre (cover the space) and ridge leverage scores
+# (Nystrom sampling: rows the kernel regression depends on most). ``benchmarks/bench_landmarks.py``
+# measures their recovery against uniform draws on a pool whose exact scores are known.
+def kcenter_landmarks(E: np.ndarray, n_landmarks: int, seed: int) -> np.ndarray:
+    """Greedy farthest-point landmarks (Gonzalez's k-centre 2-approximation) on the rows of ``E``
+    (shape (n, e)): a seeded first row, then each time the row farthest from those chosen.
+    Returns the indices sorted."""
+    n = len(E)
+    if not 0 < n_landmarks <= n:
+        raise ValueError(f"n_landmarks must be in [1, {n}] (the pool size), got {n_landmarks}")
+    first = int(torch.randint(n, (1,), generator=generator(seed, "kcenter", n)).item())
+    chosen = [first]
+    dist = squared_distances(E, E[[first]])[:, 0]
+    for _ in range(n_landmarks - 1):
+        nxt = int(np.argmax(dist))  # ties: the lowest index
+        chosen.append(nxt)
+        dist = np.minimum(dist, squared_distances(E, E[[nxt]])[:, 0])
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def ridge_leverage_scores(K: np.ndarray, ridge: float) -> np.ndarray:
+    """``diag(K (K + ridge I)^-1)``, shape (n,): each row's ridge leverage (Alaoui & Mahoney, 2015).
+    One eigendecomposition: ``tau_i = sum_j U_ij^2 s_j / (s_j + ridge)``."""
+    s, U = np.linalg.eigh((K + K.T) / 2)
+    s = np.clip(s, 0.0, None)
+    return (U**2) @ (s / (s + ridge))
+
+
+def leverage_landmarks(E: np.ndarray, n_landmarks: int, seed: int, damping: float = 0.01) -> np.ndarray:
+    """Landmarks drawn without replacement with probability proportional to their ridge leverage
+    in the RBF kernel on ``E`` (median-heuristic bandwidth, ridge ``damping`` times the mean
+    diagonal, as the regression's). Exact: O(n^3), for pools up to tens of thousands of rows.
+    Returns the indices sorted."""
+    n = len(E)
+    if not 0 < n_landmarks <= n:
+        raise ValueError(f"n_landmarks must be in [1, {n}] (the pool size), got {n_landmarks}")
+    K = rbf_kernel(E, E, median_bandwidth(E))
+    tau = ridge_leverage_scores(K, damping * float(np.mean(np.diag(K))))
+    p = torch.as_tensor(np.maximum(tau, 1e-12), dtype=torch.float64)
+    idx = torch.multinomial(p, n_landmarks, replacement=False, generator=generator(seed, "leverage", n))
+    return np.sort(idx.numpy().astype(np.int64))
+
+
+LANDMARK_POLICIES = {
+    "uniform": lambda E, l, seed: choose_landmarks(len(E), l, seed),
+    "kcenter": kcenter_landmarks,
+    "leverage": leverage_landmarks,
+}
+"""Landmark choice by name: ``(E, n_landmarks, seed) -> sorted indices``."""

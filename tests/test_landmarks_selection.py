@@ -221,3 +221,36 @@ def test_compare_selections_names_what_entered_left_and_moved():
     c = compare_selections({"a": 1.0, "b": 2.0, "c": 0.5}, {"b": 2.5, "d": 1.0, "a": 1.0})
     assert c.entered == ("d",) and c.left == ("c",) and set(c.kept) == {"a", "b"}
     assert c.weight_change == {"b": 0.5, "d": 1.0, "a": 0.0, "c": -0.5}
+
+
+def test_kcenter_is_farthest_first_and_covers_separated_clusters():
+    from infdist_core.landmarks import kcenter_landmarks, squared_distances
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((6, 5)) * 50
+    E = np.concatenate([c + rng.standard_normal((40, 5)) for c in centres])
+    idx = kcenter_landmarks(E, 6, seed=3)
+    assert sorted({int(i) // 40 for i in idx}) == list(range(6)), "one landmark per far-apart cluster"
+    # reference: the naive farthest-first rule from the same first point
+    got = kcenter_landmarks(E, 10, seed=3)
+    first = int(next(i for i in got if i in kcenter_landmarks(E, 1, seed=3)))
+    ref = [first]
+    for _ in range(9):
+        d = np.min(squared_distances(E, E[ref]), axis=1)
+        ref.append(int(np.argmax(d)))
+    assert got.tolist() == sorted(ref)
+    assert np.array_equal(kcenter_landmarks(E, 10, seed=3), got), "seeded: same inputs, same landmarks"
+
+
+def test_ridge_leverage_scores_are_the_closed_form_and_sampling_is_seeded():
+    from infdist_core.landmarks import leverage_landmarks, median_bandwidth, rbf_kernel, ridge_leverage_scores
+
+    rng = np.random.default_rng(1)
+    E = rng.standard_normal((50, 4))
+    K = rbf_kernel(E, E, median_bandwidth(E))
+    lam = 0.05
+    want = np.diag(K @ np.linalg.inv(K + lam * np.eye(50)))
+    np.testing.assert_allclose(ridge_leverage_scores(K, lam), want, rtol=1e-8, atol=1e-10)
+    a, b = leverage_landmarks(E, 12, seed=4), leverage_landmarks(E, 12, seed=4)
+    assert np.array_equal(a, b) and len(set(a.tolist())) == 12 and a.tolist() == sorted(a.tolist())
+    assert not np.array_equal(a, leverage_landmarks(E, 12, seed=5))
