@@ -435,8 +435,12 @@ def test_reselection_schedule_starts_only_what_changed(world):
     from infdist_assets.registry import load_registry
     from infdist_assets.resources import SelectionSettings
 
+    from infdist_assets.demo import run_partition
+
     defs, store = world["defs"], world["resources"]["store"]
     settings = SelectionSettings(**SETTINGS)
+    # current now, whatever the tests before re-made (a re-made upstream makes its consumers stale)
+    assert all(r.success for r in run_partition(defs, "tiny", "math", world["instance"], resources=world["resources"]))
     versions = {k.to_user_string(): v for a in defs.assets for k, v in a.code_versions_by_key.items()}
     reg = load_registry(world["reg"], world["data"])
     parts = defs.resolve_job_def("selection_job").partitions_def
@@ -448,9 +452,10 @@ def test_reselection_schedule_starts_only_what_changed(world):
     _, (math_schedule,), _ = automation.build(reg, None, math_only, store, settings, versions)
     skip = math_schedule(ctx)
     assert isinstance(skip, dg.SkipReason) and "up to date" in skip.skip_message, skip
-    requests = schedule(ctx)  # the code task was only partly materialised by the fixture
+    requests = schedule(ctx)  # the code task: partly materialised by the fixture, from a pool side re-made since
     assert [str(r.partition_key) for r in requests] == ["tiny|code"], requests
-    assert "not materialised" in requests[0].tags["infdist/why"]
+    assert requests[0].tags["infdist/why"].split(":")[0] in ("target_gradients", "per_target_weights", "recovery_report",
+                                                              "infdist/selected_subset", "uniform/selected_subset")
     targets = world["data"] / "math.jsonl"
     original = targets.read_bytes()
     try:
