@@ -13,6 +13,7 @@ from __future__ import annotations
 import dagster as dg
 
 from infdist_core.methods import DEFAULT_METHODS
+from infdist_assets.partitions import split_key
 from infdist_assets.registry import Registry
 from infdist_assets.step import why_stale
 
@@ -30,7 +31,7 @@ def stale_partitions(store, settings, keys, assets: list[str], versions: dict[st
     cfg = settings.to_core()
     out = {}
     for key in keys:
-        model, task = str(key).split("|")
+        model, task = split_key(key)
         for asset in assets:
             why = why_stale(store.path, asset, model, task, cfg, versions.get(asset))
             if why:

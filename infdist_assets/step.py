@@ -93,6 +93,12 @@ def changed_inputs(meta: dict) -> str | None:
     return None
 
 
+def stale_reason(root: Path, meta: dict, cfg: SelectionConfig) -> str | None:
+    """Why an artefact with sidecar ``meta`` is stale, or None: an upstream re-materialised since
+    (``stale_upstream``) or an input file changed (``changed_inputs``)."""
+    return stale_upstream(root, meta, cfg) or changed_inputs(meta)
+
+
 def why_stale(root: Path, asset: str, model: str, task: str | None, cfg: SelectionConfig,
               code_version: str | None = None) -> str | None:
     """Why ``asset``'s artefact for this partition is not current, or None: missing, made with
@@ -109,7 +115,7 @@ def why_stale(root: Path, asset: str, model: str, task: str | None, cfg: Selecti
         return f"{asset} was made with other settings {diff}"
     if code_version is not None and meta.get("code_version") != code_version:
         return f"{asset}'s code changed ({meta.get('code_version')} -> {code_version})"
-    why = stale_upstream(root, meta, cfg) or changed_inputs(meta)
+    why = stale_reason(root, meta, cfg)
     return f"{asset}: {why}" if why else None
 
 
@@ -183,7 +189,7 @@ class Step:
         if diff:
             raise dg.Failure(description=f"{asset} for {self.model} was made with other settings {diff} "
                                          "(theirs, ours): re-materialise it first")
-        stale = stale_upstream(self.store.path, meta, self.cfg) or changed_inputs(meta)
+        stale = stale_reason(self.store.path, meta, self.cfg)
         if stale:
             raise dg.Failure(description=f"{asset} [{meta.get('partition')}] is stale: {stale}; re-materialise {asset} first")
         entry = {"asset": asset, "partition": meta.get("partition"), "run_id": meta.get("run_id"), "file": name}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,12 +61,21 @@ def artefact_lock(path: Path):
 def fingerprint(path: Path) -> str:
     """What tells that an input file (a pool, a target or evaluation file) or folder (a model)
     changed, without reading it whole: per file its name, size, first and last MiB. Survives a copy
-    (no modification times); an edit in the middle of a large file that keeps its size is missed."""
+    (no modification times); an edit in the middle of a large file that keeps its size is missed.
+    Within a process the bytes are read again only when a file's size or modification time moved
+    (every step checks the inputs of each upstream it loads)."""
     path = Path(path)
-    h = hashlib.sha256()
     files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-    for f in files:
-        size = f.stat().st_size
+    stats = tuple((str(f), st.st_size, st.st_mtime_ns, st.st_ino) for f in files for st in (f.stat(),))
+    return _fingerprint(str(path), stats)
+
+
+@lru_cache(maxsize=256)
+def _fingerprint(root: str, stats: tuple[tuple[str, int, int, int], ...]) -> str:
+    path = Path(root)
+    h = hashlib.sha256()
+    for name, size, _, _ in stats:
+        f = Path(name)
         h.update(f"{f.relative_to(path) if path.is_dir() else f.name}\0{size}\0".encode())
         with f.open("rb") as fh:
             h.update(fh.read(1 << 20))
