@@ -4,7 +4,6 @@ imports the asset layer, and no module changes another module's globals."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -15,18 +14,12 @@ def _modules(package: str) -> dict[str, ast.Module]:
     return {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted((ROOT / package).glob("*.py")) if p.stem != "__init__"}
 
 
-def _imports(tree: ast.Module, package: str) -> set[str]:
-    """Sibling modules ``tree`` imports anywhere (function bodies included)."""
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == package:
-                out |= {a.name for a in node.names}
-            elif node.module.startswith(package + "."):
-                out.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith(package + ".")}
-    return out
+def _imports(package: str, module: str) -> set[str]:
+    """Modules ``package.module`` imports anywhere (function bodies included), as ``pkg.mod``: the
+    import graph the code versions are built on (``infdist_assets.versions.imports``)."""
+    from infdist_assets.versions import imports
+
+    return imports(ROOT, f"{package}.{module}")
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -54,15 +47,17 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_layers_import_downward_only():
     for package in ("infdist_core", "infdist_assets"):
         mods = _modules(package)
-        graph = {m: _imports(t, package) & set(mods) for m, t in mods.items()}
+        graph = {m: {i.split(".")[1] for i in _imports(package, m) if i.startswith(package + ".")} & set(mods)
+                 for m in mods}
         loop = _cycle(graph)
         assert loop is None, f"{package} has an import loop: {' -> '.join(loop)}"
     assets = _modules("infdist_assets")
-    graph = {m: _imports(t, "infdist_assets") for m, t in assets.items()}
+    graph = {m: {i.split(".")[1] for i in _imports("infdist_assets", m) if i.startswith("infdist_assets.")} for m in assets}
     for top, allowed in (("cli", set()), ("definitions", {"cli"})):
         users = sorted(m for m, deps in graph.items() if top in deps and m not in allowed)
         assert not users, f"infdist_assets.{top} is the top of the layer, yet {users} import it"
-    core_users = sorted(m for m, t in _modules("infdist_core").items() if _imports(t, "infdist_assets"))
+    core_users = sorted(m for m in _modules("infdist_core") if any(i.startswith("infdist_assets")
+                                                                   for i in _imports("infdist_core", m)))
     assert not core_users, f"infdist_core modules import the asset layer: {core_users}"
 
 
