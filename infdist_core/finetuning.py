@@ -19,6 +19,7 @@ the model is returned, so what is saved and evaluated is a plain model.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -130,10 +131,31 @@ def _progress_callback(progress: Callable[[int, int, float], None], steps: int):
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest complete Trainer checkpoint under ``output_dir`` (None: start afresh)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete Trainer checkpoint under ``output_dir`` (None: start afresh).
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    Trainer writes a checkpoint folder in place (weights, optimizer, scheduler, RNG state, then
+    ``trainer_state.json`` last) and deletes the older one only after that, but its own
+    ``get_last_checkpoint`` takes the newest folder whatever it holds: after a kill during a save
+    it would resume from a folder without optimizer state (silently a fresh AdamW). A folder
+    without a readable ``trainer_state.json`` is the one a killed run was writing, so it is passed
+    over (and the next save of that step overwrites it)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    out = Path(output_dir)
+    found = []
+    for d in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if out.is_dir() else []:
+        step = d.name.rsplit("-", 1)[-1]
+        if d.is_dir() and step.isdigit() and _complete(d):
+            found.append((int(step), d))
+    return str(max(found)[1]) if found else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def fine_tune(model, samples: list[TokenizedSample], cfg: TrainConfig, opts: TrainerOptions, pad_id: int,

@@ -107,6 +107,26 @@ def test_an_interrupted_fine_tune_resumes_from_its_last_checkpoint(tokenizer, sa
     _assert_same_weights(_params(resumed.model), _params(whole.model), atol=1e-5)
 
 
+def test_a_checkpoint_a_killed_save_left_half_written_is_passed_over(tmp_path):
+    """Trainer writes trainer_state.json last; transformers' get_last_checkpoint would take the
+    newest folder anyway and resume without optimizer state. last_checkpoint takes the newest
+    complete one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from infdist_core.finetuning import last_checkpoint
+
+    run = tmp_path / "run"
+    for step, state in ((2, '{"global_step": 2}'), (4, None), (6, '{"global_st')):  # 4: killed before the state; 6: mid-state
+        d = run / f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+    assert get_last_checkpoint(str(run)).endswith("checkpoint-6"), "transformers' own choice: the half-written one"
+    assert last_checkpoint(run) == str(run / "checkpoint-2")
+    assert last_checkpoint(tmp_path / "none") is None
+
+
 def test_bf16_mixed_precision_trains_close_to_fp32(tokenizer, samples, tmp_path):
     fp32 = fine_tune(_model(tokenizer), samples, CFG, TrainerOptions(), tokenizer.pad_token_id, tmp_path / "a")
     bf16 = fine_tune(_model(tokenizer), samples, CFG, TrainerOptions(precision="bfloat16"), tokenizer.pad_token_id,
