@@ -41,15 +41,18 @@ def partition_dir(root: Path, asset: str, model: str, task: str | None = None) -
 
 def write_table(table: pa.Table, path: Path, meta: dict[str, Any]) -> None:
     """Atomically write ``table`` and its sidecar; the sidecar is written last (it marks completeness).
-    Temporary files that killed runs left for this path are removed first (``atomic.remove_orphans``).
-    Two writers of the same path (two runs of one partition) take turns (``artefact_lock``), so a
-    sidecar always describes the table beside it."""
+    An older version's sidecar is removed before the new table replaces the old one, so a process
+    killed between the two renames leaves a table without a sidecar ("not materialised"), never a
+    new table described by the old sidecar. Temporary files that killed runs left for this path
+    are removed first (``atomic.remove_orphans``). Two writers of the same path (two runs of one
+    partition) take turns (``artefact_lock``), so a sidecar always describes the table beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with artefact_lock(path):
         remove_orphans(path.parent, path.name)
         remove_orphans(path.parent, sidecar(path).name)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
+            sidecar(path).unlink(missing_ok=True)
         atomic.write_text(sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str))
 
 
