@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from infdist_core import evalsets, methods, pipeline
+from infdist_core import atomic, evalsets, methods, pipeline
 from infdist_core.records import RecordError
 from infdist_core.selection import compare_selections
 from infdist_core.modeling import load_model, load_tokenizer
@@ -92,26 +92,31 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         key = finetune_key(step, [s.id for s in chosen], sel.weights)
         final = step.store.path / "checkpoints" / "fine_tuned" / step.model / key
         done = final / FINETUNE_RECORD
-        reused = done.exists()
-        if reused:  # the same subset, order, weights and training settings were trained before
-            record = json.loads(done.read_text())
-            size, digest = storage.folder_digest(final)
-            context.log.info(f"reusing fine-tuned model {final} (same base model, samples, weights and training settings)")
-        else:
-            model, tok = base_model(step, training=True)
-            scratch = final.with_name(key + ".trainer")  # Trainer checkpoints: what an interrupted fine-tune resumes from
-            res = pipeline.fine_tune(model, chosen, sel.weights, step.cfg, tok.pad_token_id,
-                                     output_dir=scratch, progress=step.progress("fine-tune", 5))
-            if res.resumed_from:
-                context.log.info(f"fine-tune resumed from step {res.resumed_from} of {res.steps}")
-            record = {"key": key, "steps": res.steps, "losses": res.losses, "train_seconds": res.seconds,
-                      "resumed_from": res.resumed_from, "precision": step.cfg.training_dtype(), "lora_rank": step.cfg.lora_rank}
-            size, digest = storage.save_checkpoint(
-                res.model, tok, final, also=lambda d: (d / FINETUNE_RECORD).write_text(json.dumps(record)))
-            shutil.rmtree(scratch, ignore_errors=True)
+        # one trainer per key at a time: two runs of the partition (a schedule and a person) would
+        # otherwise share the Trainer's scratch folder; the one that waited reuses the other's model
+        with atomic.exclusive(final.with_name(f".{key}.lock")):
+            reused = done.exists()
+            timing = {}  # kept out of the folder's record: the same training is the same bytes, however long it took
+            if reused:  # the same subset, order, weights and training settings were trained before
+                record = json.loads(done.read_text())
+                size, digest = storage.folder_digest(final)
+                context.log.info(f"reusing fine-tuned model {final} (same base model, samples, weights and training settings)")
+            else:
+                model, tok = base_model(step, training=True)
+                scratch = final.with_name(key + ".trainer")  # Trainer checkpoints: what an interrupted fine-tune resumes from
+                res = pipeline.fine_tune(model, chosen, sel.weights, step.cfg, tok.pad_token_id,
+                                         output_dir=scratch, progress=step.progress("fine-tune", 5))
+                if res.resumed_from:
+                    context.log.info(f"fine-tune resumed from step {res.resumed_from} of {res.steps}")
+                record = {"key": key, "steps": res.steps, "losses": res.losses, "precision": step.cfg.training_dtype(),
+                          "lora_rank": step.cfg.lora_rank}
+                timing = {"train_seconds": res.seconds, "resumed_from": res.resumed_from}
+                size, digest = storage.save_checkpoint(
+                    res.model, tok, final, also=lambda d: (d / FINETUNE_RECORD).write_text(json.dumps(record)))
+                shutil.rmtree(scratch, ignore_errors=True)
         FineTunedModel(str(final), size, digest, record["steps"], record["losses"], reused).save(step)
         return step.finish(1, {"reused": reused, "steps": record["steps"], "first_loss": record["losses"][0], "last_loss": record["losses"][-1],
-                               "bytes": size, "sha256": digest, "train_seconds": record["train_seconds"]})
+                               "bytes": size, "sha256": digest, **timing})
 
     @dg.asset(**common, name="eval_scores", deps=[fine_tuned_model], kinds={"pytorch", "parquet"}, op_tags=GPU_TAGS, pool="gpu",
               description="Held-out loss and the task metric of the fine-tuned model (GSM8K exact match, MMLU and "

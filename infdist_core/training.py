@@ -9,6 +9,7 @@ and a test holds their loss trajectories equal. Deterministic given the seed."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -143,8 +144,10 @@ def save_adam_state(result: TrainResult, model, path: str | Path) -> None:
             tensors[f"{name}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
             step = int(st["step"])
     meta = {"step": str(step), "beta1": str(group["betas"][0]), "beta2": str(group["betas"][1]), "eps": str(group["eps"])}
+    # one metadata key: safetensors writes its metadata map in hash order, which changes from process
+    # to process, so several keys would make the same state a different file each time
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata={"adam": json.dumps(meta, sort_keys=True)})
 
 
 def load_adam_moments(path: str | Path, names: list[str]) -> AdamMoments:
@@ -153,6 +156,7 @@ def load_adam_moments(path: str | Path, names: list[str]) -> AdamMoments:
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
+        meta = json.loads(meta["adam"]) if "adam" in meta else meta  # files written before: one key per field
         keys = set(f.keys())
         missing = [n for n in names if f"{n}.exp_avg" not in keys]
         if missing:
