@@ -71,6 +71,51 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     return reaped
 
 
+ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+PARTITION_TAG = "dagster/partition"
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Do two runs' partitions write the same artefacts? The same key, or a model's pool side and
+    any partition of that model (``model`` and ``model|task``); two tasks of one model do not."""
+    return a == b or ("|" not in a and b.split("|")[0] == a) or ("|" not in b and a.split("|")[0] == b)
+
+
+def earlier_active_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.DagsterRun | None:
+    """An active run created before ``run`` whose partition overlaps ``run``'s, with a live (or
+    not yet recorded) worker: the run ``run`` must not write beside. Both runs of a simultaneous
+    launch agree on which was first (creation time, then run id)."""
+    key = run.tags.get(PARTITION_TAG)
+    if key is None:
+        return None
+    me = instance.get_run_record_by_id(run.run_id)
+    mine = (me.create_timestamp, run.run_id) if me else None
+    for rec in instance.get_run_records(filters=dg.RunsFilter(statuses=ACTIVE)):
+        other = rec.dagster_run
+        theirs = other.tags.get(PARTITION_TAG)
+        if other.run_id == run.run_id or theirs is None or not overlaps(key, theirs):
+            continue
+        if mine is not None and (rec.create_timestamp, other.run_id) > mine:
+            continue
+        identity = other.tags.get(WORKER_TAG)
+        if identity and worker_gone(identity):
+            continue
+        return other
+    return None
+
+
+def refuse_if_overlapping(context) -> None:
+    """Fail the step (before it writes anything) when an earlier run of an overlapping partition
+    is still active: two runs of one partition (a schedule and a person) would each re-make the
+    artefacts the other is reading. Launches through the daemon's queue wait instead
+    (``tag_concurrency_limits`` on ``dagster/partition``: deploy/dagster.yaml)."""
+    other = earlier_active_run(context.instance, context.run)
+    if other is not None:
+        raise dg.Failure(description=f"run {other.run_id[:8]} ({other.job_name}, partition "
+                                     f"{other.tags.get(PARTITION_TAG)}) is still running on this partition: this run "
+                                     "is refused before writing anything; launch it again once that one has ended")
+
+
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Marks failed the runs whose worker process on this host was killed (kill -9, OOM).")
 def dead_run_sensor(context: dg.SensorEvaluationContext):

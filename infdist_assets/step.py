@@ -22,7 +22,7 @@ from infdist_assets.memory import PeakMemory
 from infdist_assets.partitions import split_key
 from infdist_assets.registry import Registry, RegistryError
 from infdist_assets.resources import ArtefactStore
-from infdist_assets.run_liveness import record_worker
+from infdist_assets.run_liveness import record_worker, refuse_if_overlapping
 
 
 SEED_FREE_ASSETS = frozenset({"sampled_pool", "warmup_checkpoint", "pool_perplexity", "rds_embeddings", "pool_gradients",
@@ -154,6 +154,7 @@ class Step:
         except (ValueError, RegistryError) as err:
             raise dg.Failure(description=f"bad configuration: {err}") from err
         record_worker(context)
+        refuse_if_overlapping(context)
         model, task = split_key(context.partition_key)
         version = code_version or context.assets_def.code_versions_by_key[context.asset_key]
         step = cls(context, store, cfg, reg, asset or context.asset_key.to_user_string(), model, task, version)
