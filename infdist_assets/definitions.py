@@ -41,3 +41,9 @@ def pool_side_job() -> dg.JobDefinition:
     """The pool-side job, for ``dg.reconstructable`` (the multiprocess executor re-imports it in
     each step's process; ``benchmarks/bench_scale.py`` and the sharding tests run it so)."""
     return defs.resolve_job_def("pool_side_job")
+
+
+def selection_job() -> dg.JobDefinition:
+    """The target-side job, for ``dg.reconstructable`` (re-execution from failure re-imports it;
+    the fault-injection harness, ``benchmarks/bench_faults.py``, runs it so)."""
+    return defs.resolve_job_def("selection_job")

@@ -1,7 +1,14 @@
-"""Shared fixtures: the real SmolLM2 tokenizer (offline, from `make setup`) and a tiny Llama."""
+"""Shared fixtures: the real SmolLM2 tokenizer (offline, from `make setup`), a tiny Llama, the tiny
+test world, and a throwaway Postgres server."""
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -79,3 +86,48 @@ tasks:
   code: {targets: code.jsonl}
 """)
     return reg
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def postgres(tmp_path):
+    """A throwaway Postgres server (Debian's postgresql package), trust auth on localhost."""
+    pytest.importorskip("dagster_postgres", reason="the k8s extra installs dagster-postgres")
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if not found[-1]:
+        pytest.skip("no Postgres server binaries (Debian: apt-get install postgresql; .ci/run installs it)")
+    bin_dir = Path(found[-1]).parent
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the package's postgres user
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start Postgres as another user")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    pgdata = Path(tempfile.mkdtemp(prefix="infdist-pg-"))  # outside pytest's 0700 tree: the postgres user reads it
+    if as_user:
+        shutil.chown(pgdata, "postgres")
+    port = _free_port()
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)  # noqa: E731
+    init = run(str(bin_dir / "initdb"), "-D", str(pgdata / "db"), "-A", "trust", "-U", "postgres")
+    if init.returncode != 0:
+        pytest.skip(f"initdb failed here: {init.stderr.strip()[:300]}")
+    start = run(str(bin_dir / "pg_ctl"), "-D", str(pgdata / "db"), "-l", str(pgdata / "log"), "-w", "-o",
+                f"-p {port} -k {pgdata} -c listen_addresses=127.0.0.1", "start")
+    if start.returncode != 0:
+        pytest.skip(f"Postgres did not start here: {start.stderr.strip()[:300]}")
+    try:
+        made = run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "dagster")
+        assert made.returncode == 0, made.stderr
+        def restart() -> None:  # what a fail-over looks like to a client: every connection dropped
+            out = run(str(bin_dir / "pg_ctl"), "-D", str(pgdata / "db"), "-l", str(pgdata / "log"), "-m", "fast", "-w", "restart", "-o",
+                      f"-p {port} -k {pgdata} -c listen_addresses=127.0.0.1")
+            assert out.returncode == 0, out.stderr
+
+        yield {"host": "127.0.0.1", "port": port, "bin": bin_dir, "restart": restart}
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(pgdata / "db"), "-m", "immediate", "stop")
+        shutil.rmtree(pgdata, ignore_errors=True)

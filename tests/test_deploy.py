@@ -1,12 +1,8 @@
 """Kubernetes readiness without a cluster: the Job spec of a shard step as dagster-k8s builds it,
 and the demo partition on a Dagster instance stored in a real Postgres server."""
 
-import glob
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -61,46 +57,6 @@ def test_a_shard_step_job_spec_has_a_gpu_the_data_volume_and_the_image():
     assert jobs["pool_embeddings__shard"]["spec"]["backoff_limit"] == 1
     gather = jobs["pool_embeddings__gather"]["spec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in ((gather.get("resources") or {}).get("limits") or {}), "the gather needs no GPU"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def postgres(tmp_path):
-    """A throwaway Postgres server (Debian's postgresql package), trust auth on localhost."""
-    pytest.importorskip("dagster_postgres", reason="the k8s extra installs dagster-postgres")
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
-    if not found[-1]:
-        pytest.skip("no Postgres server binaries (Debian: apt-get install postgresql; .ci/run installs it)")
-    bin_dir = Path(found[-1]).parent
-    as_user = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the package's postgres user
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start Postgres as another user")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    pgdata = Path(tempfile.mkdtemp(prefix="infdist-pg-"))  # outside pytest's 0700 tree: the postgres user reads it
-    if as_user:
-        shutil.chown(pgdata, "postgres")
-    port = _free_port()
-    run = lambda *cmd: subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)  # noqa: E731
-    init = run(str(bin_dir / "initdb"), "-D", str(pgdata / "db"), "-A", "trust", "-U", "postgres")
-    if init.returncode != 0:
-        pytest.skip(f"initdb failed here: {init.stderr.strip()[:300]}")
-    start = run(str(bin_dir / "pg_ctl"), "-D", str(pgdata / "db"), "-l", str(pgdata / "log"), "-w", "-o",
-                f"-p {port} -k {pgdata} -c listen_addresses=127.0.0.1", "start")
-    if start.returncode != 0:
-        pytest.skip(f"Postgres did not start here: {start.stderr.strip()[:300]}")
-    try:
-        made = run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "dagster")
-        assert made.returncode == 0, made.stderr
-        yield {"host": "127.0.0.1", "port": port, "bin": bin_dir}
-    finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(pgdata / "db"), "-m", "immediate", "stop")
-        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 def test_the_demo_partition_runs_on_an_instance_stored_in_postgres(tmp_path, postgres, monkeypatch):
