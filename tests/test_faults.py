@@ -138,3 +138,39 @@ def test_a_postgres_restart_mid_run_ends_in_the_same_result_and_the_event_log_ag
                 records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=100).records
                 assert any(r.run_id == meta["run_id"] for r in records), \
                     f"{meta['asset']}: its artefact's run {meta['run_id'][:8]} has no materialisation in the event log"
+
+
+REWRITE = r"""
+import sys
+from pathlib import Path
+import pyarrow as pa
+from tests.fault_harness import install_hook
+from infdist_assets import storage
+
+data, at, log = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+install_hook(data, "kill", at, log)
+storage.write_table(pa.table({"x": [2]}), data / "a" / "data.parquet", {"run_id": "new"})
+"""
+
+
+@pytest.mark.parametrize("at", [3, 4])
+def test_a_kill_while_an_artefact_is_replaced_never_pairs_the_new_table_with_the_old_sidecar(tmp_path, at):
+    """Writes of a replacement: the lock, removing the old sidecar, publishing the table (3),
+    opening the new sidecar's temporary (4), publishing it. Killed before 3 or 4, the artefact
+    reads as not materialised (the old sidecar used to describe the new table after a kill at 4)."""
+    from infdist_assets import storage
+
+    import pyarrow as pa
+
+    path = tmp_path / "a" / "data.parquet"
+    storage.write_table(pa.table({"x": [1]}), path, {"run_id": "old"})
+    log = tmp_path / "writes.jsonl"
+    out = subprocess.run([sys.executable, "-c", REWRITE, str(tmp_path), str(at), str(log)], cwd=harness.ROOT,
+                         env=harness.env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == -9, out.stderr[-2000:]
+    names = [w["path"].split("/")[-1] for w in harness.read_log(log)]
+    events = [(w["event"], n.rsplit(".", 3)[0] if harness.TEMPORARY.match(n) else n) for w, n in zip(harness.read_log(log), names)]
+    assert events == [("open", ".data.parquet.lock"), ("os.remove", "data.meta.json"), ("os.rename", ".data.parquet"),
+                      ("open", ".data.meta.json")][:at], events
+    with pytest.raises(storage.ArtefactMissing):
+        storage.read_meta(path)
