@@ -48,6 +48,10 @@ def main() -> None:
         results, writes = harness.reference_run(data)
         ref = {"results": results, "writes": writes}
         ref_file.write_text(json.dumps(ref))
+    if "pool_writes" not in ref:
+        ref["pool_writes"] = harness.pool_side_snapshot(data, args.out.resolve() / "after-pool-side")
+        ref_file.write_text(json.dumps(ref))
+    snapshot = (args.out.resolve() / "after-pool-side", ref["pool_writes"])
     n = len(ref["writes"])
     points = list(range(1, n + 1))
     if args.sample:
@@ -59,7 +63,7 @@ def main() -> None:
             continue
         if args.budget_minutes and (time.time() - t0) / 60 > args.budget_minutes:
             break
-        r = harness.crash_point(data, at, ref["results"])
+        r = harness.crash_point(data, at, ref["results"], snapshot)
         ok = (r["killed"] and r["resumed"] and r["identical"] and not r["lost"] and not r["recomputed"] and not r["read_tmp"]
               and not r["leftovers"] and r["catalog_ok"] is True and r["failed_runs"] == ["FAILURE"])
         r["ok"] = ok

@@ -99,7 +99,7 @@ def install_hook(data: Path, fault: str, at: int, log: Path) -> None:
     sys.addaudithook(hook)
 
 
-def drive(data: Path) -> None:
+def drive(data: Path, only: tuple[str, ...] = ()) -> None:
     """Bring both jobs to success: skip a succeeded one, re-execute a failed one from failure
     (after marking dead runs failed), launch one that never ran. Prints one JSON line per job."""
     import dagster as dg
@@ -111,6 +111,8 @@ def drive(data: Path) -> None:
     with dg.DagsterInstance.get() as instance:
         reap_dead_runs(instance)
         for name, tags in JOBS:
+            if only and name not in only:
+                continue
             job = dg.reconstructable(getattr(definitions, name))
             runs = instance.get_runs(dg.RunsFilter(job_name=name, tags=tags), limit=1)
             if runs and runs[0].status == dg.DagsterRunStatus.SUCCESS:
@@ -130,7 +132,7 @@ def drive(data: Path) -> None:
 def child_main(argv: list[str]) -> None:
     data, fault, at, log = Path(argv[0]), argv[1], int(argv[2]), Path(argv[3])
     install_hook(data, fault, at, log)
-    drive(data)
+    drive(data, tuple(argv[4].split(",")) if len(argv) > 4 else ())
 
 
 # ---- in the test or benchmark ------------------------------------------------------------------
@@ -152,11 +154,29 @@ def env(data: Path) -> dict[str, str]:
             "DAGSTER_HOME": str(data / "dagster_home"), "PYTHONPATH": str(ROOT)}
 
 
-def run(data: Path, fault: str = "none", at: int = 0, log: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """One process of the driver on ``data``; ``log`` (default ``<data>/../writes.jsonl``) gets its writes."""
+def run(data: Path, fault: str = "none", at: int = 0, log: Path | None = None, timeout: float = 600,
+        only: str = "") -> subprocess.CompletedProcess:
+    """One process of the driver on ``data`` (``only``: these jobs, comma-separated); ``log``
+    (default ``<data>/../writes.jsonl``) gets its writes."""
     log = log or data.parent / "writes.jsonl"
-    return subprocess.run([sys.executable, "-m", "tests.fault_harness", str(data), fault, str(at), str(log)], cwd=ROOT,
-                          env=env(data), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "tests.fault_harness", str(data), fault, str(at), str(log)] + [only] * bool(only),
+                          cwd=ROOT, env=env(data), capture_output=True, text=True, timeout=timeout)
+
+
+def pool_side_snapshot(data: Path, snapshot: Path) -> int:
+    """Run the pool-side job alone on a fresh world at ``data`` and copy the data root (instance
+    included) to ``snapshot``: crash points in the selection job start from it instead of running
+    the pool side again. Returns the pool side's number of writes."""
+    make_world(data)
+    log = data.parent / "writes-pool.jsonl"
+    log.unlink(missing_ok=True)
+    out = run(data, "none", 0, log, only="pool_side_job")
+    if out.returncode != 0:
+        raise RuntimeError(f"the pool-side run failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    if snapshot.exists():
+        shutil.rmtree(snapshot)
+    shutil.copytree(data, snapshot, symlinks=True)
+    return sum(1 for e in read_log(log) if "n" in e)
 
 
 def results(data: Path) -> dict[str, str]:
@@ -230,14 +250,26 @@ def sidecar_runs(data: Path) -> dict[str, str]:
             for f in (data / "assets").rglob("*.meta.json") if "history" not in f.parts}
 
 
-def crash_point(data: Path, at: int, reference: dict[str, str]) -> dict:
+def start_for(data: Path, at: int, snapshot: tuple[Path, int] | None) -> int:
+    """Prepare ``data`` for a fault at write ``at``: a fresh world, or with ``snapshot`` and a
+    point in the selection job, the finished pool side. Returns the writes already done."""
+    if snapshot is not None and at > snapshot[1]:
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.copytree(snapshot[0], data, symlinks=True)
+        return snapshot[1]
+    make_world(data)
+    return 0
+
+
+def crash_point(data: Path, at: int, reference: dict[str, str], snapshot: tuple[Path, int] | None = None) -> dict:
     """Kill the run before its ``at``-th write, resume, and check everything the guarantee says
     against ``reference`` (``reference_run`` at the same ``data``: artefacts record absolute paths).
+    With ``snapshot`` (``pool_side_snapshot``'s folder and write count), a point in the selection
+    job starts from the finished pool side.
     Returns the findings (``identical``, ``lost``, ``recomputed``, ``read_tmp``, ...)."""
-    make_world(data)
     log = data.parent / f"writes-{at}.jsonl"
     log.unlink(missing_ok=True)
-    first = run(data, "kill", at, log)
+    first = run(data, "kill", at - start_for(data, at, snapshot), log)
     killed = first.returncode == -signal.SIGKILL
     writes = [e for e in read_log(log) if "n" in e]
     where = writes[-1] if killed and writes else None

@@ -17,7 +17,7 @@ import yaml
 
 from tests import fault_harness as harness
 
-SAMPLED = 2
+SAMPLED = 1
 """Crash points drawn (seeded) per test run besides the fixed ones; the sweep is the benchmark's."""
 
 
@@ -25,7 +25,8 @@ SAMPLED = 2
 def reference(tmp_path_factory):
     data = tmp_path_factory.mktemp("faults") / "data"
     results, writes = harness.reference_run(data)
-    return {"data": data, "results": results, "writes": writes}
+    snapshot = (data.parent / "after-pool-side", harness.pool_side_snapshot(data, data.parent / "after-pool-side"))
+    return {"data": data, "results": results, "writes": writes, "snapshot": snapshot}
 
 
 def _first(writes, predicate) -> int:
@@ -44,7 +45,7 @@ def test_a_run_killed_before_any_of_its_writes_resumes_to_the_same_result(refere
     rest = sorted(set(range(1, len(writes) + 1)) - set(fixed))
     points = fixed + random.Random(0).sample(rest, SAMPLED)
     for at in points:
-        r = harness.crash_point(reference["data"], at, reference["results"])
+        r = harness.crash_point(reference["data"], at, reference["results"], reference["snapshot"])
         assert r["killed"], f"crash point {at}: the run was not killed there"
         assert r["resumed"], f"crash point {at} ({r['where']}): the resume failed:\n{r['resume_error']}"
         assert r["identical"], f"crash point {at} ({r['where']}): results differ from an uninterrupted run: {r['differs']}"
@@ -63,12 +64,12 @@ def test_a_full_disk_fails_clearly_keeps_nothing_half_written_and_the_rerun_succ
     for at, named in ((_first(writes, lambda w: w["path"].endswith(".tmp") and "meta.json" in w["path"]
                               and "landmark_gradients" in w["path"]), "no space left on the device writing"),
                       (_first(writes, lambda w: w["path"].endswith("trainer_state.json")), "No space left on device")):
-        harness.make_world(data)
         log = data.parent / f"writes-enospc-{at}.jsonl"
         log.unlink(missing_ok=True)
-        full = harness.run(data, "enospc", at, log)
+        n = at - harness.start_for(data, at, reference["snapshot"])
+        full = harness.run(data, "enospc", n, log)
         assert full.returncode != 0, "the run cannot succeed on a full disk"
-        path = harness.read_log(log)[at - 1]["path"]
+        path = next(e["path"] for e in harness.read_log(log) if e.get("n") == n)
         said = full.stdout + full.stderr
         assert named in said and path.split("/.")[0] in said, f"the error names the path {path}:\n{said[-2000:]}"
         assert not harness.leftovers(data, finished=False), harness.leftovers(data, finished=False)
