@@ -1,43 +1,18 @@
-"""Dagster resources: the selection settings (mirroring ``infdist_core.config.SelectionConfig``,
-converted in one place) and the artefact store (data root, registry, DuckDB catalog)."""
+"""Dagster resources: the selection settings (``settings.SelectionSettings``, generated from
+``infdist_core.config.SelectionConfig``, converted to it in one place) and the artefact store
+(data root, registry, DuckDB catalog)."""
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from infdist_core.config import SelectionConfig, field_docs
 from infdist_assets.registry import Registry, data_root, load_registry
+from infdist_assets.settings import SelectionSettings
 
-
-def _settings_class() -> type:
-    hints = typing.get_type_hints(SelectionConfig)
-    docs = field_docs()
-    ann, ns = {}, {}
-    for f in dataclasses.fields(SelectionConfig):
-        tp = hints[f.name]
-        default = f.default
-        if typing.get_origin(tp) is tuple:
-            tp, default = list[str], list(default)
-        ann[f.name] = tp
-        ns[f.name] = Field(default=default, description=docs.get(f.name, ""))
-    ns["__annotations__"] = ann
-    ns["__doc__"] = "Influence Distillation settings; defaults sized for a 135M model on a 2-core CPU."
-
-    def to_core(self) -> SelectionConfig:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(SelectionConfig)}
-        values["embedding_candidates"] = tuple(values["embedding_candidates"])
-        return SelectionConfig(**values)
-
-    ns["to_core"] = to_core
-    return type("SelectionSettings", (dg.ConfigurableResource,), ns)
-
-
-SelectionSettings = _settings_class()
+__all__ = ["ArtefactStore", "SelectionSettings"]
 
 
 class ArtefactStore(dg.ConfigurableResource):

@@ -7,8 +7,13 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, replace
+from typing import Literal, get_args
 
 PROXY_AUTO = "auto"
+Precision = Literal["auto", "float32", "bfloat16"]
+"""The closed set of ``dtype`` and ``train_precision`` (auto: bfloat16 on a CUDA device that supports it)."""
+HeldoutSplit = Literal["test", "dev"]
+"""The closed set of ``heldout_split``."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class SelectionConfig:
     """Samples per forward/backward pass when training; paper: 1."""
     train_grad_accum: int = 2
     """Micro-batches per optimizer step; paper: 128 (an effective batch of 128)."""
-    train_precision: str = "auto"
+    train_precision: Precision = "auto"
     """Fine-tuning precision (Trainer): float32, bfloat16 (mixed: bf16 autocast, fp32 weights and
     AdamW state) or auto (bfloat16 on a CUDA device that supports it, else float32). The warm-up
     stays float32."""
@@ -97,7 +102,7 @@ class SelectionConfig:
     targets; a forward pass each); 0 = all. The subsets are nested: 100 rows are the first 100 of
     the 200 ``benchmarks/bench_quality.py`` uses (a forward pass per row: 100 keep ``make demo``
     within 15 minutes on a 2-core CPU)."""
-    heldout_split: str = "test"
+    heldout_split: HeldoutSplit = "test"
     """Which held-out rows: 'test' (the first ``heldout_rows`` of a seeded permutation of the
     evaluation file: what benchmarks report) or 'dev' (its last ``heldout_rows``: disjoint from
     every test subset of up to N - heldout_rows rows, for choosing settings such as the training
@@ -128,7 +133,7 @@ class SelectionConfig:
     Results differ from 1 only by rounding; measured in ``benchmarks/bench_cost.py``."""
     device: str = "auto"
     """cuda when available, else cpu."""
-    dtype: str = "auto"
+    dtype: Precision = "auto"
     """Weights and activations of the passes that do not train (gradients, proxies, perplexity,
     RDS+, evaluation): float32, bfloat16, or auto (bfloat16 on a CUDA device that supports it, else
     float32). The warm-up trains in float32, fine-tuning as ``train_precision`` says (bf16 mixed
@@ -182,11 +187,10 @@ class SelectionConfig:
         parse_grad_params(self.grad_params)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-        if self.heldout_split not in ("test", "dev"):
-            raise ValueError(f"heldout_split={self.heldout_split!r}: use test or dev")
-        for f in ("dtype", "train_precision"):
-            if getattr(self, f) not in ("auto", "float32", "bfloat16"):
-                raise ValueError(f"{f}={getattr(self, f)!r}: use auto, float32 or bfloat16")
+        for f, allowed in (("heldout_split", HeldoutSplit), ("dtype", Precision), ("train_precision", Precision)):
+            if getattr(self, f) not in get_args(allowed):
+                *rest, last = get_args(allowed)
+                raise ValueError(f"{f}={getattr(self, f)!r}: use {', '.join(rest)} or {last}")
 
     @classmethod
     def paper(cls) -> "SelectionConfig":

@@ -2,10 +2,13 @@
 when a setting they depend on changes."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from infdist_core.config import EVAL_FIELDS, RUNTIME_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig, field_docs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_field_is_classified():
@@ -69,3 +72,33 @@ def test_the_public_api_resolves_without_importing_torch_up_front():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert int(res.stdout.strip()) >= 15
+
+
+def test_the_settings_resource_is_the_generated_mirror_of_the_config():
+    """infdist_assets/settings.py is what scripts/gen_settings.py writes from SelectionConfig: the
+    same fields, defaults and docs, closed sets as enums in the launchpad, one conversion."""
+    import importlib.util
+
+    import dagster as dg
+
+    from infdist_assets.settings import SelectionSettings
+    from infdist_core.config import SelectionConfig, field_docs
+
+    spec = importlib.util.spec_from_file_location("gen_settings", ROOT / "scripts" / "gen_settings.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (ROOT / "infdist_assets" / "settings.py").read_text() == gen.settings_module(), "run python scripts/gen_settings.py"
+    assert SelectionSettings().to_core() == SelectionConfig()
+    changed = SelectionSettings(k=7, embedding_candidates=["grad-head"], dtype="bfloat16").to_core()
+    assert changed == SelectionConfig(k=7, embedding_candidates=("grad-head",), dtype="bfloat16")
+    fields = SelectionSettings.model_fields
+    assert list(fields) == list(SelectionConfig.__dataclass_fields__)
+    assert all(" ".join(field_docs()[n].split()) == fields[n].description for n in fields)
+
+    @dg.asset
+    def uses(settings: SelectionSettings) -> None:
+        pass
+
+    with pytest.raises(dg.DagsterInvalidConfigError, match="not in enum type"):
+        dg.materialize([uses], resources={"settings": SelectionSettings()},
+                       run_config={"resources": {"settings": {"config": {"train_precision": "fp16"}}}})
