@@ -175,3 +175,12 @@ def test_a_kill_while_an_artefact_is_replaced_never_pairs_the_new_table_with_the
                       ("open", ".data.meta.json")][:at], events
     with pytest.raises(storage.ArtefactMissing):
         storage.read_meta(path)
+
+
+def test_which_partitions_overlap():
+    """A model's pool side overlaps every partition of that model; two tasks of one model, or two
+    models, do not (a backfill runs them side by side)."""
+    from infdist_assets.run_liveness import overlaps
+
+    assert overlaps("m", "m") and overlaps("m|t", "m|t") and overlaps("m", "m|t") and overlaps("m|t", "m")
+    assert not overlaps("m|t", "m|u") and not overlaps("m", "n|t") and not overlaps("m", "n") and not overlaps("m", "mm|t")
