@@ -74,7 +74,8 @@ def install_hook(data: Path, fault: str, at: int, log: Path) -> None:
             return
         path = _writes(event, args)
         if path is None:
-            if event == "open" and isinstance(args[0], str):  # a read: never of another process's temporary
+            # a read: never of another process's temporary (opening its folder to remove it is no read)
+            if event == "open" and isinstance(args[0], str) and not os.path.isdir(args[0]):
                 for part in Path(args[0]).parts:
                     m = TEMPORARY.match(part)
                     if m and int(m.group(1)) != os.getpid() and args[0].startswith(data_s):
