@@ -32,7 +32,6 @@ demo: setup
 	$(PY) -m infdist_assets.cli demo --data $(DATA)
 
 docs: $(STAMP)
-	$(PY) scripts/gen_settings.py
 	$(PY) scripts/gen_docs.py
 	$(PY) -m mkdocs build --strict
 
