@@ -211,6 +211,18 @@ def leftovers(data: Path, finished: bool = True) -> list[str]:
                   if TEMPORARY.match(p.name) or (finished and p.name.endswith(".trainer")))
 
 
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def same_write(a: dict, b: dict) -> bool:
+    """The same write of two runs: the same event on the same path, temporaries' process ids and
+    random parts and run ids aside."""
+    def norm(path: str) -> str:
+        return UUID.sub("RUN", "/".join(p.rsplit(".", 3)[0] if TEMPORARY.match(p) else p for p in path.split("/")))
+
+    return a["event"] == b["event"] and norm(a["path"]) == norm(b["path"])
+
+
 def read_log(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
@@ -304,15 +316,25 @@ def crash_point(data: Path, at: int, reference: dict[str, str], snapshot: tuple[
             "started_runs": sorted(r for r, s in statuses.items() if s in ("STARTED", "STARTING"))}
 
 
-def reference_run(data: Path) -> tuple[dict[str, str], list[dict]]:
-    """An uninterrupted run: its results and its writes (the crash points)."""
-    make_world(data)
+def reference_run(data: Path, snapshot: Path | None = None) -> tuple[dict[str, str], list[dict]]:
+    """An uninterrupted run: its results and its writes (the crash points). With ``snapshot``, the
+    pool side runs first on its own (``pool_side_snapshot`` to that folder) and the selection job
+    then continues on ``data``: the same results and writes as one process, and the snapshot the
+    selection-job points start from, for one pool-side run less."""
     log = data.parent / "writes-reference.jsonl"
     log.unlink(missing_ok=True)
-    out = run(data, "none", 0, log)
+    before: list[dict] = []
+    if snapshot is None:
+        make_world(data)
+        out = run(data, "none", 0, log)
+    else:
+        pool_side_snapshot(data, snapshot)
+        before = [e for e in read_log(data.parent / "writes-pool.jsonl") if "n" in e]
+        out = run(data, "none", 0, log, only="selection_job")
     if out.returncode != 0:
         raise RuntimeError(f"the uninterrupted run failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return results(data), [e for e in read_log(log) if "n" in e]
+    after = [{**e, "n": e["n"] + len(before)} for e in read_log(log) if "n" in e]
+    return results(data), before + after
 
 
 if __name__ == "__main__":
