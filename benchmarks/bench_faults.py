@@ -64,9 +64,8 @@ def main() -> None:
         if args.budget_minutes and (time.time() - t0) / 60 > args.budget_minutes:
             break
         r = harness.crash_point(data, at, ref["results"], snapshot)
-        ok = (r["killed"] and r["resumed"] and r["identical"] and not r["lost"] and not r["recomputed"] and not r["read_tmp"]
-              and not r["leftovers"] and r["catalog_ok"] is True and r["failed_runs"] == ["FAILURE"])
-        r["ok"] = ok
+        r["failed_checks"] = harness.failed_checks(r)
+        ok = r["ok"] = not r["failed_checks"]
         done[at] = r
         with done_file.open("a") as fh:
             fh.write(json.dumps(r) + "\n")

@@ -17,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "data" / "models" / "smollm2-135m"
 
 
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (the scripts are not a package), registered under ``name``."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from infdist_core.modeling import load_tokenizer
@@ -115,16 +126,17 @@ def postgres(tmp_path):
     init = run(str(bin_dir / "initdb"), "-D", str(pgdata / "db"), "-A", "trust", "-U", "postgres")
     if init.returncode != 0:
         pytest.skip(f"initdb failed here: {init.stderr.strip()[:300]}")
-    start = run(str(bin_dir / "pg_ctl"), "-D", str(pgdata / "db"), "-l", str(pgdata / "log"), "-w", "-o",
-                f"-p {port} -k {pgdata} -c listen_addresses=127.0.0.1", "start")
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(pgdata / "db"), "-l", str(pgdata / "log"), "-w", "-o",
+              f"-p {port} -k {pgdata} -c listen_addresses=127.0.0.1"]
+    start = run(*pg_ctl, "start")
     if start.returncode != 0:
         pytest.skip(f"Postgres did not start here: {start.stderr.strip()[:300]}")
     try:
         made = run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "dagster")
         assert made.returncode == 0, made.stderr
+
         def restart() -> None:  # what a fail-over looks like to a client: every connection dropped
-            out = run(str(bin_dir / "pg_ctl"), "-D", str(pgdata / "db"), "-l", str(pgdata / "log"), "-m", "fast", "-w", "restart", "-o",
-                      f"-p {port} -k {pgdata} -c listen_addresses=127.0.0.1")
+            out = run(*pg_ctl, "-m", "fast", "restart")
             assert out.returncode == 0, out.stderr
 
         yield {"host": "127.0.0.1", "port": port, "bin": bin_dir, "restart": restart}

@@ -235,12 +235,17 @@ def lineage_runs(data: Path) -> dict[str, set[str]]:
     return out
 
 
-def run_statuses(data: Path) -> dict[str, str]:
+def instance(data: Path):
+    """The world's Dagster instance (``<data>/dagster_home``), opened without touching this process's
+    ``DAGSTER_HOME`` (the test process goes on to other tests)."""
     import dagster as dg
 
-    os.environ["DAGSTER_HOME"] = str(data / "dagster_home")
-    with dg.DagsterInstance.get() as instance:
-        return {r.run_id: r.status.value for r in instance.get_runs()}
+    return dg.DagsterInstance.from_config(str(data / "dagster_home"))
+
+
+def run_statuses(data: Path) -> dict[str, str]:
+    with instance(data) as inst:
+        return {r.run_id: r.status.value for r in inst.get_runs()}
 
 
 def finished_steps(data: Path) -> dict[str, set[str]]:
@@ -248,13 +253,21 @@ def finished_steps(data: Path) -> dict[str, set[str]]:
     succeeded: a graph asset's by its gather op."""
     import dagster as dg
 
-    os.environ["DAGSTER_HOME"] = str(data / "dagster_home")
     out: dict[str, set[str]] = {}
-    with dg.DagsterInstance.get() as instance:
-        for r in instance.get_runs():
-            records = instance.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
+    with instance(data) as inst:
+        for r in inst.get_runs():
+            records = inst.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
             out[r.run_id] = {e.event_log_entry.step_key.rsplit(".", 1)[-1].removesuffix("__gather") for e in records}
     return out
+
+
+def failed_checks(r: dict) -> list[str]:
+    """The guarantees a ``crash_point`` finding breaks (empty: all held)."""
+    checks = {"killed": r["killed"], "resumed": r["resumed"], "identical": r["identical"], "nothing lost": not r["lost"],
+              "nothing redone": not r["recomputed"], "no temporary read": not r["read_tmp"],
+              "no temporary left": not r["leftovers"], "catalog opens": r["catalog_ok"] is True,
+              "no run left started": not r["started_runs"], "killed run failed, once": r["failed_runs"] == ["FAILURE"]}
+    return [name for name, held in checks.items() if not held]
 
 
 def sidecar_runs(data: Path) -> dict[str, str]:

@@ -77,16 +77,14 @@ def test_the_public_api_resolves_without_importing_torch_up_front():
 def test_the_settings_resource_is_the_generated_mirror_of_the_config():
     """infdist_assets/settings.py is what scripts/gen_docs.py writes from SelectionConfig: the
     same fields, defaults and docs, closed sets as enums in the launchpad, one conversion."""
-    import importlib.util
-
     import dagster as dg
 
     from infdist_assets.settings import SelectionSettings
     from infdist_core.config import SelectionConfig, field_docs
 
-    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    from tests.conftest import load_script
+
+    gen = load_script("gen_docs")
     assert (ROOT / "infdist_assets" / "settings.py").read_text() == gen.settings_module(), "run python scripts/gen_docs.py"
     assert SelectionSettings().to_core() == SelectionConfig()
     changed = SelectionSettings(k=7, embedding_candidates=["grad-head"], dtype="bfloat16").to_core()

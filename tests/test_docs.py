@@ -3,12 +3,11 @@ README's library and Dagster examples (here), and the catalog queries (``test_as
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 README = (ROOT / "README.md").read_text()
 
@@ -25,10 +24,7 @@ def test_readme_stays_short_and_links_every_docs_page():
 
 
 def test_configuration_page_is_generated_from_the_code():
-    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    page = gen.configuration_page()
+    page = load_script("gen_docs").configuration_page()
     assert (ROOT / "docs" / "configuration.md").read_text() == page, "run python scripts/gen_docs.py"
     from infdist_core.config import SelectionConfig, field_docs
 

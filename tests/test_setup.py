@@ -6,23 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import io
 import json
 import os
 import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL_DIR, ROOT
+from tests.conftest import MODEL_DIR, ROOT, load_script
 
 DATA = ROOT / "data"
-spec = importlib.util.spec_from_file_location("prepare_offline", ROOT / "scripts" / "prepare_offline.py")
-prepare_offline = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prepare_offline)
+prepare_offline = load_script("prepare_offline")
 SourceUnavailable = prepare_offline.SourceUnavailable
 
 
