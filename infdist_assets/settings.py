@@ -22,6 +22,14 @@ class SelectionSettings(dg.ConfigurableResource):
         default=600,
         description="Samples drawn (seeded) from the pool file; paper: 200,000.",
     )
+    pool_sampling: Literal["permutation", "stable"] = Field(
+        default="permutation",
+        description=("How the sample is drawn. permutation: a seeded shuffle of the file's rows, redrawn whenever the "
+            "file's length changes. stable: the usable rows of smallest seeded hash of their id, so appending"
+            " rows keeps every member except those a new row outranks (about the new rows' share of the "
+            "sample), an edited row stays a member, and a removed member's place goes to the next row in hash"
+            " order. Use stable for a pool that grows between re-selections."),
+    )
     max_length: int = Field(
         default=128,
         description="Tokens per sample after the chat template; paper: 2,048.",
@@ -228,6 +236,7 @@ class SelectionSettings(dg.ConfigurableResource):
         """The core's frozen configuration, validated field by field (a ``ValueError`` names the field)."""
         return SelectionConfig(
             pool_size=self.pool_size,
+            pool_sampling=self.pool_sampling,
             max_length=self.max_length,
             n_landmarks=self.n_landmarks,
             k=self.k,

@@ -14,6 +14,8 @@ Precision = Literal["auto", "float32", "bfloat16"]
 """The closed set of ``dtype`` and ``train_precision`` (auto: bfloat16 on a CUDA device that supports it)."""
 HeldoutSplit = Literal["test", "dev"]
 """The closed set of ``heldout_split``."""
+PoolSampling = Literal["permutation", "stable"]
+"""The closed set of ``pool_sampling``."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,12 @@ class SelectionConfig:
 
     pool_size: int = 600
     """Samples drawn (seeded) from the pool file; paper: 200,000."""
+    pool_sampling: PoolSampling = "permutation"
+    """How the sample is drawn. permutation: a seeded shuffle of the file's rows, redrawn whenever
+    the file's length changes. stable: the usable rows of smallest seeded hash of their id, so
+    appending rows keeps every member except those a new row outranks (about the new rows' share
+    of the sample), an edited row stays a member, and a removed member's place goes to the next
+    row in hash order. Use stable for a pool that grows between re-selections."""
     max_length: int = 128
     """Tokens per sample after the chat template; paper: 2,048."""
     n_landmarks: int = 64
@@ -187,7 +195,8 @@ class SelectionConfig:
         parse_grad_params(self.grad_params)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-        for f, allowed in (("heldout_split", HeldoutSplit), ("dtype", Precision), ("train_precision", Precision)):
+        for f, allowed in (("heldout_split", HeldoutSplit), ("dtype", Precision), ("train_precision", Precision),
+                           ("pool_sampling", PoolSampling)):
             if getattr(self, f) not in get_args(allowed):
                 *rest, last = get_args(allowed)
                 raise ValueError(f"{f}={getattr(self, f)!r}: use {', '.join(rest)} or {last}")
@@ -257,7 +266,7 @@ def parse_grad_params(which: str) -> tuple[str, int]:
 
 
 DATA_SIDE_FIELDS = (
-    "pool_size", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples", "warmup_steps",
+    "pool_size", "pool_sampling", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples", "warmup_steps",
     "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "train_lr",
     "train_micro_batch", "train_grad_accum", "data_seed", "batch_size", "dtype",
 )

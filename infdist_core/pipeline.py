@@ -24,7 +24,7 @@ from infdist_core.modeling import block_pattern, select_parameters
 from infdist_core.preconditioning import AdamMoments
 from infdist_core.projection import HadamardProjector
 from infdist_core.proxy_specs import ProxySpec
-from infdist_core.seeding import generator
+from infdist_core.seeding import generator, stable_key
 from infdist_core.tokenization import TokenizedSample, TokenizedSet, tokenize_records, tokenize_sample
 from infdist_core.training import TrainConfig, TrainResult, train
 from infdist_core.weights import ScoreTies, break_ties, robust_weights
@@ -34,14 +34,32 @@ Progress = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------------- pool side
-def sample_pool(records: Sequence[dict], tokenizer, cfg: SelectionConfig) -> TokenizedSet:
-    """A seeded random sample of ``cfg.pool_size`` usable records, tokenised (order = pool index).
+def pool_order(records: Sequence[dict], cfg: SelectionConfig) -> np.ndarray:
+    """The order in which ``sample_pool`` visits the pool file's rows (``cfg.pool_sampling``).
 
-    ``records`` is read by position, only as far as the sample goes: a list, or a pool file's
-    ``pool_rows.PoolRows`` (memory-mapped, parsed on access); both give the same sample."""
+    ``permutation``: a seeded permutation of the row positions, drawn for the file's length, so
+    any change in length reshuffles every row (reads only as far as the sample goes).
+    ``stable``: the rows by increasing ``seeding.stable_key`` of their id (read from every row), so
+    a row's rank depends on its id alone: appending rows keeps every earlier row's order among
+    the others, and the sample of the first ``pool_size`` usable rows changes only where a new row
+    ranks below an old member (it takes that member's place: about ``new / (old + new)`` of the
+    sample, the new rows' share of the file)."""
+    if cfg.pool_sampling == "permutation":
+        return torch.randperm(len(records), generator=generator(cfg.data_seed, "pool", len(records))).numpy()
+    keys = np.fromiter((stable_key(cfg.data_seed, "pool", records[i]["id"]) for i in range(len(records))),
+                       dtype=np.uint64, count=len(records))
+    return np.argsort(keys, kind="stable")
+
+
+def sample_pool(records: Sequence[dict], tokenizer, cfg: SelectionConfig) -> TokenizedSet:
+    """A seeded random sample of ``cfg.pool_size`` usable records, tokenised (order = pool index):
+    the first usable rows in ``pool_order``.
+
+    ``records`` is read by position: a list, or a pool file's ``pool_rows.PoolRows`` (memory-mapped,
+    parsed on access); both give the same sample."""
     if len(records) < cfg.pool_size:
         raise ValueError(f"the pool file has {len(records)} records, fewer than pool_size={cfg.pool_size}")
-    order = torch.randperm(len(records), generator=generator(cfg.data_seed, "pool", len(records))).numpy()
+    order = pool_order(records, cfg)
     out = TokenizedSet([])
     for i in map(int, order):  # not .tolist(): a Python int per pool row would be the only O(pool) objects
         if len(out.samples) == cfg.pool_size:

@@ -123,3 +123,66 @@ def test_unsupported_and_missing_files(tmp_path):
     (tmp_path / "pool.csv").write_text("a,b\n")
     with pytest.raises(RecordError, match="unsupported file type"):
         PoolRows(tmp_path / "pool.csv", tmp_path / "cache")
+
+
+def _stable(pool_size: int, data_seed: int = 3) -> SelectionConfig:
+    return SelectionConfig(pool_size=pool_size, n_landmarks=2, k=1, data_seed=data_seed, pool_sampling="stable")
+
+
+def _by_hash(ids: list[str], seed: int) -> list[str]:
+    """The reference order, written out: ids by blake2b-64 of ``"<seed>/pool/<id>"`` (little endian)."""
+    import hashlib
+
+    return sorted(ids, key=lambda i: int.from_bytes(hashlib.blake2b(f"{seed}/pool/{i}".encode(), digest_size=8)
+                                                    .digest(), "little"))
+
+
+def _rows(names) -> list[dict]:
+    return [{"id": n, "prompt": f"question {n}", "completion": f"answer {n}"} for n in names]
+
+
+def test_stable_sample_is_the_smallest_hashes_and_survives_appends(tmp_path, tokenizer):
+    """Appending rows keeps every old member that no new row outranks, in the same order; the new
+    members are exactly the new rows among the smallest hashes (checked against the reference order)."""
+    old, new = [f"r{i}" for i in range(40)], [f"n{i}" for i in range(10)]
+    cfg = _stable(12)
+    before = [s.id for s in sample_pool(load_records(_jsonl(tmp_path / "a.jsonl", _rows(old))), tokenizer, cfg).samples]
+    assert before == _by_hash(old, 3)[:12]
+    path = _jsonl(tmp_path / "b.jsonl", _rows(old + new))
+    after = [s.id for s in sample_pool(PoolRows(path, tmp_path / "cache"), tokenizer, cfg).samples]
+    assert after == _by_hash(old + new, 3)[:12]
+    entered, left = set(after) - set(before), set(before) - set(after)
+    assert entered and entered <= set(new) and len(left) == len(entered)  # this seed: some new rows outrank
+    assert [i for i in after if i in before] == [i for i in before if i not in left]  # the rest, in order
+    assert sorted(left) == sorted(before[-len(left):])  # the displaced ones are the largest hashes
+
+
+def test_stable_sample_under_edits_and_removals(tmp_path, tokenizer):
+    ids = [f"r{i}" for i in range(30)]
+    cfg = _stable(8)
+    base = sample_pool(load_records(_jsonl(tmp_path / "a.jsonl", _rows(ids))), tokenizer, cfg).samples
+    member = base[3].id
+    edited = _rows(ids)
+    edited[ids.index(member)]["completion"] = "a different answer, several tokens longer than before"
+    got = sample_pool(load_records(_jsonl(tmp_path / "b.jsonl", edited)), tokenizer, cfg).samples
+    assert [s.id for s in got] == [s.id for s in base]  # an edited row stays where it was
+    assert got[3].input_ids.tolist() != base[3].input_ids.tolist()  # with its new content
+    removed = [i for i in ids if i != member]
+    got = [s.id for s in sample_pool(load_records(_jsonl(tmp_path / "c.jsonl", _rows(removed))), tokenizer, cfg).samples]
+    assert got == [s.id for s in base if s.id != member] + [_by_hash(ids, 3)[8]]  # the next row takes its place
+
+
+def test_stable_sample_skips_unusable_rows_without_moving_the_others(tmp_path, tokenizer):
+    ids = [f"r{i}" for i in range(30)]
+    cfg = _stable(8)
+    rows = _rows(ids)
+    first = _by_hash(ids, 3)[0]
+    rows[ids.index(first)]["completion"] = ""  # no label tokens: unusable
+    got = sample_pool(load_records(_jsonl(tmp_path / "a.jsonl", rows)), tokenizer, cfg)
+    assert [s.id for s in got.samples] == _by_hash(ids, 3)[1:9]
+    assert first in got.excluded
+
+
+def test_pool_sampling_is_checked():
+    with pytest.raises(ValueError, match=r"pool_sampling='shuffle': use permutation or stable"):
+        SelectionConfig(pool_sampling="shuffle")
