@@ -13,10 +13,10 @@ import time
 import numpy as np
 import torch
 
-from infdist_core.landmarks import krr_fit
-from infdist_core.projection import HadamardProjector
-from infdist_core.selection import round_robin
-from infdist_core.weights import robust_weights
+from infdist_core.maths.landmarks import krr_fit
+from infdist_core.maths.projection import HadamardProjector
+from infdist_core.maths.selection import round_robin
+from infdist_core.maths.weights import robust_weights
 
 
 def best_of(fn, repeats: int = 3) -> float:

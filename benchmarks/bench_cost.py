@@ -40,12 +40,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from infdist_core import baselines, pipeline, proxies, proxy_specs
+from infdist_core import pipeline, proxy_specs
 from infdist_core.config import PROXY_AUTO, SelectionConfig
-from infdist_core.evaluation import sample_losses
-from infdist_core.landmarks import DirectTerm
-from infdist_core.modeling import decoder_layers
-from infdist_core.selection import round_robin
+from infdist_core.maths import baselines
+from infdist_core.maths.landmarks import DirectTerm
+from infdist_core.maths.selection import round_robin
+from infdist_core.model import proxies
+from infdist_core.model.evaluation import sample_losses
+from infdist_core.model.modeling import decoder_layers
 
 import recovery_data
 from recovery_data import shipped_recovery
@@ -103,9 +105,9 @@ def proxy_anatomy(model, samples, pad: int, blocks: int = 2, dim: int = 4096) ->
     the last B blocks, and the two Hadamard projections."""
     import torch.nn.functional as F
 
-    from infdist_core.modeling import block_pattern, select_parameters
-    from infdist_core.projection import HadamardProjector
-    from infdist_core.tokenization import IGNORE, pad_batch
+    from infdist_core.maths.projection import HadamardProjector
+    from infdist_core.model.modeling import block_pattern, select_parameters
+    from infdist_core.model.tokenization import IGNORE, pad_batch
 
     W = model.get_output_embeddings().weight
     bp = [q for _, q in select_parameters(model, block_pattern(model, f"last:{blocks}") + r"|^model\.norm\.")]

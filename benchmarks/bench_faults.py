@@ -2,7 +2,7 @@
 turn, resume as a user would, and check the guarantee at every point.
 
 For every crash point n (every file-system write or rename of an uninterrupted run under the data
-root, Dagster's instance folder aside; ``tests/fault_harness.py`` says how they are counted): the
+root, Dagster's instance folder aside; ``tests/assets/fault_harness.py`` says how they are counted): the
 run is SIGKILLed just before write n, the dead run is marked failed and re-executed from failure,
 and the results are compared with the uninterrupted run's: byte-identical artefacts and
 checkpoints, no finished artefact lost or recomputed (lineage run ids), no temporary read by
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import fault_harness as harness  # noqa: E402
+from tests.assets import fault_harness as harness  # noqa: E402
 
 
 def main() -> None:

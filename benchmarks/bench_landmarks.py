@@ -1,5 +1,5 @@
 """Which landmarks recover InfDist's scores best, at the same count? Uniform draws (the paper's),
-k-centre on the proxy rows, and ridge-leverage sampling (``infdist_core.landmarks``).
+k-centre on the proxy rows, and ridge-leverage sampling (``infdist_core.maths.landmarks``).
 
 Reads a data root where ``bench_quality.py`` ran with Grad (so every pool sample's true projected
 gradient, ``pool_gradients``, exists beside the proxy rows, ``pool_embeddings``, and each task's
@@ -27,9 +27,9 @@ from scipy import stats
 
 
 def load(root: Path, model: str, task: str, cfg):
-    from infdist_assets import storage
-    from infdist_assets.artefacts import TargetEmbeddings
-    from infdist_assets.step import artefact_path
+    from infdist_assets.store import storage
+    from infdist_assets.store.artefacts import TargetEmbeddings
+    from infdist_assets.store.step import artefact_path
 
     emb_path = artefact_path(root, "pool_embeddings", model, cfg)
     spec = storage.read_meta(emb_path)["embedding"]
@@ -53,7 +53,7 @@ def main() -> None:
 
     from infdist_core import pipeline
     from infdist_core.config import SelectionConfig
-    from infdist_core.landmarks import LANDMARK_POLICIES
+    from infdist_core.maths.landmarks import LANDMARK_POLICIES
 
     cfg = SelectionConfig(n_landmarks=args.n_landmarks)
     table, secs = {}, {}

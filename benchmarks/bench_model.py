@@ -15,13 +15,13 @@ import time
 
 import torch
 
-from infdist_core.gradients import per_sample_losses, sample_gradients
-from infdist_core.jvp import JVPEmbedder, truncated_backbone
-from infdist_core.modeling import load_model, load_tokenizer, select_parameters
-from infdist_core.projection import HadamardProjector
-from infdist_core.proxies import rds_embeddings
-from infdist_core.records import load_records
-from infdist_core.tokenization import pad_batch, tokenize_records
+from infdist_core.data.records import load_records
+from infdist_core.maths.projection import HadamardProjector
+from infdist_core.model.gradients import per_sample_losses, sample_gradients
+from infdist_core.model.jvp import JVPEmbedder, truncated_backbone
+from infdist_core.model.modeling import load_model, load_tokenizer, select_parameters
+from infdist_core.model.proxies import rds_embeddings
+from infdist_core.model.tokenization import pad_batch, tokenize_records
 
 
 def median_time(fn, repeats: int) -> float:

@@ -24,10 +24,10 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 from infdist_core.config import SelectionConfig
-from infdist_core.modeling import load_tokenizer
+from infdist_core.model.modeling import load_tokenizer
 from infdist_core.pipeline import sample_pool
-from infdist_core.pool_rows import PoolRows
-from infdist_core.records import load_records
+from infdist_core.data.pool_rows import PoolRows
+from infdist_core.data.records import load_records
 mode, path, cache, keep, model = sys.argv[1:6]
 tok = load_tokenizer(model)
 import datasets  # a fixed cost (~60 MB, 0.4 s) outside the measurement: the growth is what matters

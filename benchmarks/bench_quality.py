@@ -49,7 +49,7 @@ def selection_seconds(con, model: str, task: str, seed: int, k: int) -> dict[str
 
 def link_pool_side(src: Path, dst: Path, model: str) -> None:
     """Hard-link ``src``'s model-side artefacts (and target gradients) for ``model`` into ``dst``."""
-    from infdist_assets.step import MODEL_SIDE_ASSETS
+    from infdist_assets.store.step import MODEL_SIDE_ASSETS
 
     for asset in sorted(MODEL_SIDE_ASSETS | {"target_gradients"}):
         for f in (src / "assets" / asset / model).rglob("*"):
@@ -86,19 +86,18 @@ def main() -> None:
     if args.reuse_pool_from:
         link_pool_side(args.reuse_pool_from.resolve(), Path(args.data).resolve(), args.model)
 
-    from infdist_assets.demo import use_data_root
+    from infdist_assets.operations.demo import use_data_root
 
     data = use_data_root(args.data)
     import dagster as dg
-
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from infdist_assets.benchmark import (BenchmarkPlan, headline, read_rows, run_benchmark, summaries, summary_markdown,
-                                          true_recovery)
-    from infdist_assets.catalog import connect_readonly
+    from infdist_assets.assets.benchmark import (BenchmarkPlan, headline, read_rows, run_benchmark, summaries,
+                                                 summary_markdown, true_recovery)
     from infdist_assets.definitions import defs
     from infdist_assets.resources import SelectionSettings
+    from infdist_assets.store.catalog import connect_readonly
 
     settings = {"heldout_rows": args.heldout_rows, "task_metrics": args.task_metrics}
     for item in args.set:

@@ -20,14 +20,16 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from infdist_core import proxies, proxy_specs
-from infdist_core.gradients import sample_gradients
-from infdist_core.landmarks import DirectTerm, krr_fit, part_slices
-from infdist_core.modeling import select_parameters
-from infdist_core.pipeline import warm_up
+from infdist_core import proxy_specs
 from infdist_core.config import SelectionConfig
-from infdist_core.preconditioning import moments_from_optimizer
-from infdist_core.projection import HadamardProjector
+from infdist_core.maths.landmarks import DirectTerm, krr_fit, part_slices
+from infdist_core.maths.preconditioning import moments_from_optimizer
+from infdist_core.maths.projection import HadamardProjector
+from infdist_core.model import proxies
+from infdist_core.model.gradients import sample_gradients
+from infdist_core.model.modeling import select_parameters
+from infdist_core.pipeline import warm_up
+
 import recovery_data
 from recovery_data import shipped_recovery
 

@@ -14,16 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from infdist_core.atomic import atomic_path
-from infdist_core.gradients import sample_gradients
-from infdist_core.modeling import load_model, load_tokenizer, select_parameters
-from infdist_core.projection import HadamardProjector
-from infdist_core.records import load_records
-from infdist_core.tokenization import TokenizedSample, tokenize_records
-
+from infdist_core.data.atomic import atomic_path
+from infdist_core.data.records import load_records
+from infdist_core.maths.projection import HadamardProjector
+from infdist_core.model.gradients import sample_gradients
+from infdist_core.model.modeling import load_model, load_tokenizer, select_parameters
+from infdist_core.model.tokenization import TokenizedSample, tokenize_records
 
 CORE = Path(__file__).resolve().parents[1] / "infdist_core"
-GRADIENT_CODE = ("gradients.py", "projection.py", "hadamard.py", "tokenization.py")
+GRADIENT_CODE = ("model/gradients.py", "maths/projection.py", "maths/hadamard.py", "model/tokenization.py")
 
 
 @dataclass
@@ -110,8 +109,9 @@ def shipped_recovery(emb: dict[str, np.ndarray], widths: dict[str, tuple[int, ..
     mean over targets), for landmark draws 0 .. draws-1. Returns the choices and the mean Spearman."""
     from scipy.stats import spearmanr
 
-    from infdist_core import pipeline, proxies
+    from infdist_core import pipeline
     from infdist_core.config import SelectionConfig
+    from infdist_core.model import proxies
 
     spec_of = lambda key: key.partition("@")[0]  # noqa: E731  (keys may carry "@B", the batch they were computed in)
     cfg = SelectionConfig(pool_size=len(G), n_landmarks=ell, k=1, embedding=spec_of(embedding))

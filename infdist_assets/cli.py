@@ -16,14 +16,14 @@ import time
 
 import dagster as dg
 
-from infdist_assets.demo import run_partition, up_to_date_run, use_data_root
+from infdist_assets.operations.demo import run_partition, up_to_date_run, use_data_root
 
 
 def demo(args: argparse.Namespace) -> None:
     data = use_data_root(args.data)
-    from infdist_assets.catalog import connect_readonly
     from infdist_assets.definitions import defs
-    from infdist_assets.run_liveness import reap_dead_runs
+    from infdist_assets.store.catalog import connect_readonly
+    from infdist_assets.store.run_liveness import reap_dead_runs
 
     t0 = time.time()
     catalog = data / "infdist.duckdb"
@@ -62,8 +62,8 @@ def demo(args: argparse.Namespace) -> None:
 
 def catalog(args: argparse.Namespace) -> None:
     use_data_root(args.data)
-    from infdist_assets import catalog as cat
     from infdist_assets.definitions import defs
+    from infdist_assets.store import catalog as cat
 
     store = defs.resources["store"]
     names = cat.rebuild(store.path, store.catalog_path, store.asset_keys, store.selection_stages)
@@ -72,7 +72,7 @@ def catalog(args: argparse.Namespace) -> None:
 
 def reap(args: argparse.Namespace) -> None:
     use_data_root(args.data)
-    from infdist_assets.run_liveness import reap_dead_runs
+    from infdist_assets.store.run_liveness import reap_dead_runs
 
     with dg.DagsterInstance.get() as instance:
         reaped = reap_dead_runs(instance)

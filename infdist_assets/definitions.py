@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from infdist_assets import automation, benchmark, deployment, method_assets, pool_assets, target_assets
-from infdist_assets.run_liveness import dead_run_sensor
+from infdist_assets.assets import benchmark, method_assets, pool_assets, target_assets
+from infdist_assets.operations import automation, deployment
 from infdist_assets.partitions import model_partitions, model_task_partitions
 from infdist_assets.registry import load_registry
 from infdist_assets.resources import ArtefactStore, SelectionSettings
+from infdist_assets.store.run_liveness import dead_run_sensor
 
 
 def build_definitions(registry_path: str | None = None, data_root: str | None = None) -> dg.Definitions:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from infdist_core.evalsets import KINDS as EVAL_KINDS
+from infdist_core.data.evalsets import KINDS as EVAL_KINDS
 
 log = logging.getLogger(__name__)
 _REPORTED: set[tuple[str, str]] = set()

@@ -67,7 +67,8 @@ class SelectionSettings(dg.ConfigurableResource):
     )
     embedding: str = Field(
         default="auto",
-        description="Proxy embedding spec (see infdist_core.proxies) or 'auto' (chosen by landmark cross-validation).",
+        description=("Proxy embedding spec (see infdist_core.model.proxies) or 'auto' (chosen by landmark "
+            "cross-validation)."),
     )
     embedding_candidates: list[str] = Field(
         default=["grad-last:2+grad-head", "jvp-hidden:4:2"],

@@ -50,7 +50,7 @@ class SelectionConfig:
     warmup_steps: int = 6
     """Optimizer steps of warm-up (0: no warm-up, no Adam state)."""
     embedding: str = PROXY_AUTO
-    """Proxy embedding spec (see infdist_core.proxies) or 'auto' (chosen by landmark cross-validation)."""
+    """Proxy embedding spec (see infdist_core.model.proxies) or 'auto' (chosen by landmark cross-validation)."""
     embedding_candidates: tuple[str, ...] = ("grad-last:2+grad-head", "jvp-hidden:4:2")
     """Candidates for 'auto', best first as measured by benchmarks/bench_recovery.py (the order is
     the fallback when landmark cross-validation is inconclusive). grad-last:2 alone is not among
@@ -187,7 +187,7 @@ class SelectionConfig:
             raise ValueError(
                 f"eta={self.eta}: the pipeline runs first-order Influence Distillation only. The second-order term "
                 "needs Hessian-vector products of the full (unprojected) landmark gradients, which it does not "
-                "compute; infdist_core.weights.robust_weights accepts Q (dense or low rank) directly")
+                "compute; infdist_core.maths.weights.robust_weights accepts Q (dense or low rank) directly")
         if self.embedding == PROXY_AUTO and not self.embedding_candidates:
             raise ValueError("embedding='auto' needs at least one embedding candidate")
         for spec in ([] if self.embedding == PROXY_AUTO else [self.embedding]) + list(self.embedding_candidates):

@@ -1,6 +1,6 @@
 """The registry of selection methods: what each needs and how it selects (Sec. 5.1's baselines
 beside Influence Distillation). Adding a method is one entry here; the asset layer reads the
-named inputs (``infdist_assets.loaders.SELECTION_INPUTS``) and builds its assets from ``METHODS``.
+named inputs (``infdist_assets.store.loaders.SELECTION_INPUTS``) and builds its assets from ``METHODS``.
 
 Inputs by name:
 
@@ -17,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from infdist_core import baselines
 from infdist_core.config import SelectionConfig
-from infdist_core.selection import round_robin, top_k
+from infdist_core.maths import baselines
+from infdist_core.maths.selection import round_robin, top_k
 
 
 @dataclass(frozen=True)

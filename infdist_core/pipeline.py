@@ -15,19 +15,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from infdist_core import evalsets, finetuning, proxies, recovery
 from infdist_core.config import PROXY_AUTO, SelectionConfig
-from infdist_core.gradients import GradientMatrix, sample_gradients
-from infdist_core.influence import landmark_scores, propagate_scores
-from infdist_core.landmarks import DirectTerm, KRRModel, choose_landmarks, krr_fit, part_slices
-from infdist_core.modeling import block_pattern, select_parameters
-from infdist_core.preconditioning import AdamMoments
-from infdist_core.projection import HadamardProjector
+from infdist_core.data import evalsets
+from infdist_core.data.seeding import generator, stable_key
+from infdist_core.maths import recovery
+from infdist_core.maths.influence import landmark_scores, propagate_scores
+from infdist_core.maths.landmarks import DirectTerm, KRRModel, choose_landmarks, krr_fit, part_slices
+from infdist_core.maths.preconditioning import AdamMoments
+from infdist_core.maths.projection import HadamardProjector
+from infdist_core.maths.weights import ScoreTies, break_ties, robust_weights
+from infdist_core.model import finetuning, proxies
+from infdist_core.model.gradients import GradientMatrix, sample_gradients
+from infdist_core.model.modeling import block_pattern, select_parameters
+from infdist_core.model.tokenization import TokenizedSample, TokenizedSet, tokenize_records, tokenize_sample
+from infdist_core.model.training import TrainConfig, TrainResult, train
 from infdist_core.proxy_specs import ProxySpec
-from infdist_core.seeding import generator, stable_key
-from infdist_core.tokenization import TokenizedSample, TokenizedSet, tokenize_records, tokenize_sample
-from infdist_core.training import TrainConfig, TrainResult, train
-from infdist_core.weights import ScoreTies, break_ties, robust_weights
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -373,7 +375,7 @@ def score_targets(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray,
 
 def pool_losses(model, samples: list[TokenizedSample], pad_id: int) -> np.ndarray:
     """Per-sample log-perplexity of the pool, for the mid-PPL baseline."""
-    from infdist_core.evaluation import sample_losses
+    from infdist_core.model.evaluation import sample_losses
 
     return sample_losses(model, samples, pad_id)
 
@@ -425,8 +427,8 @@ def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: S
 
     ``target_loss`` is the loss on the targets the selection was made for: in-sample, a sanity
     check, never evidence of quality."""
-    from infdist_core import evaluation as ev
-    from infdist_core import harness
+    from infdist_core.model import evaluation as ev
+    from infdist_core.model import harness
 
     pad = tok.pad_token_id
     out = {"target_loss": ev.target_loss(model, tokenize_records(tok, targets, cfg.max_length).samples, pad)}

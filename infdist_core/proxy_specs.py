@@ -4,7 +4,7 @@ A spec is one or more parts joined by ``+``, each ``kind[:n[:n]]`` with non-nega
 parameters. ``KINDS`` says, per kind, how many parameters it takes, whether it estimates a block
 of the true gradient (so that a part can be compared with the same part of a target's: the
 direct term) and when its rows are computed from each sample alone. How a kind is computed lives
-beside it in ``infdist_core.proxies.COMPUTE`` (keyed by the same names; a test checks they agree),
+beside it in ``infdist_core.model.proxies.COMPUTE`` (keyed by the same names; a test checks they agree),
 so adding a proxy means one entry here and one function there. A spec string is parsed once, at
 the door, into a ``ProxySpec`` (``ProxySpec.parse``: the one parser), whose parts and properties
 every caller reads; ``SelectionConfig`` validates its ``embedding`` and candidates so, before any

@@ -8,7 +8,7 @@
   out as plain code so that a reader, an IDE and a type checker can follow ``settings.to_core()``.
 
 ``python scripts/gen_docs.py`` rewrites both; ``--check`` exits 1 when one is out of date
-(``make test`` checks them through ``tests/test_docs.py`` and ``tests/test_config.py``).
+(``make test`` checks them through ``tests/test_docs.py`` and ``tests/core/test_config.py``).
 """
 
 from __future__ import annotations

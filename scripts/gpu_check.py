@@ -40,11 +40,11 @@ def cuda_projection_ratio(projector_cls) -> float:
 
 
 def main() -> None:
-    from infdist_core import hadamard
-    from infdist_core.gradients import sample_gradients
-    from infdist_core.modeling import tiny_llama
-    from infdist_core.projection import HadamardProjector
-    from infdist_core.tokenization import TokenizedSample
+    from infdist_core.maths import hadamard
+    from infdist_core.maths.projection import HadamardProjector
+    from infdist_core.model.gradients import sample_gradients
+    from infdist_core.model.modeling import tiny_llama
+    from infdist_core.model.tokenization import TokenizedSample
 
     assert torch.cuda.is_available(), "no CUDA device"
     out = {"backends": hadamard.available_backends()}
@@ -82,9 +82,9 @@ def trainer_bf16_checkpointing(samples) -> dict:
     import importlib.util
     import tempfile
 
-    from infdist_core.finetuning import TrainerOptions, fine_tune
-    from infdist_core.modeling import tiny_llama
-    from infdist_core.training import TrainConfig
+    from infdist_core.model.finetuning import TrainerOptions, fine_tune
+    from infdist_core.model.modeling import tiny_llama
+    from infdist_core.model.training import TrainConfig
 
     cfg = TrainConfig(lr=1e-3, epochs=2, micro_batch=4, grad_accum=2, seed=0)
     runs = {"fp32": TrainerOptions(use_cpu=False),
@@ -119,7 +119,7 @@ def sharded_pool_side_bf16() -> dict:
     import pyarrow.parquet as pq
 
     import tests.conftest as conftest
-    from tests.test_sharding import SETTINGS, SHARDED, _materialize
+    from tests.assets.test_sharding import SETTINGS, SHARDED, _materialize
 
     conftest.MODEL_DIR = tok
     out, tables = {}, []

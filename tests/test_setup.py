@@ -176,8 +176,8 @@ def test_an_sdist_is_checked_against_the_digest_the_index_publishes(tmp_path):
 
 
 def test_shipped_gsm8k_rows_are_what_the_package_gives(tmp_path):
-    from infdist_core import sources
-    from infdist_core.records import write_jsonl
+    from infdist_core.data import sources
+    from infdist_core.data.records import write_jsonl
 
     raw = DATA / "offline" / "raw" / prepare_offline.MEMBERS["gsm8k_test"][1]
     if not raw.exists():

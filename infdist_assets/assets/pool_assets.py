@@ -1,0 +1,239 @@
+"""Pool-side assets, partitioned by model: sampled pool -> warm-up checkpoint -> landmark
+gradients -> pool (JVP/proxy) embeddings -> KRR coefficients; plus the baselines' pool inputs."""
+
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+
+from infdist_assets.assets import checks
+from infdist_assets.assets.markdown import table_md
+from infdist_assets.resources import ArtefactStore, SelectionSettings
+from infdist_assets.store import sharding, storage
+from infdist_assets.store.artefacts import (KernelFit, LandmarkCandidates, LandmarkGradients, PoolEmbeddings,
+                                            PoolLosses, PoolVectors, SampledPool, WarmupCheckpoint, known_embeddings)
+from infdist_assets.store.loaders import GPU_TAGS, base_model, base_tokenizer, selection_model, warmup_moments
+from infdist_assets.store.sharding import Gathered, Plan, ShardedAsset, sidecar_sum
+from infdist_assets.store.step import Step
+from infdist_assets.store.versions import code_version
+from infdist_core import pipeline
+from infdist_core.config import DATA_SIDE_FIELDS
+from infdist_core.data.pool_rows import PoolRows
+from infdist_core.data.records import RecordError
+from infdist_core.model import proxies
+from infdist_core.model.training import save_adam_state
+
+
+# ------------------------------------------------------------------ landmark gradients (sharded)
+def _landmarks_plan(step: Step) -> Plan:
+    n = len(SampledPool.load_ids(step))
+    return Plan(len(pipeline.landmark_indices(n, step.cfg)), step.cfg.batch_size)
+
+
+def _landmarks_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples
+    model = selection_model(step)
+    moments = warmup_moments(step, model)
+    idx = pipeline.landmark_indices(len(samples), step.cfg)[lo:hi]
+    g = pipeline.compute_gradients(model, [samples[i] for i in idx], step.cfg, base_tokenizer(step).pad_token_id, moments,
+                                   progress=step.progress("landmark gradients"))
+    lg = LandmarkGradients(idx, [samples[i].id for i in idx], g.valid, g.vectors, g.norms, g.n_label_tokens)
+    return lg.table(), {"compute_seconds": g.seconds, "adam_aware": moments is not None}
+
+
+def _landmarks_gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
+    lg = LandmarkGradients.from_table(table)
+    lg.save(step)
+    n = len(lg.pool_index)
+    corr = float(np.corrcoef(lg.norms, lg.n_label_tokens)[0, 1]) if n > 2 else float("nan")
+    return Gathered(n, {"landmarks": n, "dim": lg.vectors.shape[1], "invalid": int((~lg.valid).sum()),
+                        "seconds_per_sample": sidecar_sum(metas, "compute_seconds") / max(n, 1),
+                        "adam_aware": bool(metas and metas[0].get("adam_aware")), "norm_vs_label_tokens_corr": corr},
+                    checks=[checks.finite_matrix("gradients_finite", lg.vectors, step.cfg.n_landmarks,
+                                                 step.cfg.projection_dim)])  # (checked <= the parameters)
+
+
+LANDMARK_GRADIENTS = ShardedAsset(
+    "landmark_gradients", ("sampled_pool", "warmup_checkpoint"), _landmarks_plan, _landmarks_compute, _landmarks_gather,
+    "Exact, Hadamard-projected, Adam-preconditioned, normalised gradients of the landmarks (sharded: pool_shards).",
+    checks=(("gradients_finite", "finite, as many as configured, of the configured dimension"),), op_tags=GPU_TAGS)
+
+
+# ------------------------------------------------------------------ pool embeddings (sharded)
+def _embeddings_plan(step: Step) -> Plan:
+    """The embedding choice on the landmarks (not sharded); the shards embed the other rows."""
+    samples = SampledPool.load(step).samples
+    idx, G = LandmarkGradients.load(step).used
+    known = known_embeddings(step, len(samples))
+    if known:
+        step.context.log.info(f"reusing proxy rows computed for other selection seeds: {sorted(known)}")
+    plan = pipeline.plan_pool_embedding(selection_model(step), samples, idx, G, step.cfg,
+                                        base_tokenizer(step).pad_token_id, log_fn=step.context.log.info, known=known)
+    PoolEmbeddings.save_candidates(step, plan.candidates)
+    LandmarkCandidates(idx.tolist(), plan.landmark_embeddings, plan.widths).save(step)
+    batch = int(np.lcm(proxies.BATCH_SIZE, step.cfg.batch_size))  # the batches of the batched proxies
+    return Plan(len(pipeline.non_landmarks(len(samples), idx)), batch,
+                {"spec": plan.spec, "reason": plan.reason, "candidates": plan.candidates,
+                 "landmark_seconds_per_sample": plan.seconds_per_sample}, key={"spec": plan.spec})
+
+
+def _embeddings_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples
+    idx, _ = LandmarkGradients.load(step).used
+    rows = pipeline.non_landmarks(len(samples), idx)[lo:hi]
+    pe = pipeline.embed_pool_rows(selection_model(step), samples, rows, payload["spec"], step.cfg,
+                                  base_tokenizer(step).pad_token_id, known_embeddings(step, len(samples)))
+    table = pa.table({"pool_index": rows, "embedding": storage.vectors_column(pe.vectors)})
+    return table, {"seconds_per_sample": pe.seconds_per_sample, "rows": len(rows)}
+
+
+def _embeddings_gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
+    ids = SampledPool.load_ids(step)
+    idx, _ = LandmarkGradients.load(step).used
+    cands = LandmarkCandidates.load(step, idx)
+    plan = pipeline.EmbeddingPlan(payload["spec"], payload["reason"], payload["candidates"], cands.rows, cands.widths,
+                                  payload["landmark_seconds_per_sample"])
+    rest = pipeline.non_landmarks(len(ids), idx)
+    rest_vectors = storage.column_matrix(table, "embedding") if table is not None and table.num_rows else None
+    if rest_vectors is not None and table.column("pool_index").to_numpy().tolist() != rest.tolist():
+        raise dg.Failure(description="pool_embeddings: the shards do not cover the non-landmark rows in order")
+    rows = sum(m.get("rows", 0) for m in metas)
+    per = sum(m.get("seconds_per_sample", 0.0) * m.get("rows", 0) for m in metas) / rows if rows else None
+    choice = pipeline.assemble_pool_embedding(plan, idx, rest, rest_vectors, per)
+    PoolEmbeddings(choice.spec, choice.vectors, ids, tuple(choice.widths[choice.spec]), choice.reason).save(step)
+    md = {"candidates": dg.MetadataValue.md(table_md(choice.candidates, ["embedding", "spearman", "grad_cosine",
+                                                                         "mean_cosine", "seconds_per_sample"]))}
+    return Gathered(len(ids), {"embedding": choice.spec, "dim": choice.vectors.shape[1],
+                               "seconds_per_sample": choice.seconds_per_sample, "why": choice.reason}, md,
+                    checks=[checks.finite_matrix("embeddings_finite", choice.vectors, step.cfg.pool_size)])
+
+
+POOL_EMBEDDINGS = ShardedAsset(
+    "pool_embeddings", ("sampled_pool", "warmup_checkpoint", "landmark_gradients"), _embeddings_plan, _embeddings_compute,
+    _embeddings_gather,
+    "Proxy embedding of every pool sample (the paper's JVP embeddings, Eq. 12, or the proxy chosen by landmark "
+    "cross-validation when embedding=auto); the choice is made on the landmarks, the other rows in shards.",
+    checks=(("embeddings_finite", "finite, one per pool sample"),), op_tags=GPU_TAGS)
+
+
+# ------------------------------------------------------------------ the baselines' pool passes (sharded)
+def _pool_plan(step: Step) -> Plan:
+    return Plan(len(SampledPool.load_ids(step)), int(np.lcm(proxies.BATCH_SIZE, step.cfg.batch_size)))
+
+
+def _perplexity_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples[lo:hi]
+    model, tok = base_model(step)
+    return PoolLosses(pipeline.pool_losses(model, samples, tok.pad_token_id)).table(lo), {}
+
+
+def _perplexity_gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
+    pl = PoolLosses.from_table(table)
+    pl.save(step)
+    return Gathered(len(pl.losses), {"mean_loss": float(pl.losses.mean())})
+
+
+def _rds_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples[lo:hi]
+    model, tok = base_model(step)
+    pe = proxies.compute_proxy(model, samples, tok.pad_token_id, "rds")
+    return PoolVectors("rds_embeddings", pe.vectors).table(lo), {"compute_seconds": pe.seconds_per_sample * len(samples)}
+
+
+def _gradients_compute(step: Step, payload: dict, lo: int, hi: int):
+    samples = SampledPool.load(step).samples[lo:hi]
+    model = selection_model(step)
+    g = pipeline.compute_gradients(model, samples, step.cfg, base_tokenizer(step).pad_token_id,
+                                   warmup_moments(step, model), progress=step.progress("pool gradients", 50))
+    return PoolVectors("pool_gradients", g.vectors, g.valid).table(lo), {"compute_seconds": g.seconds}
+
+
+def _vectors_gather(asset: str):
+    def gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
+        pv = PoolVectors.from_table(asset, table)
+        pv.save(step)
+        n = len(pv.vectors)
+        return Gathered(n, {"seconds_per_sample": sidecar_sum(metas, "compute_seconds") / max(n, 1)})
+    return gather
+
+
+POOL_PERPLEXITY = ShardedAsset("pool_perplexity", ("sampled_pool",), _pool_plan, _perplexity_compute, _perplexity_gather,
+                               "Per-sample loss (log-perplexity) of the base model, for the mid-PPL baseline.",
+                               op_tags=GPU_TAGS)
+RDS_EMBEDDINGS = ShardedAsset("rds_embeddings", ("sampled_pool",), _pool_plan, _rds_compute, _vectors_gather("rds_embeddings"),
+                              "RDS+ embeddings (position-weighted mean of last hidden states) of the base model.",
+                              op_tags=GPU_TAGS)
+POOL_GRADIENTS = ShardedAsset("pool_gradients", ("sampled_pool", "warmup_checkpoint"), _pool_plan, _gradients_compute,
+                              _vectors_gather("pool_gradients"),
+                              "True projected gradients of every pool sample (as the landmarks'): Grad, InfDist's ceiling with no approximation.",
+                              op_tags=GPU_TAGS)
+
+
+def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    common = dict(code_version=code_version(__name__), partitions_def=partitions, group_name="pool_side")
+
+    @dg.asset(**common, kinds={"parquet"}, description="Seeded random sample of the pool, tokenised with the model's chat template.")
+    def sampled_pool(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        tok = base_tokenizer(step)
+        try:
+            records = PoolRows(step.record_input(step.registry.pool), cache_dir=step.store.path / "cache" / "pool_arrow")
+            pool = pipeline.sample_pool(records, tok, step.cfg)
+        except (RecordError, ValueError) as err:
+            raise dg.Failure(description=str(err)) from err
+        SampledPool(pool.samples).save(step, pool.excluded, str(step.registry.pool))
+        lengths = np.array([len(s.input_ids) for s in pool.samples])
+        return step.finish(len(pool.samples), {"pool_records": len(records), "excluded": len(pool.excluded),
+                                               "mean_tokens": float(lengths.mean())})
+
+    @dg.asset(**common, deps=[sampled_pool], kinds={"pytorch"}, op_tags=GPU_TAGS, pool="gpu",
+              description="Brief AdamW warm-up on random pool samples (Sec. 5.1); checkpoint + Adam state.")
+    def warmup_checkpoint(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        samples = SampledPool.load(step).samples
+        model, tok = base_model(step, training=True)
+        res = pipeline.warm_up(model, samples, step.cfg, tok.pad_token_id, progress=step.progress("warm-up", 2))
+        if res is None:
+            ckpt, losses = WarmupCheckpoint(str(step.registry.model_path(step.model)), None, 0), []
+        else:
+            final = step.checkpoint_dir() / step.cfg.digest(*DATA_SIDE_FIELDS)  # addressed by its settings
+            size, digest = storage.save_checkpoint(model, tok, final,
+                                                   also=lambda d: save_adam_state(res, model, d / "adam_state.safetensors"))
+            ckpt = WarmupCheckpoint(str(final), str(final / "adam_state.safetensors"), res.steps, size, digest, res.losses[-1])
+            losses = res.losses
+        ckpt.save(step)
+        if res is not None:  # the sidecar now points at this version: earlier settings' versions are unreferenced
+            storage.remove_other_versions(final)
+        return step.finish(1, {"steps": ckpt.steps, "bytes": ckpt.bytes, "sha256": ckpt.sha256,
+                               "first_loss": losses[0] if losses else 0.0, "last_loss": losses[-1] if losses else 0.0},
+                           samples=ckpt.steps * step.cfg.train_micro_batch * step.cfg.train_grad_accum)
+
+    landmark_gradients = sharding.build(LANDMARK_GRADIENTS, partitions, common["code_version"])
+    pool_embeddings = sharding.build(POOL_EMBEDDINGS, partitions, common["code_version"])
+
+    @dg.asset(**common, deps=[pool_embeddings, landmark_gradients], kinds={"parquet"},
+              description="The fitted landmark kernel ridge regression (Eq. 10): kernel settings chosen by landmark "
+                          "cross-validation, which the target side scores with, and the coefficient matrix C (when "
+                          "small) with p_hat = C @ P_L exactly for a task scored without the direct term.")
+    def krr_coefficients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+        step = Step.begin(context, store, settings)
+        E = PoolEmbeddings.load(step).vectors
+        idx, G = LandmarkGradients.load(step).used
+        reg = pipeline.fit_landmark_regression(E, idx, G, step.cfg)
+        KernelFit(reg, idx).save(step, len(E))
+        best = max(reg.cv, key=lambda r: r["spearman"]) if reg.cv else {}
+        md = {"kernel_cv": dg.MetadataValue.md(table_md(reg.cv, ["bandwidth_scale", "damping", "center", "spearman",
+                                                                 "grad_cosine", "mean_cosine", "top10_overlap"]))}
+        return step.finish(len(E), {"bandwidth2": reg.bandwidth2, "bandwidth_scale": reg.setting.bandwidth_scale,
+                                    "damping": reg.setting.damping, "center": reg.setting.center,
+                                    "cv_spearman": best.get("spearman", float("nan")),
+                                    "cv_spearman_is": "the selection criterion (best setting on these folds: optimistic)",
+                                    "cv_grad_cosine": best.get("grad_cosine", float("nan")),
+                                    "cv_mean_cosine": best.get("mean_cosine", float("nan")),
+                                    "coefficients_stored": reg.coefficients is not None}, md)
+
+    pool_perplexity, rds_embeddings, pool_gradients = (sharding.build(spec, partitions, common["code_version"])
+                                                       for spec in (POOL_PERPLEXITY, RDS_EMBEDDINGS, POOL_GRADIENTS))
+
+    return [sampled_pool, warmup_checkpoint, landmark_gradients, pool_embeddings, krr_coefficients,
+            pool_perplexity, rds_embeddings, pool_gradients]
