@@ -266,8 +266,8 @@ def parse_grad_params(which: str) -> tuple[str, int]:
 
 
 DATA_SIDE_FIELDS = (
-    "pool_size", "pool_sampling", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples", "warmup_steps",
-    "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "train_lr",
+    "pool_size", "pool_sampling", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples",
+    "warmup_steps", "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "train_lr",
     "train_micro_batch", "train_grad_accum", "data_seed", "batch_size", "dtype",
 )
 """Settings the selection-seed-free artefacts depend on (pool sample, warm-up, target gradients,
