@@ -23,7 +23,7 @@ $(OFFLINE): $(STAMP) scripts/prepare_offline.py $(wildcard data/shipped/*.jsonl)
 setup: $(STAMP) $(OFFLINE)
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not ui"

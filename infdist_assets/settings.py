@@ -53,9 +53,9 @@ class SelectionSettings(dg.ConfigurableResource):
     adam_aware: bool = Field(
         default=False,
         description=("Precondition training gradients with the warm-up Adam state (Eq. 8-9). Off here: after a brief "
-            "warm-up, v is tiny for rarely seen tokens' embedding rows, a = 1/(sqrt(v)+eps) reaches 1e7, and "
-            "the preconditioned gradient is all embedding (measured on SmolLM2-135M). Use it with a long "
-            "warm-up, or with grad_params 'blocks' / 'down_proj' as the paper does."),
+            "warm-up, v is tiny for rarely seen tokens' embedding rows, so a = 1/(sqrt(v)+eps) is huge there "
+            "and the preconditioned gradient is nearly all embedding. Use it with a long warm-up, or with "
+            "grad_params 'blocks' / 'down_proj' as the paper does."),
     )
     warmup_samples: int = Field(
         default=64,
@@ -72,10 +72,10 @@ class SelectionSettings(dg.ConfigurableResource):
     )
     embedding_candidates: list[str] = Field(
         default=["grad-last:2+grad-head", "jvp-hidden:4:2"],
-        description=("Candidates for 'auto', best first as measured by benchmarks/bench_recovery.py (the order is the "
+        description=("Candidates for 'auto', best first as benchmarks/bench_recovery.py ranks them (the order is the "
             "fallback when landmark cross-validation is inconclusive). grad-last:2 alone is not among them: "
-            "pool-side CV cannot see that adding the head's gradient helps real targets (+0.04..0.07 Spearman"
-            " on GSM8K) and would take the cheaper proxy."),
+            "pool-side CV cannot see that adding the head's gradient helps real targets, and would take the "
+            "cheaper proxy."),
     )
     embedding_dim: int = Field(
         default=4096,
@@ -182,8 +182,7 @@ class SelectionSettings(dg.ConfigurableResource):
     heldout_max_length: int = Field(
         default=384,
         description=("Tokens per held-out row (prompt and reference, chat template included). Longer than max_length: "
-            "at 128 tokens most MMLU and HumanEval rows have no reference token left (measured: 94% and 80% "
-            "of rows), at 384 almost all fit."),
+            "at 128 tokens most MMLU and HumanEval rows have no reference token left; at 384 almost all fit."),
     )
     task_metrics: bool = Field(
         default=True,

@@ -42,9 +42,9 @@ class SelectionConfig:
     """Parameters the gradients cover: all, blocks (no embeddings), down_proj, last:N or first:N."""
     adam_aware: bool = False
     """Precondition training gradients with the warm-up Adam state (Eq. 8-9). Off here: after a
-    brief warm-up, v is tiny for rarely seen tokens' embedding rows, a = 1/(sqrt(v)+eps) reaches
-    1e7, and the preconditioned gradient is all embedding (measured on SmolLM2-135M). Use it with
-    a long warm-up, or with grad_params 'blocks' / 'down_proj' as the paper does."""
+    brief warm-up, v is tiny for rarely seen tokens' embedding rows, so a = 1/(sqrt(v)+eps) is huge
+    there and the preconditioned gradient is nearly all embedding. Use it with a long warm-up, or
+    with grad_params 'blocks' / 'down_proj' as the paper does."""
     warmup_samples: int = 64
     """Random pool samples for the warm-up; paper: 10,000."""
     warmup_steps: int = 6
@@ -52,10 +52,10 @@ class SelectionConfig:
     embedding: str = PROXY_AUTO
     """Proxy embedding spec (see infdist_core.model.proxies) or 'auto' (chosen by landmark cross-validation)."""
     embedding_candidates: tuple[str, ...] = ("grad-last:2+grad-head", "jvp-hidden:4:2")
-    """Candidates for 'auto', best first as measured by benchmarks/bench_recovery.py (the order is
+    """Candidates for 'auto', best first as benchmarks/bench_recovery.py ranks them (the order is
     the fallback when landmark cross-validation is inconclusive). grad-last:2 alone is not among
-    them: pool-side CV cannot see that adding the head's gradient helps real targets (+0.04..0.07
-    Spearman on GSM8K) and would take the cheaper proxy."""
+    them: pool-side CV cannot see that adding the head's gradient helps real targets, and would
+    take the cheaper proxy."""
     embedding_dim: int = 4096
     """Width of projected proxies (JVP logits, partial gradients)."""
     jvp_blocks: int = 4
@@ -117,8 +117,8 @@ class SelectionConfig:
     budget without touching the reported rows)."""
     heldout_max_length: int = 384
     """Tokens per held-out row (prompt and reference, chat template included). Longer than
-    max_length: at 128 tokens most MMLU and HumanEval rows have no reference token left (measured:
-    94% and 80% of rows), at 384 almost all fit."""
+    max_length: at 128 tokens most MMLU and HumanEval rows have no reference token left; at 384
+    almost all fit."""
     task_metrics: bool = True
     """Compute the task metric besides the held-out loss (lm-evaluation-harness for GSM8K, MMLU
     and multiple-choice tasks; HumanEval pass@1 here), with standard errors. On a 2-core CPU a
