@@ -17,7 +17,7 @@ import torch
 
 from infdist_core.config import PROXY_AUTO, SelectionConfig
 from infdist_core.data import evalsets
-from infdist_core.data.seeding import generator, stable_key
+from infdist_core.data.seeding import derive_seed, generator
 from infdist_core.maths import recovery
 from infdist_core.maths.influence import landmark_scores, propagate_scores
 from infdist_core.maths.landmarks import DirectTerm, KRRModel, choose_landmarks, krr_fit, part_slices
@@ -41,14 +41,14 @@ def pool_order(records: Sequence[dict], cfg: SelectionConfig) -> np.ndarray:
 
     ``permutation``: a seeded permutation of the row positions, drawn for the file's length, so
     any change in length reshuffles every row (reads only as far as the sample goes).
-    ``stable``: the rows by increasing ``seeding.stable_key`` of their id (read from every row), so
+    ``stable``: the rows by increasing ``seeding.derive_seed(data_seed, "pool", id)`` (read from every row), so
     a row's rank depends on its id alone: appending rows keeps every earlier row's order among
     the others, and the sample of the first ``pool_size`` usable rows changes only where a new row
     ranks below an old member (it takes that member's place: about ``new / (old + new)`` of the
     sample, the new rows' share of the file)."""
     if cfg.pool_sampling == "permutation":
         return torch.randperm(len(records), generator=generator(cfg.data_seed, "pool", len(records))).numpy()
-    keys = np.fromiter((stable_key(cfg.data_seed, "pool", records[i]["id"]) for i in range(len(records))),
+    keys = np.fromiter((derive_seed(cfg.data_seed, "pool", records[i]["id"]) for i in range(len(records))),
                        dtype=np.uint64, count=len(records))
     return np.argsort(keys, kind="stable")
 

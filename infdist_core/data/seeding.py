@@ -19,9 +19,3 @@ def generator(seed: int, *names: object) -> torch.Generator:
     g.manual_seed(derive_seed(seed, *names))
     return g
 
-
-def stable_key(seed: int, name: str, key: str) -> int:
-    """A 64-bit rank of ``key`` under ``seed``: a uniform draw that depends on the key alone, never
-    on the other keys or their order (a pool row's rank in a ``stable`` sample)."""
-    text = f"{int(seed)}/{name}/{key}".encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")

@@ -130,11 +130,12 @@ def _stable(pool_size: int, data_seed: int = 3) -> SelectionConfig:
 
 
 def _by_hash(ids: list[str], seed: int) -> list[str]:
-    """The reference order, written out: ids by blake2b-64 of ``"<seed>/pool/<id>"`` (little endian)."""
+    """The reference order, written out: ids by the first 8 bytes of SHA-256 of ``"<seed>/pool/<id>"``
+    (little endian, shifted to 63 bits)."""
     import hashlib
 
-    return sorted(ids, key=lambda i: int.from_bytes(hashlib.blake2b(f"{seed}/pool/{i}".encode(), digest_size=8)
-                                                    .digest(), "little"))
+    return sorted(ids, key=lambda i: int.from_bytes(hashlib.sha256(f"{seed}/pool/{i}".encode()).digest()[:8],
+                                                    "little") >> 1)
 
 
 def _rows(names) -> list[dict]:
