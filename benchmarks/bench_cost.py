@@ -190,7 +190,7 @@ def main() -> None:
                                                                           "selection": s_grad_sel},
                  "flops": 3 * full * (tokens.sum() + T_tok * t), "note": "pool seconds from the cached true-gradient pass"})
     # ---- InfDist: landmark gradients (seed 0's landmarks) and the target side's gradients
-    lm = pipeline.landmark_indices(n, cfg)
+    lm = pipeline.landmark_indices([s.id for s in pool], cfg)
     GL, s_lm = timed(lambda: pipeline.compute_gradients(model, [pool[i] for i in lm], cfg, pad))
     GT, s_tg = timed(lambda: pipeline.compute_gradients(model, targets, cfg, pad))
     GL, GT = GL.vectors.astype(np.float64), GT.vectors.astype(np.float64)

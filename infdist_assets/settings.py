@@ -30,6 +30,13 @@ class SelectionSettings(dg.ConfigurableResource):
             "sample), an edited row stays a member, and a removed member's place goes to the next row in hash"
             " order. Use stable for a pool that grows between re-selections."),
     )
+    pool_refresh: float = Field(
+        default=0.5,
+        description=("With pool_sampling=stable, a re-selection keeps the warm-up checkpoint (and so every gradient "
+            "and proxy row computed at it) while at least 1 - pool_refresh of the pool sample was in the "
+            "sample it was trained from; past that it trains a new one. 0.5: refresh once the pool has "
+            "doubled. 0 refreshes at any change, 1 never."),
+    )
     max_length: int = Field(
         default=128,
         description="Tokens per sample after the chat template; paper: 2,048.",
@@ -237,6 +244,7 @@ class SelectionSettings(dg.ConfigurableResource):
         return SelectionConfig(
             pool_size=self.pool_size,
             pool_sampling=self.pool_sampling,
+            pool_refresh=self.pool_refresh,
             max_length=self.max_length,
             n_landmarks=self.n_landmarks,
             k=self.k,

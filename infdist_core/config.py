@@ -30,6 +30,11 @@ class SelectionConfig:
     appending rows keeps every member except those a new row outranks (about the new rows' share
     of the sample), an edited row stays a member, and a removed member's place goes to the next
     row in hash order. Use stable for a pool that grows between re-selections."""
+    pool_refresh: float = 0.5
+    """With pool_sampling=stable, a re-selection keeps the warm-up checkpoint (and so every
+    gradient and proxy row computed at it) while at least 1 - pool_refresh of the pool sample was
+    in the sample it was trained from; past that it trains a new one. 0.5: refresh once the pool
+    has doubled. 0 refreshes at any change, 1 never."""
     max_length: int = 128
     """Tokens per sample after the chat template; paper: 2,048."""
     n_landmarks: int = 64
@@ -168,6 +173,9 @@ class SelectionConfig:
         if negative:
             raise ValueError(f"these settings must be integers >= 0 (0 = all rows; warmup_steps 0 = no warm-up): "
                              f"{negative}")
+        if not 0 <= self.pool_refresh <= 1:
+            raise ValueError(f"pool_refresh={self.pool_refresh}: must be in [0, 1] (the share of the pool sample that may "
+                             "be new since the warm-up before it is retrained)")
         positive = {f: getattr(self, f) for f in ("train_lr", "train_epochs") if not getattr(self, f) > 0}
         if positive:
             raise ValueError(f"these settings must be > 0: {positive}")
@@ -266,7 +274,7 @@ def parse_grad_params(which: str) -> tuple[str, int]:
 
 
 DATA_SIDE_FIELDS = (
-    "pool_size", "pool_sampling", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples",
+    "pool_size", "pool_sampling", "pool_refresh", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples",
     "warmup_steps", "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "train_lr",
     "train_micro_batch", "train_grad_accum", "data_seed", "batch_size", "dtype",
 )
@@ -283,6 +291,16 @@ TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + (
 
 EVAL_FIELDS = ("eval_subset", "heldout_rows", "heldout_split", "heldout_max_length", "task_metrics", "max_new_tokens")
 """Settings the evaluation scores depend on besides the target side's."""
+
+ROW_FIELDS = ("projection_dim", "grad_params", "adam_aware", "embedding_dim", "jvp_blocks", "jvp_tangents", "data_seed",
+              "batch_size", "dtype")
+"""Settings one sample's gradient or proxy row depends on, besides its tokens and the weights it
+is computed at: what a row computed before must agree on to be reused."""
+
+WARMUP_FIELDS = ("max_length", "pool_sampling", "warmup_samples", "warmup_steps", "train_lr", "train_micro_batch",
+                 "train_grad_accum", "data_seed")
+"""Settings the warm-up's training depends on besides its pool sample: a warm-up made with the same
+ones may be kept for a grown pool (``pool_refresh``)."""
 
 RUNTIME_FIELDS = ("device", "pool_shards", "gradient_checkpointing", "train_save_steps")
 """Settings no artefact depends on (where and in how many steps the computation runs)."""

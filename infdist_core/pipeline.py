@@ -17,7 +17,7 @@ import torch
 
 from infdist_core.config import PROXY_AUTO, SelectionConfig
 from infdist_core.data import evalsets
-from infdist_core.data.seeding import derive_seed, generator
+from infdist_core.data.seeding import generator, stable_order
 from infdist_core.maths import recovery
 from infdist_core.maths.influence import landmark_scores, propagate_scores
 from infdist_core.maths.landmarks import DirectTerm, KRRModel, choose_landmarks, krr_fit, part_slices
@@ -41,16 +41,14 @@ def pool_order(records: Sequence[dict], cfg: SelectionConfig) -> np.ndarray:
 
     ``permutation``: a seeded permutation of the row positions, drawn for the file's length, so
     any change in length reshuffles every row (reads only as far as the sample goes).
-    ``stable``: the rows by increasing ``seeding.derive_seed(data_seed, "pool", id)`` (read from every row), so
+    ``stable``: the rows in ``seeding.stable_order`` of their ids (read from every row), so
     a row's rank depends on its id alone: appending rows keeps every earlier row's order among
     the others, and the sample of the first ``pool_size`` usable rows changes only where a new row
     ranks below an old member (it takes that member's place: about ``new / (old + new)`` of the
     sample, the new rows' share of the file)."""
     if cfg.pool_sampling == "permutation":
         return torch.randperm(len(records), generator=generator(cfg.data_seed, "pool", len(records))).numpy()
-    keys = np.fromiter((derive_seed(cfg.data_seed, "pool", records[i]["id"]) for i in range(len(records))),
-                       dtype=np.uint64, count=len(records))
-    return np.argsort(keys, kind="stable")
+    return stable_order((records[i]["id"] for i in range(len(records))), cfg.data_seed, "pool", len(records))
 
 
 def sample_pool(records: Sequence[dict], tokenizer, cfg: SelectionConfig) -> TokenizedSet:
@@ -83,14 +81,24 @@ def sample_pool(records: Sequence[dict], tokenizer, cfg: SelectionConfig) -> Tok
 
 def warm_up(model, pool: list[TokenizedSample], cfg: SelectionConfig, pad_id: int,
             progress: Callable[[int, int, float], None] | None = None) -> TrainResult | None:
-    """Brief AdamW training on a seeded random subset of the pool (Sec. 5.1); None if disabled."""
+    """Brief AdamW training on a seeded random subset of the pool (Sec. 5.1); None if disabled.
+    The subset is drawn as the pool sample is (``cfg.pool_sampling``): with ``stable``, by the
+    samples' ids, so a member keeps its place in it when the pool grows."""
     if cfg.warmup_steps == 0:
         return None
     n = min(cfg.warmup_samples, len(pool))
-    idx = torch.randperm(len(pool), generator=generator(cfg.data_seed, "warmup", len(pool)))[:n].tolist()
+    idx = seeded_subset([s.id for s in pool], n, cfg.data_seed, "warmup", cfg.pool_sampling)
     tc = TrainConfig(lr=cfg.train_lr, micro_batch=cfg.train_micro_batch, grad_accum=cfg.train_grad_accum,
                      epochs=1e9, max_steps=cfg.warmup_steps, seed=cfg.data_seed)
     return train(model, [pool[i] for i in idx], tc, pad_id, progress=progress)
+
+
+def keep_warmup(trained_on: Sequence[str], pool_ids: Sequence[str], cfg: SelectionConfig) -> tuple[bool, float]:
+    """May a warm-up trained from the pool sample ``trained_on`` serve the sample ``pool_ids``?
+    Returns the decision and the share of ``pool_ids`` that was in ``trained_on``: kept with
+    ``pool_sampling='stable'`` while that share is at least ``1 - cfg.pool_refresh``."""
+    share = len(set(trained_on).intersection(pool_ids)) / max(len(pool_ids), 1)
+    return cfg.pool_sampling == "stable" and share >= 1 - cfg.pool_refresh, share
 
 
 def gradient_parameters(model, cfg: SelectionConfig) -> list[tuple[str, torch.nn.Parameter]]:
@@ -114,8 +122,24 @@ def compute_gradients(model, samples: list[TokenizedSample], cfg: SelectionConfi
                             batch_size=cfg.batch_size, progress=progress)
 
 
-def landmark_indices(n_pool: int, cfg: SelectionConfig) -> np.ndarray:
-    return choose_landmarks(n_pool, cfg.n_landmarks, cfg.seed)
+def seeded_subset(ids: Sequence[str], n: int, seed: int, name: str, sampling: str) -> list[int]:
+    """``n`` seeded random positions of ``ids``: a permutation drawn for ``len(ids)``
+    (``permutation``), or the ``n`` ids first in ``seeding.stable_order`` (``stable``: a member
+    stays chosen until ids that outrank it arrive), in that order."""
+    if sampling == "stable":
+        return stable_order(ids, seed, name, len(ids))[:n].tolist()
+    return torch.randperm(len(ids), generator=generator(seed, name, len(ids)))[:n].tolist()
+
+
+def landmark_indices(pool_ids: Sequence[str], cfg: SelectionConfig) -> np.ndarray:
+    """The landmarks' pool indices (sorted): uniformly random, as in Section 5.1, drawn as the pool
+    sample is (``cfg.pool_sampling``; with ``stable`` by the samples' ids, so that a grown pool keeps
+    its landmarks except where new samples outrank them, about their share of the pool)."""
+    if cfg.pool_sampling == "stable":
+        if not 0 < cfg.n_landmarks <= len(pool_ids):
+            raise ValueError(f"n_landmarks must be in [1, {len(pool_ids)}] (the pool size), got {cfg.n_landmarks}")
+        return np.sort(np.asarray(seeded_subset(pool_ids, cfg.n_landmarks, cfg.seed, "landmarks", "stable"), np.int64))
+    return choose_landmarks(len(pool_ids), cfg.n_landmarks, cfg.seed)
 
 
 @dataclass
@@ -139,9 +163,9 @@ def embedding_slices(spec: str, widths: tuple[int, ...] | list[int]) -> tuple[tu
 
 @dataclass(frozen=True)
 class KnownRows:
-    """Proxy rows computed before for the same pool, model and ``data_seed`` (another selection
-    seed's run): ``vectors`` (n, e) with NaN rows where unknown, the parts' ``widths``, and the
-    ``seconds_per_sample`` measured when they were computed (the cost the embedding choice weighs,
+    """Proxy rows computed before for the same samples, weights and settings (another selection
+    seed's run, a smaller pool's): ``vectors`` (n, e) with NaN rows where unknown, the parts'
+    ``widths``, and the ``seconds_per_sample`` measured when they were computed (the cost the embedding choice weighs,
     so that it does not depend on what happens to be cached)."""
 
     vectors: np.ndarray
@@ -203,6 +227,7 @@ class EmbeddingPlan:
     landmark_embeddings: dict[str, np.ndarray]
     widths: dict[str, tuple[int, ...]]
     seconds_per_sample: float
+    seconds: dict[str, float] = field(default_factory=dict)  # every candidate's seconds per sample there
 
 
 def plan_pool_embedding(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_landmarks: np.ndarray,
@@ -215,7 +240,8 @@ def plan_pool_embedding(model, pool: list[TokenizedSample], landmarks: np.ndarra
     pick, reason, rows = choose_proxy(on_landmarks, G_landmarks, cfg, log_fn)
     log_fn(f"embedding: {pick} ({reason})")
     return EmbeddingPlan(pick, reason, rows, {s: pe.vectors for s, pe in on_landmarks.items()},
-                         {s: pe.widths for s, pe in on_landmarks.items()}, on_landmarks[pick].seconds_per_sample)
+                         {s: pe.widths for s, pe in on_landmarks.items()}, on_landmarks[pick].seconds_per_sample,
+                         {s: pe.seconds_per_sample for s, pe in on_landmarks.items()})
 
 
 def non_landmarks(n_pool: int, landmarks: np.ndarray) -> np.ndarray:

@@ -9,36 +9,42 @@ import pyarrow as pa
 from infdist_assets.assets import checks
 from infdist_assets.assets.markdown import table_md
 from infdist_assets.resources import ArtefactStore, SelectionSettings
-from infdist_assets.store import sharding, storage
+from infdist_assets.store import reuse, row_cache, sharding, storage
 from infdist_assets.store.artefacts import (KernelFit, LandmarkCandidates, LandmarkGradients, PoolEmbeddings,
-                                            PoolLosses, PoolVectors, SampledPool, WarmupCheckpoint, known_embeddings)
+                                            PoolLosses, PoolVectors, SampledPool, WarmupCheckpoint)
 from infdist_assets.store.loaders import GPU_TAGS, base_model, base_tokenizer, selection_model, warmup_moments
 from infdist_assets.store.sharding import Gathered, Plan, ShardedAsset, sidecar_sum
 from infdist_assets.store.step import Step
 from infdist_assets.store.versions import code_version
 from infdist_core import pipeline
-from infdist_core.config import DATA_SIDE_FIELDS
+from infdist_core.config import DATA_SIDE_FIELDS, WARMUP_FIELDS
 from infdist_core.data.pool_rows import PoolRows
 from infdist_core.data.records import RecordError
 from infdist_core.model import proxies
 from infdist_core.model.training import save_adam_state
 
 
+def _row_counts(metas: list[dict]) -> dict[str, int]:
+    """Rows the shards computed and took from the row cache (none when they do not use it)."""
+    if not any("rows_computed" in m for m in metas):
+        return {}
+    return {k: int(sidecar_sum(metas, k)) for k in ("rows_computed", "rows_reused")}
+
+
 # ------------------------------------------------------------------ landmark gradients (sharded)
 def _landmarks_plan(step: Step) -> Plan:
-    n = len(SampledPool.load_ids(step))
-    return Plan(len(pipeline.landmark_indices(n, step.cfg)), step.cfg.batch_size)
+    return Plan(len(pipeline.landmark_indices(SampledPool.load_ids(step), step.cfg)), step.cfg.batch_size)
 
 
 def _landmarks_compute(step: Step, payload: dict, lo: int, hi: int):
     samples = SampledPool.load(step).samples
     model = selection_model(step)
     moments = warmup_moments(step, model)
-    idx = pipeline.landmark_indices(len(samples), step.cfg)[lo:hi]
-    g = pipeline.compute_gradients(model, [samples[i] for i in idx], step.cfg, base_tokenizer(step).pad_token_id, moments,
-                                   progress=step.progress("landmark gradients"))
+    idx = pipeline.landmark_indices([s.id for s in samples], step.cfg)[lo:hi]
+    g, rows = reuse.gradients(step, "landmark_gradients", model, [samples[i] for i in idx], base_tokenizer(step).pad_token_id,
+                              moments, progress=step.progress("landmark gradients"))
     lg = LandmarkGradients(idx, [samples[i].id for i in idx], g.valid, g.vectors, g.norms, g.n_label_tokens)
-    return lg.table(), {"compute_seconds": g.seconds, "adam_aware": moments is not None}
+    return lg.table(), {"compute_seconds": g.seconds, "adam_aware": moments is not None, **rows.metrics()}
 
 
 def _landmarks_gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
@@ -47,7 +53,8 @@ def _landmarks_gather(step: Step, payload: dict, table, metas: list[dict]) -> Ga
     n = len(lg.pool_index)
     corr = float(np.corrcoef(lg.norms, lg.n_label_tokens)[0, 1]) if n > 2 else float("nan")
     return Gathered(n, {"landmarks": n, "dim": lg.vectors.shape[1], "invalid": int((~lg.valid).sum()),
-                        "seconds_per_sample": sidecar_sum(metas, "compute_seconds") / max(n, 1),
+                        "seconds_per_sample": sidecar_sum(metas, "compute_seconds") / max(sidecar_sum(metas, "rows_computed"), 1),
+                        **_row_counts(metas),
                         "adam_aware": bool(metas and metas[0].get("adam_aware")), "norm_vs_label_tokens_corr": corr},
                     checks=[checks.finite_matrix("gradients_finite", lg.vectors, step.cfg.n_landmarks,
                                                  step.cfg.projection_dim)])  # (checked <= the parameters)
@@ -64,27 +71,32 @@ def _embeddings_plan(step: Step) -> Plan:
     """The embedding choice on the landmarks (not sharded); the shards embed the other rows."""
     samples = SampledPool.load(step).samples
     idx, G = LandmarkGradients.load(step).used
-    known = known_embeddings(step, len(samples))
-    if known:
-        step.context.log.info(f"reusing proxy rows computed for other selection seeds: {sorted(known)}")
+    known = reuse.known_proxy_rows(step, "pool_embeddings", samples)
     plan = pipeline.plan_pool_embedding(selection_model(step), samples, idx, G, step.cfg,
                                         base_tokenizer(step).pad_token_id, log_fn=step.context.log.info, known=known)
+    rows = sum((reuse.remember_proxy_rows(step, "pool_embeddings", samples, idx,
+                                          proxies.ProxyEmbedding(spec, plan.landmark_embeddings[spec], plan.seconds[spec],
+                                                                 plan.widths[spec]), known)
+                for spec in plan.landmark_embeddings), reuse.Reuse())
+    step.context.log.info(f"landmark proxy rows: {rows.computed} computed, {rows.reused} reused")
     PoolEmbeddings.save_candidates(step, plan.candidates)
     LandmarkCandidates(idx.tolist(), plan.landmark_embeddings, plan.widths).save(step)
     batch = int(np.lcm(proxies.BATCH_SIZE, step.cfg.batch_size))  # the batches of the batched proxies
     return Plan(len(pipeline.non_landmarks(len(samples), idx)), batch,
                 {"spec": plan.spec, "reason": plan.reason, "candidates": plan.candidates,
-                 "landmark_seconds_per_sample": plan.seconds_per_sample}, key={"spec": plan.spec})
+                 "landmark_seconds_per_sample": plan.seconds_per_sample, **rows.metrics()}, key={"spec": plan.spec})
 
 
 def _embeddings_compute(step: Step, payload: dict, lo: int, hi: int):
     samples = SampledPool.load(step).samples
     idx, _ = LandmarkGradients.load(step).used
     rows = pipeline.non_landmarks(len(samples), idx)[lo:hi]
+    known = reuse.known_proxy_rows(step, "pool_embeddings", samples)
     pe = pipeline.embed_pool_rows(selection_model(step), samples, rows, payload["spec"], step.cfg,
-                                  base_tokenizer(step).pad_token_id, known_embeddings(step, len(samples)))
+                                  base_tokenizer(step).pad_token_id, known)
+    counts = reuse.remember_proxy_rows(step, "pool_embeddings", samples, rows, pe, known)
     table = pa.table({"pool_index": rows, "embedding": storage.vectors_column(pe.vectors)})
-    return table, {"seconds_per_sample": pe.seconds_per_sample, "rows": len(rows)}
+    return table, {"seconds_per_sample": pe.seconds_per_sample, "rows": len(rows), **counts.metrics()}
 
 
 def _embeddings_gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
@@ -103,8 +115,9 @@ def _embeddings_gather(step: Step, payload: dict, table, metas: list[dict]) -> G
     PoolEmbeddings(choice.spec, choice.vectors, ids, tuple(choice.widths[choice.spec]), choice.reason).save(step)
     md = {"candidates": dg.MetadataValue.md(table_md(choice.candidates, ["embedding", "spearman", "grad_cosine",
                                                                          "mean_cosine", "seconds_per_sample"]))}
+    counts = {k: payload.get(k, 0) + int(sidecar_sum(metas, k)) for k in ("rows_computed", "rows_reused")}  # landmarks + rest
     return Gathered(len(ids), {"embedding": choice.spec, "dim": choice.vectors.shape[1],
-                               "seconds_per_sample": choice.seconds_per_sample, "why": choice.reason}, md,
+                               "seconds_per_sample": choice.seconds_per_sample, "why": choice.reason, **counts}, md,
                     checks=[checks.finite_matrix("embeddings_finite", choice.vectors, step.cfg.pool_size)])
 
 
@@ -143,9 +156,9 @@ def _rds_compute(step: Step, payload: dict, lo: int, hi: int):
 def _gradients_compute(step: Step, payload: dict, lo: int, hi: int):
     samples = SampledPool.load(step).samples[lo:hi]
     model = selection_model(step)
-    g = pipeline.compute_gradients(model, samples, step.cfg, base_tokenizer(step).pad_token_id,
-                                   warmup_moments(step, model), progress=step.progress("pool gradients", 50))
-    return PoolVectors("pool_gradients", g.vectors, g.valid).table(lo), {"compute_seconds": g.seconds}
+    g, rows = reuse.gradients(step, "pool_gradients", model, samples, base_tokenizer(step).pad_token_id,
+                              warmup_moments(step, model), progress=step.progress("pool gradients", 50))
+    return PoolVectors("pool_gradients", g.vectors, g.valid).table(lo), {"compute_seconds": g.seconds, **rows.metrics()}
 
 
 def _vectors_gather(asset: str):
@@ -153,7 +166,8 @@ def _vectors_gather(asset: str):
         pv = PoolVectors.from_table(asset, table)
         pv.save(step)
         n = len(pv.vectors)
-        return Gathered(n, {"seconds_per_sample": sidecar_sum(metas, "compute_seconds") / max(n, 1)})
+        computed = sidecar_sum(metas, "rows_computed") if any("rows_computed" in m for m in metas) else n
+        return Gathered(n, {"seconds_per_sample": sidecar_sum(metas, "compute_seconds") / max(computed, 1), **_row_counts(metas)})
     return gather
 
 
@@ -167,6 +181,21 @@ POOL_GRADIENTS = ShardedAsset("pool_gradients", ("sampled_pool", "warmup_checkpo
                               _vectors_gather("pool_gradients"),
                               "True projected gradients of every pool sample (as the landmarks'): Grad, InfDist's ceiling with no approximation.",
                               op_tags=GPU_TAGS)
+
+
+def _keepable_warmup(step: Step, pool_ids: list[str]) -> tuple[WarmupCheckpoint, float] | None:
+    """The partition's last warm-up with the share of ``pool_ids`` it was trained from, when it may
+    serve this pool sample (``pipeline.keep_warmup``: stable sampling, the same warm-up settings,
+    enough of the sample unchanged); None when a new one must be trained."""
+    prev = WarmupCheckpoint.previous(step)
+    if prev is None or step.cfg.warmup_steps == 0:
+        return None
+    ckpt, meta = prev
+    ours = step.cfg.to_dict()
+    if any(meta.get("config", {}).get(f) != ours[f] for f in WARMUP_FIELDS):
+        return None
+    keep, share = pipeline.keep_warmup(ckpt.trained_on, pool_ids, step.cfg)
+    return (ckpt, share) if keep else None
 
 
 def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -191,6 +220,16 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     def warmup_checkpoint(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         samples = SampledPool.load(step).samples
+        kept = _keepable_warmup(step, [s.id for s in samples])
+        if kept is not None:
+            ckpt, share = kept
+            step.record_input(step.registry.model_path(step.model))
+            ckpt.save(step, {"kept_from_run": ckpt.trained_in_run, "sample_share": share})
+            step.context.log.info(f"warm-up kept from run {ckpt.trained_in_run[:8]}: {share:.1%} of the pool sample was in "
+                                  f"the sample it was trained from (refresh below {1 - step.cfg.pool_refresh:.0%})")
+            return step.finish(1, {"warmup": "kept", "kept_from_run": ckpt.trained_in_run, "sample_share": round(share, 4),
+                                   "steps": ckpt.steps, "bytes": ckpt.bytes, "sha256": ckpt.sha256,
+                                   "last_loss": ckpt.final_loss or 0.0}, samples=0)
         model, tok = base_model(step, training=True)
         res = pipeline.warm_up(model, samples, step.cfg, tok.pad_token_id, progress=step.progress("warm-up", 2))
         if res is None:
@@ -199,13 +238,16 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
             final = step.checkpoint_dir() / step.cfg.digest(*DATA_SIDE_FIELDS)  # addressed by its settings
             size, digest = storage.save_checkpoint(model, tok, final,
                                                    also=lambda d: save_adam_state(res, model, d / "adam_state.safetensors"))
-            ckpt = WarmupCheckpoint(str(final), str(final / "adam_state.safetensors"), res.steps, size, digest, res.losses[-1])
+            ckpt = WarmupCheckpoint(str(final), str(final / "adam_state.safetensors"), res.steps, size, digest, res.losses[-1],
+                                    [s.id for s in samples])
             losses = res.losses
         ckpt.save(step)
         if res is not None:  # the sidecar now points at this version: earlier settings' versions are unreferenced
             storage.remove_other_versions(final)
-        return step.finish(1, {"steps": ckpt.steps, "bytes": ckpt.bytes, "sha256": ckpt.sha256,
-                               "first_loss": losses[0] if losses else 0.0, "last_loss": losses[-1] if losses else 0.0},
+            row_cache.prune_warmup_states(step.store.path, step.model, ckpt.sha256)
+        return step.finish(1, {"warmup": "trained" if res is not None else "none", "steps": ckpt.steps, "bytes": ckpt.bytes,
+                               "sha256": ckpt.sha256, "first_loss": losses[0] if losses else 0.0,
+                               "last_loss": losses[-1] if losses else 0.0},
                            samples=ckpt.steps * step.cfg.train_micro_batch * step.cfg.train_grad_accum)
 
     landmark_gradients = sharding.build(LANDMARK_GRADIENTS, partitions, common["code_version"])

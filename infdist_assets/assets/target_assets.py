@@ -12,6 +12,7 @@ from infdist_assets.assets import checks
 from infdist_assets.assets.markdown import histogram_md, table_md
 from infdist_assets.partitions import on_model
 from infdist_assets.resources import ArtefactStore, SelectionSettings
+from infdist_assets.store import reuse
 from infdist_assets.store.artefacts import (KernelFit, LandmarkCandidates, LandmarkGradients, PoolEmbeddings,
                                             SampledPool, TargetEmbeddings, TargetGradients, TargetWeights)
 from infdist_assets.store.loaders import GPU_TAGS, base_tokenizer, selection_model, target_records
@@ -39,15 +40,20 @@ def build(partitions: dg.PartitionsDefinition) -> list:
             raise dg.Failure(description=f"task {step.task}: no target sample has assistant tokens within max_length "
                                          f"({step.cfg.max_length}); excluded: {ts.excluded}")
         model = selection_model(step)
-        g = pipeline.compute_gradients(model, ts.samples, step.cfg, tok.pad_token_id)
+        g, rows = reuse.gradients(step, "target_gradients", model, ts.samples, tok.pad_token_id)
         keep = g.valid
         kept = [s for s, k in zip(ts.samples, keep) if k]
-        embedded = [pipeline.embed_samples(model, kept, spec, step.cfg, tok.pad_token_id)
-                    for spec in step.cfg.embedding_specs() if any(ProxySpec.parse(spec).gradient_parts)]
+        embedded = []
+        for spec in step.cfg.embedding_specs():
+            if any(ProxySpec.parse(spec).gradient_parts):
+                pe, more = reuse.embed(step, "target_embeddings", model, kept, spec, tok.pad_token_id)
+                embedded.append(pe)
+                rows += more
         TargetEmbeddings({e.spec: e.vectors for e in embedded}, {e.spec: e.widths for e in embedded}).save(step)
         TargetGradients([s.id for s in kept], g.vectors[keep], g.n_label_tokens[keep]).save(
             step, ts.excluded, [e.spec for e in embedded])
-        return step.finish(int(keep.sum()), {"targets": int(keep.sum()), "excluded": len(ts.excluded) + int((~keep).sum())},
+        return step.finish(int(keep.sum()), {"targets": int(keep.sum()), "excluded": len(ts.excluded) + int((~keep).sum()),
+                                             **rows.metrics()},
                            checks=[checks.finite_matrix("gradients_finite", g.vectors[keep])])
 
     @dg.asset(**common, deps=[target_gradients, on_model("krr_coefficients"), on_model("pool_embeddings"),

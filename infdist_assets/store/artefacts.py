@@ -28,12 +28,10 @@ import numpy as np
 import pyarrow as pa
 
 from infdist_assets.store import storage
-from infdist_assets.store.step import Step
+from infdist_assets.store.step import Step, changed_inputs
 from infdist_core import pipeline
-from infdist_core.config import DATA_SIDE_FIELDS
 from infdist_core.maths import recovery
 from infdist_core.model.tokenization import TokenizedSample
-from infdist_core.proxy_specs import ProxySpec
 
 
 def _matrices(table: pa.Table) -> dict[str, tuple[np.ndarray, list[int]]]:
@@ -86,18 +84,42 @@ class WarmupCheckpoint:
     bytes: int = 0
     sha256: str = ""
     final_loss: float | None = None
+    trained_on: list[str] = field(default_factory=list)  # the pool sample it was trained from (ids)
+    trained_in_run: str = ""  # the run that trained it ('' for the base model: no warm-up)
 
-    def save(self, step: Step) -> None:
+    TRAINED_ON = "trained_on.parquet"
+
+    def save(self, step: Step, extra: dict | None = None) -> None:
+        run = self.trained_in_run or (step.context.run.run_id if self.steps else "")
         step.write(pa.table({"model_path": [self.model_path], "bytes": [self.bytes], "sha256": [self.sha256],
                              "steps": [self.steps], "final_loss": [self.final_loss]}),
                    extra={"model_path": self.model_path, "adam_state": self.adam_state, "steps": self.steps,
-                          "bytes": self.bytes, "sha256": self.sha256})
+                          "bytes": self.bytes, "sha256": self.sha256, "trained_in_run": run, **(extra or {})})
+        if self.steps:
+            step.write(pa.table({"sample_id": pa.array(self.trained_on, pa.string())}), name=self.TRAINED_ON)
 
     @classmethod
     def load(cls, step: Step) -> "WarmupCheckpoint":
         meta = step.load_meta("warmup_checkpoint")
         return cls(recorded_checkpoint(meta), meta.get("adam_state"), meta.get("steps", 0), meta.get("bytes", 0),
-                   meta.get("sha256", ""))
+                   meta.get("sha256", ""), trained_in_run=meta.get("trained_in_run", ""))
+
+    @classmethod
+    def previous(cls, step: Step) -> tuple["WarmupCheckpoint", dict] | None:
+        """This partition's last trained warm-up and its sidecar, whatever the settings it was made
+        with (the caller compares them): None when there is none, it trained nothing, its folder
+        is gone or changed, or the base model it started from changed."""
+        try:
+            meta = storage.read_meta(step.path())
+            ids = storage.read_table(step.path(name=cls.TRAINED_ON)).column("sample_id").to_pylist()
+            storage.verify_checkpoint(Path(meta["model_path"]), meta["bytes"])
+        except (storage.ArtefactMissing, FileNotFoundError, KeyError):
+            return None
+        if not meta.get("steps") or changed_inputs(meta):
+            return None
+        final = storage.read_table(step.path()).column("final_loss")[0].as_py()
+        return cls(meta["model_path"], meta.get("adam_state"), meta["steps"], meta["bytes"], meta["sha256"], final, ids,
+                   meta.get("trained_in_run") or meta.get("run_id", "")), meta
 
 
 def recorded_checkpoint(meta: dict) -> str:
@@ -203,47 +225,6 @@ class LandmarkCandidates:
                                          "re-materialise pool_embeddings")
         m = _matrices(t)
         return cls(landmarks.tolist(), {s: r for s, (r, _) in m.items()}, {s: tuple(w) for s, (_, w) in m.items()})
-
-
-def known_embeddings(step: Step, n: int) -> dict[str, pipeline.KnownRows]:
-    """Proxy rows that other selection seeds' ``pool_embeddings`` computed for this model with the
-    same data-side settings (so the same warm-up checkpoint, pool and projections), with the cost
-    measured when they were computed. Only rows computed per sample are reused."""
-    vectors: dict[str, np.ndarray] = {}
-    widths: dict[str, tuple[int, ...]] = {}
-    cost: dict[str, float] = {}
-    here = step.path("pool_embeddings").parent
-    ours = {f: step.cfg.to_dict()[f] for f in DATA_SIDE_FIELDS}
-    for data in sorted(here.parent.glob("seed=*/data.parquet")):
-        if data.parent == here:
-            continue
-        try:
-            meta = storage.read_meta(data)
-        except storage.ArtefactMissing:
-            continue
-        theirs = meta.get("config", {})
-        if any(json.dumps(theirs.get(f), default=list) != json.dumps(v, default=list) for f, v in ours.items()):
-            continue
-        t = storage.read_table(data)
-        found = [(meta["embedding"], t.column("pool_index").to_numpy(), storage.column_matrix(t, "embedding"),
-                  meta.get("widths", []))]
-        cands = data.with_name(LandmarkCandidates.NAME)
-        if cands.exists():
-            c = storage.read_table(cands)
-            landmarks = c.column("pool_index")[0].as_py() if c.num_rows else []
-            found += [(spec, np.asarray(landmarks), rows, w) for spec, (rows, w) in _matrices(c).items()]
-        scored = data.with_name("candidates.parquet")
-        if scored.exists():  # the cost each candidate had when computed (the largest seen: a fresh computation)
-            for spec, sec in zip(*(storage.read_table(scored).column(x).to_pylist() for x in ("embedding", "seconds_per_sample"))):
-                cost[spec] = max(cost.get(spec, 0.0), float(sec))
-        for spec, index, vec, w in found:
-            if not ProxySpec.parse(spec).per_sample(step.cfg.batch_size):
-                continue
-            arr = vectors.setdefault(spec, np.full((n, vec.shape[1]), np.nan, np.float32))
-            if arr.shape[1] == vec.shape[1]:
-                arr[index] = vec
-                widths.setdefault(spec, tuple(w))
-    return {spec: pipeline.KnownRows(arr, widths[spec], cost.get(spec, 0.0)) for spec, arr in vectors.items()}
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 
 
@@ -19,3 +20,11 @@ def generator(seed: int, *names: object) -> torch.Generator:
     g.manual_seed(derive_seed(seed, *names))
     return g
 
+
+
+def stable_order(ids, seed: int, name: str, count: int | None = None):
+    """Positions of ``ids`` by increasing ``derive_seed(seed, name, id)``: a seeded random order in
+    which an item's rank among the others depends on its own id alone, so adding or removing items
+    never reorders the rest (``count``: the number of ids, when ``ids`` is a generator)."""
+    keys = np.fromiter((derive_seed(seed, name, i) for i in ids), dtype=np.uint64, count=-1 if count is None else count)
+    return np.argsort(keys, kind="stable")

@@ -187,3 +187,45 @@ def test_stable_sample_skips_unusable_rows_without_moving_the_others(tmp_path, t
 def test_pool_sampling_is_checked():
     with pytest.raises(ValueError, match=r"pool_sampling='shuffle': use permutation or stable"):
         SelectionConfig(pool_sampling="shuffle")
+
+
+def _by_name_hash(ids: list[str], seed: int, name: str) -> list[str]:
+    import hashlib
+
+    return sorted(ids, key=lambda i: int.from_bytes(hashlib.sha256(f"{seed}/{name}/{i}".encode()).digest()[:8],
+                                                    "little") >> 1)
+
+
+def test_stable_landmarks_and_warmup_subset_follow_the_ids_not_the_positions():
+    """With stable sampling the landmarks are the ``n_landmarks`` smallest hashes of the ids under
+    the selection seed (the warm-up subset likewise under ``data_seed``), wherever the samples sit:
+    a grown pool keeps every landmark no new sample outranks. Permutation sampling keeps the
+    paper's uniform draw by position."""
+    from infdist_core.maths.landmarks import choose_landmarks
+    from infdist_core.pipeline import landmark_indices, seeded_subset
+
+    old, new = [f"r{i}" for i in range(40)], [f"n{i}" for i in range(12)]
+    cfg = SelectionConfig(pool_size=40, n_landmarks=6, k=1, seed=5, pool_sampling="stable")
+    before = [old[i] for i in landmark_indices(old, cfg)]
+    assert sorted(before) == sorted(_by_name_hash(old, 5, "landmarks")[:6])
+    grown = sorted(old + new)  # other positions for every id
+    after = [grown[i] for i in landmark_indices(grown, cfg)]
+    assert sorted(after) == sorted(_by_name_hash(old + new, 5, "landmarks")[:6])
+    assert set(after) - set(new) <= set(before) and (set(after) - set(new)) | (set(before) - set(after)) == set(before)
+    assert seeded_subset(old, 4, 3, "warmup", "stable") == [old.index(i) for i in _by_name_hash(old, 3, "warmup")[:4]]
+    assert landmark_indices(old, cfg.with_(pool_sampling="permutation")).tolist() == choose_landmarks(40, 6, 5).tolist()
+
+
+def test_the_warmup_is_kept_while_enough_of_the_sample_is_unchanged():
+    from infdist_core.pipeline import keep_warmup
+
+    trained_on = [f"r{i}" for i in range(100)]
+    stable = SelectionConfig(pool_size=100, n_landmarks=2, k=1, pool_sampling="stable", pool_refresh=0.5)
+    assert keep_warmup(trained_on, trained_on + [f"n{i}" for i in range(100)], stable) == (True, 0.5)  # doubled: kept
+    assert keep_warmup(trained_on, trained_on + [f"n{i}" for i in range(101)], stable)[0] is False
+    assert keep_warmup(trained_on[:60] + ["x"], trained_on, stable)[0] is True  # removals: 60% still there
+    assert keep_warmup(trained_on, trained_on, stable.with_(pool_refresh=0.0)) == (True, 1.0)
+    assert keep_warmup(trained_on, trained_on + ["n"], stable.with_(pool_refresh=0.0))[0] is False
+    assert keep_warmup(trained_on, trained_on, stable.with_(pool_sampling="permutation"))[0] is False
+    with pytest.raises(ValueError, match="pool_refresh=1.5"):
+        stable.with_(pool_refresh=1.5)

@@ -1,0 +1,141 @@
+"""Re-selection after the pool grew by 10%: the incremental run's seconds over a from-scratch run's.
+
+On the embedded default (SmolLM2-135M, GSM8K targets, the demo's settings with
+``pool_sampling=stable``), through the asset graph, three runs of the pool side and the InfDist
+selection (sampled pool -> warm-up -> landmark gradients -> pool embeddings -> KRR -> target
+gradients -> per-target weights -> selected subset; fine-tuning and evaluation are the same work
+either way and are left out):
+
+1. ``base``: a fresh store, a pool file of the default pool's first ``--rows`` lines, a sample
+   of ``--pool-size``.
+2. ``incremental``: the same store after the file grew by ``--growth`` (the next lines) and the
+   sample with it: the warm-up is kept (``pool_refresh``), rows computed before are reused.
+3. ``scratch``: a fresh store on the grown file: everything computed, a warm-up trained on the
+   grown sample.
+
+Prints each run's seconds and rows computed/reused per asset, the overlap of the incremental and
+the from-scratch selections (they differ only through the kept warm-up and the landmarks that
+warm-up's sample implies: same landmarks and warm-up give the same selection bit for bit, which
+``tests/assets/test_incremental.py`` checks), and last line JSON: ``incremental_over_full``
+(goal <= 0.2), ``selection_overlap``, the seconds. Resumable: each finished run is recorded in
+``<work>/runs.json`` and not repeated. About 20 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ["sampled_pool", "warmup_checkpoint", "landmark_gradients", "pool_embeddings", "krr_coefficients",
+          "target_gradients", "per_target_weights", "infdist/selected_subset"]
+
+
+def make_root(root: Path, data: Path, lines: list[str]) -> Path:
+    """A data root with the first ``lines`` of the pool, the model and the targets (linked)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("models", "targets"):
+        if not (root / sub).exists():
+            os.symlink((data / sub).resolve(), root / sub)
+    tmp = root / "pool.jsonl.tmp"
+    tmp.write_text("".join(lines))
+    tmp.replace(root / "pool.jsonl")
+    reg = root / "registry.yaml"
+    reg.write_text("pool: pool.jsonl\nmodels:\n  smollm2-135m: {path: models/smollm2-135m}\n"
+                   "tasks:\n  gsm8k: {targets: targets/gsm8k.jsonl}\n")
+    return reg
+
+
+def select(root: Path, reg: Path, settings: dict) -> dict:
+    """Materialise the pool side and the InfDist selection; seconds, per-asset row counts, the picks."""
+    import dagster as dg
+    import pyarrow.parquet as pq
+
+    from infdist_assets.definitions import build_definitions
+    from infdist_assets.resources import SelectionSettings
+
+    defs = build_definitions(str(reg), str(root))
+    res = {**defs.resources, "settings": SelectionSettings(**settings)}
+    instance = dg.DagsterInstance.ephemeral()
+    t0 = time.time()
+    runs = [dg.materialize(list(defs.assets), selection=ASSETS[:5], partition_key="smollm2-135m", instance=instance,
+                           resources=res)]
+    pool_seconds = time.time() - t0
+    runs.append(dg.materialize(list(defs.assets), selection=ASSETS[5:], instance=instance, resources=res,
+                               partition_key=dg.MultiPartitionKey({"model": "smollm2-135m", "task": "gsm8k"})))
+    seconds = time.time() - t0
+    rows = {}
+    for r in runs:
+        for e in r.get_asset_materialization_events():
+            md = {k: v.value for k, v in e.materialization.metadata.items()}
+            rows[e.asset_key.to_user_string()] = {k: md[k] for k in ("rows_computed", "rows_reused", "warmup") if k in md}
+    k = settings.get("k", 30)
+    picked = pq.read_table(root / "assets/infdist/selected_subset/smollm2-135m/gsm8k" / f"seed=0/k={k}" / "data.parquet")
+    return {"seconds": round(seconds, 1), "pool_side_seconds": round(pool_seconds, 1), "rows": rows,
+            "picked": picked.column("sample_id").to_pylist()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT / "data"), help="the data root holding the default pool, model, targets")
+    ap.add_argument("--work", default="/tmp/infdist_bench_incremental", help="where the three stores are made (resumable)")
+    ap.add_argument("--rows", type=int, default=620, help="pool file lines before growth")
+    ap.add_argument("--pool-size", type=int, default=600, help="the sample before growth (the file holds a few unusable rows)")
+    ap.add_argument("--growth", type=float, default=0.10)
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other SelectionConfig settings (JSON values)")
+    args = ap.parse_args()
+
+    data, work = Path(args.data).resolve(), Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    with open(data / "pools" / "sharegpt.jsonl") as f:
+        lines = [line for _, line in zip(range(int(args.rows * (1 + args.growth)) + 1), f)]
+    n0, n1 = args.rows, int(round(args.rows * (1 + args.growth)))
+    size0, size1 = args.pool_size, int(round(args.pool_size * (1 + args.growth)))
+    settings = {"pool_sampling": "stable"}
+    for item in args.set:
+        field, value = item.split("=", 1)
+        settings[field] = json.loads(value)
+    state_file = work / "runs.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if state.get("args") not in (None, vars(args)):
+        raise SystemExit(f"{work} holds runs made with other arguments ({state['args']}): pass another --work")
+    state["args"] = vars(args)
+
+    plan = [("base", work / "incremental", lines[:n0], size0), ("incremental", work / "incremental", lines[:n1], size1),
+            ("scratch", work / "scratch", lines[:n1], size1)]
+    for name, root, pool_lines, size in plan:
+        if name in state:
+            print(f"[bench_incremental] {name}: done before ({state[name]['seconds']} s)", flush=True)
+            continue
+        if name in ("base", "scratch") and root.exists():
+            shutil.rmtree(root)  # an interrupted run: start that store afresh
+        reg = make_root(root, data, pool_lines)
+        print(f"[bench_incremental] {name}: {len(pool_lines)} pool lines, pool_size {size}", flush=True)
+        state[name] = select(root, reg, {**settings, "pool_size": size})
+        tmp = state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(state_file)
+
+    for name in ("base", "incremental", "scratch"):
+        r = state[name]
+        print(f"\n{name}: {r['seconds']} s (pool side {r['pool_side_seconds']} s)")
+        for asset, v in r["rows"].items():
+            print(f"  {asset:28s} {json.dumps({k: x for k, x in v.items()})}")
+    inc, full = state["incremental"], state["scratch"]
+    overlap = len(set(inc["picked"]) & set(full["picked"])) / max(len(full["picked"]), 1)
+    print(f"\nincremental / from scratch: {inc['seconds'] / full['seconds']:.3f} "
+          f"(pool side {inc['pool_side_seconds'] / full['pool_side_seconds']:.3f}); "
+          f"selection overlap {overlap:.3f} of k={len(full['picked'])}")
+    print(json.dumps({"incremental_over_full": round(inc["seconds"] / full["seconds"], 3),
+                      "pool_side_incremental_over_full": round(inc["pool_side_seconds"] / full["pool_side_seconds"], 3),
+                      "selection_overlap": round(overlap, 3), "incremental_seconds": inc["seconds"],
+                      "full_seconds": full["seconds"], "base_seconds": state["base"]["seconds"],
+                      "pool_lines": [n0, n1], "pool_size": [size0, size1], "settings": settings}))
+
+
+if __name__ == "__main__":
+    main()
