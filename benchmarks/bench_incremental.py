@@ -83,8 +83,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT / "data"), help="the data root holding the default pool, model, targets")
     ap.add_argument("--work", default="/tmp/infdist_bench_incremental", help="where the three stores are made (resumable)")
-    ap.add_argument("--rows", type=int, default=620, help="pool file lines before growth")
-    ap.add_argument("--pool-size", type=int, default=600, help="the sample before growth (the file holds a few unusable rows)")
+    ap.add_argument("--rows", type=int, default=820,
+                    help="pool file lines before growth (603 usable at max_length 128; 902 lines: 666)")
+    ap.add_argument("--pool-size", type=int, default=600, help="the sample before growth")
     ap.add_argument("--growth", type=float, default=0.10)
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other SelectionConfig settings (JSON values)")
     args = ap.parse_args()
