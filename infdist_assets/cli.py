@@ -1,11 +1,11 @@
 """The command line, at the top of the layer (nothing imports it):
 
-    python -m infdist_assets.cli demo [--data data] [--model M] [--task T] [--force]
+    python -m infdist_assets.cli demo [--data data] [--model M] [--task T] [--force] [--full]
     python -m infdist_assets.cli catalog [--data data]    # rebuild the DuckDB catalog
     python -m infdist_assets.cli reap [--data data]       # mark failed the runs whose worker is gone
 
 ``demo`` is what `make demo` runs: the default job end to end for one partition (smollm2-135m x
-gsm8k), recorded in the Dagster instance under ``<data>/dagster_home`` so that `make ui` shows
+gsm8k) at the demo's scale (``demo.DEMO_SETTINGS``; ``--full``: the default settings), recorded in the Dagster instance under ``<data>/dagster_home`` so that `make ui` shows
 the runs. Each command points the process at its data root before the definitions load.
 """
 
@@ -16,18 +16,20 @@ import time
 
 import dagster as dg
 
-from infdist_assets.operations.demo import run_partition, up_to_date_run, use_data_root
+from infdist_assets.operations.demo import DEMO_SETTINGS, run_partition, up_to_date_run, use_data_root
 
 
 def demo(args: argparse.Namespace) -> None:
     data = use_data_root(args.data)
     from infdist_assets.definitions import defs
+    from infdist_assets.resources import SelectionSettings
     from infdist_assets.store.catalog import connect_readonly
     from infdist_assets.store.run_liveness import reap_dead_runs
 
     t0 = time.time()
     catalog = data / "infdist.duckdb"
-    cfg = defs.resources["settings"].to_core()
+    settings = SelectionSettings(**({} if args.full else DEMO_SETTINGS))
+    cfg = settings.to_core()
     previous = up_to_date_run(catalog, cfg, args.model, args.task)
     if previous and not args.force:
         print(f"{args.model} x {args.task} is up to date (run {previous}, same settings and code); "
@@ -36,7 +38,7 @@ def demo(args: argparse.Namespace) -> None:
         with dg.DagsterInstance.get() as instance:
             for run_id in reap_dead_runs(instance):
                 print(f"run {run_id} of an earlier demo was killed: marked failed (its finished artefacts are kept)")
-            run_partition(defs, args.model, args.task, instance)
+            run_partition(defs, args.model, args.task, instance, resources={**defs.resources, "settings": settings})
     con = connect_readonly(catalog)
     scores = con.execute("SELECT method, metric, round(value, 4) FROM eval_scores WHERE model = ? AND task = ? "
                          "AND seed = ? AND k = ? ORDER BY metric, method", [args.model, args.task, cfg.seed, cfg.k]).fetchall()
@@ -44,7 +46,8 @@ def demo(args: argparse.Namespace) -> None:
                       "WHERE model = ? AND task = ? AND seed = ? AND chosen AND n_landmarks = (SELECT max(n_landmarks) FROM recovery) "
                       "ORDER BY spearman DESC LIMIT 1", [args.model, args.task, cfg.seed]).fetchall()
     con.close()
-    print(f"\nInfluence Distillation demo finished in {time.time() - t0:.0f} s ({args.model} x {args.task}).")
+    scale = "the default settings" if args.full else ", ".join(f"{k}={v}" for k, v in DEMO_SETTINGS.items())
+    print(f"\nInfluence Distillation demo finished in {time.time() - t0:.0f} s ({args.model} x {args.task}; {scale}).")
     print("eval scores (method, metric, value):")
     for row in scores:
         note = "   (in-sample: the targets the selection was made for; not evidence of quality)" \
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--model", default="smollm2-135m")
     d.add_argument("--task", default="gsm8k")
     d.add_argument("--force", action="store_true", help="recompute even if this partition is up to date")
+    d.add_argument("--full", action="store_true", help="the default settings instead of the demo's smaller scale")
     d.set_defaults(run=demo)
     sub.add_parser("catalog", help="rebuild the DuckDB catalog of the data root").set_defaults(run=catalog)
     sub.add_parser("reap", help="mark failed the runs whose worker process is gone").set_defaults(run=reap)

@@ -34,8 +34,8 @@ class SelectionSettings(dg.ConfigurableResource):
         default=0.5,
         description=("With pool_sampling=stable, a re-selection keeps the warm-up checkpoint (and so every gradient "
             "and proxy row computed at it) while at least 1 - pool_refresh of the pool sample was in the "
-            "sample it was trained from; past that it trains a new one. 0.5: refresh once the pool has "
-            "doubled. 0 refreshes at any change, 1 never."),
+            "sample it was trained from; past that it trains a new one. 0.5: kept until the pool has doubled."
+            " 0 retrains at any change, 1 never (permutation sampling retrains at every change)."),
     )
     max_length: int = Field(
         default=128,
@@ -168,16 +168,14 @@ class SelectionSettings(dg.ConfigurableResource):
     eval_subset: int = Field(
         default=2,
         description=("Rows for the task metric (GSM8K exact match, MMLU and multiple-choice accuracy through "
-            "lm-evaluation-harness, HumanEval pass@1; a seeded subset); 0 = all. 2 keeps ``make demo`` within"
-            " 15 minutes on a 2-core CPU (8-shot GSM8K generation: ~25 s per model for 2 rows, ~40 s for 4, "
-            "~80 s for 8): enough to show the harness path, not to measure quality (use 0 on a GPU)."),
+            "lm-evaluation-harness, HumanEval pass@1; a seeded subset); 0 = all. 2 shows the harness path on "
+            "a CPU (8-shot GSM8K generation is slow there), not quality: use 0 on a GPU."),
     )
     heldout_rows: int = Field(
         default=100,
         description=("Rows for the held-out loss (a seeded subset of the task's evaluation file, disjoint from its "
             "targets; a forward pass each); 0 = all. The subsets are nested: 100 rows are the first 100 of "
-            "the 200 ``benchmarks/bench_quality.py`` uses (a forward pass per row: 100 keep ``make demo`` "
-            "within 15 minutes on a 2-core CPU)."),
+            "the 200 ``benchmarks/bench_quality.py`` uses."),
     )
     heldout_split: Literal["test", "dev"] = Field(
         default="test",

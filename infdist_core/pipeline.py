@@ -165,8 +165,8 @@ def embedding_slices(spec: str, widths: tuple[int, ...] | list[int]) -> tuple[tu
 class KnownRows:
     """Proxy rows computed before for the same samples, weights and settings (another selection
     seed's run, a smaller pool's): ``vectors`` (n, e) with NaN rows where unknown, the parts'
-    ``widths``, and the ``seconds_per_sample`` measured when they were computed (the cost the embedding choice weighs,
-    so that it does not depend on what happens to be cached)."""
+    ``widths``, and the ``seconds_per_sample`` measured when they were computed (the cost the
+    embedding choice weighs, so that it does not depend on what happens to be cached)."""
 
     vectors: np.ndarray
     widths: tuple[int, ...]

@@ -235,7 +235,8 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         if res is None:
             ckpt, losses = WarmupCheckpoint(str(step.registry.model_path(step.model)), None, 0), []
         else:
-            final = step.checkpoint_dir() / step.cfg.digest(*DATA_SIDE_FIELDS)  # addressed by its settings
+            # addressed by its settings and the sample it was drawn from: another sample is another folder
+            final = step.checkpoint_dir() / f"{step.cfg.digest(*DATA_SIDE_FIELDS)}-{row_cache.samples_digest(samples)}"
             size, digest = storage.save_checkpoint(model, tok, final,
                                                    also=lambda d: save_adam_state(res, model, d / "adam_state.safetensors"))
             ckpt = WarmupCheckpoint(str(final), str(final / "adam_state.safetensors"), res.steps, size, digest, res.losses[-1],

@@ -6,6 +6,8 @@
 - ``reselection_schedule``: weekly ``selection_job`` over every model x task partition.
 - ``pool_file_sensor``: when the registry's pool file changes, re-runs ``pool_side_job`` for
   every model; ``reselect_after_pool_refresh`` then starts ``selection_job`` for that model's tasks.
+  Those runs compute only the rows the row cache lacks (``store/reuse.py``); with
+  ``pool_sampling: stable`` they keep the warm-up until ``pool_refresh`` of the sample is new.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def build(reg: Registry, model_parts, model_task_parts, store=None, settings=Non
                 for key, why in stale.items()]
 
     @dg.sensor(job=pool_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-               description="Re-run the pool side for every model when the pool file changes.")
+               description="Re-run the pool side for every model when the pool file changes (only the rows "
+                           "the row cache lacks are computed).")
     def pool_file_sensor(context: dg.SensorEvaluationContext):
         if not reg.pool.exists():
             return dg.SkipReason(f"pool file {reg.pool} does not exist")

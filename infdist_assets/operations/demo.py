@@ -11,6 +11,12 @@ import dagster as dg
 from infdist_assets.operations.automation import POOL_SIDE_DEFAULT, TARGET_SIDE_DEFAULT
 from infdist_core.methods import DEFAULT_METHODS
 
+DEMO_SETTINGS = {"pool_size": 200, "n_landmarks": 32, "k": 16, "heldout_rows": 50, "task_metrics": False}
+"""What `make demo` changes from the defaults: every stage of the job, on a third of the pool,
+with half the landmarks and held-out rows and no generation, so that it ends within 15 minutes on
+two slow CPU cores (the defaults take 10 to 30 minutes, depending on the machine; ``demo --full``
+runs them). The benchmarks and the UI's launchpad use the defaults."""
+
 
 def run_partition(defs: dg.Definitions, model: str, task: str, instance: dg.DagsterInstance,
                   methods: tuple[str, ...] = DEFAULT_METHODS, resources: dict | None = None) -> list[dg.ExecuteInProcessResult]:

@@ -50,6 +50,14 @@ def sample_key(sample: TokenizedSample) -> str:
     return h.hexdigest()
 
 
+def samples_digest(samples: list[TokenizedSample]) -> str:
+    """One hash of the samples' keys, in order: what a model trained on them is addressed by."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(sample_key(s).encode())
+    return h.hexdigest()[:16]
+
+
 def device_kind(cfg: SelectionConfig) -> str:
     """Where the rows are computed ('cuda' or 'cpu'-like): rows from another device kind differ in
     rounding, so they are not mixed."""

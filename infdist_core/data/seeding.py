@@ -21,7 +21,6 @@ def generator(seed: int, *names: object) -> torch.Generator:
     return g
 
 
-
 def stable_order(ids, seed: int, name: str, count: int | None = None):
     """Positions of ``ids`` by increasing ``derive_seed(seed, name, id)``: a seeded random order in
     which an item's rank among the others depends on its own id alone, so adding or removing items

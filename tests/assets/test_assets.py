@@ -335,7 +335,7 @@ def test_a_reselection_keeps_the_previous_one_and_reports_what_moved(world):
 
 def test_the_docs_sql_runs_against_the_catalog(world, bench):
     sql = (ROOT / "docs" / "inspecting.md").read_text().split("```sql")[1].split("```")[0]
-    sql = sql.replace("smollm2-135m", "tiny").replace("gsm8k", "math").replace("k = 30", f"k = {K}")
+    sql = sql.replace("smollm2-135m", "tiny").replace("gsm8k", "math").replace("k = 16", f"k = {K}")
     con = connect_readonly(world["data"] / "infdist.duckdb")
     counts = []
     for stmt in sql.split(";"):
@@ -343,7 +343,7 @@ def test_the_docs_sql_runs_against_the_catalog(world, bench):
         if body:
             counts.append(len(con.execute(body).fetchall()))
     con.close()
-    assert len(counts) == 10 and all(counts), f"a docs/inspecting.md query returned nothing: {counts}"
+    assert len(counts) == 11 and all(counts), f"a docs/inspecting.md query returned nothing: {counts}"
 
 
 @pytest.fixture(scope="module")

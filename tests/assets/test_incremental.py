@@ -119,6 +119,10 @@ def test_a_permutation_sample_never_keeps_the_warmup_but_reuses_rows_of_unchange
     _select(data, reg, {**settings, "warmup_steps": 2, "warmup_samples": 6})
     again = _select(data, reg, {**settings, "warmup_steps": 2, "warmup_samples": 6})
     assert again["warmup_checkpoint"]["warmup"] == "trained"
+    _grow(data / "pool.jsonl", 6)  # a new shuffle: a warm-up trained on another sample, in its own folder
+    grown = _select(data, reg, {**settings, "warmup_steps": 2, "warmup_samples": 6})
+    assert grown["warmup_checkpoint"]["sha256"] != again["warmup_checkpoint"]["sha256"]
+    assert grown["pool_embeddings"]["rows_reused"] == 0
     none = _select(data, reg, {**settings, "warmup_steps": 0})
     twice = _select(data, reg, {**settings, "warmup_steps": 0})
     assert none["pool_embeddings"]["rows_computed"] == 20
