@@ -4,7 +4,7 @@ missing, made with other settings or stale). Assets hold no decoding of tables o
 Parquet schemas are the catalog's (``catalog.py`` reads these files with DuckDB).
 
     SampledPool          sampled_pool                      tokenised samples
-    WarmupCheckpoint     warmup_checkpoint                 model folder, Adam state
+    WarmupCheckpoint     warmup_checkpoint                 model folder, Adam state, the sample it was trained from
     LandmarkGradients    landmark_gradients                exact projected gradients of the landmarks
     PoolEmbeddings       pool_embeddings                   proxy rows of the pool, the chosen spec
     LandmarkCandidates   pool_embeddings/landmark_candidates  every candidate's rows on the landmarks
