@@ -71,7 +71,7 @@ def _embeddings_plan(step: Step) -> Plan:
     """The embedding choice on the landmarks (not sharded); the shards embed the other rows."""
     samples = SampledPool.load(step).samples
     idx, G = LandmarkGradients.load(step).used
-    known = reuse.known_proxy_rows(step, "pool_embeddings", samples)
+    known = reuse.known_proxy_rows(step, "pool_embeddings", samples, idx)
     plan = pipeline.plan_pool_embedding(selection_model(step), samples, idx, G, step.cfg,
                                         base_tokenizer(step).pad_token_id, log_fn=step.context.log.info, known=known)
     rows = sum((reuse.remember_proxy_rows(step, "pool_embeddings", samples, idx,
@@ -91,7 +91,7 @@ def _embeddings_compute(step: Step, payload: dict, lo: int, hi: int):
     samples = SampledPool.load(step).samples
     idx, _ = LandmarkGradients.load(step).used
     rows = pipeline.non_landmarks(len(samples), idx)[lo:hi]
-    known = reuse.known_proxy_rows(step, "pool_embeddings", samples)
+    known = reuse.known_proxy_rows(step, "pool_embeddings", samples, rows)
     pe = pipeline.embed_pool_rows(selection_model(step), samples, rows, payload["spec"], step.cfg,
                                   base_tokenizer(step).pad_token_id, known)
     counts = reuse.remember_proxy_rows(step, "pool_embeddings", samples, rows, pe, known)

@@ -78,10 +78,13 @@ def _proxy_specs(step: Step) -> list[str]:
     return [s for s in step.cfg.embedding_specs() if ProxySpec.parse(s).per_sample(step.cfg.batch_size)]
 
 
-def known_proxy_rows(step: Step, kind: str, samples: list[TokenizedSample]) -> dict[str, pipeline.KnownRows]:
-    """The cached rows of every cacheable embedding spec for ``samples`` (NaN rows where unknown),
-    with the seconds per sample measured when they were computed: ``pipeline``'s ``known``."""
-    keys = [sample_key(s) for s in samples]
+def known_proxy_rows(step: Step, kind: str, samples: list[TokenizedSample],
+                     positions: np.ndarray) -> dict[str, pipeline.KnownRows]:
+    """The cached rows of every cacheable embedding spec for ``samples[positions]`` (the rows a
+    step embeds; NaN rows elsewhere and where unknown), with the seconds per sample measured when
+    they were computed: ``pipeline``'s ``known``."""
+    positions = np.asarray(positions, np.int64)
+    keys = [sample_key(samples[i]) for i in positions]
     out = {}
     for spec in _proxy_specs(step):
         found, rows = selection_cache(step, f"{kind}/{spec}").lookup(keys)
@@ -89,7 +92,7 @@ def known_proxy_rows(step: Step, kind: str, samples: list[TokenizedSample]) -> d
             continue
         vec = storage.column_matrix(rows, "vector")
         arr = np.full((len(samples), vec.shape[1]), np.nan, np.float32)
-        arr[found] = vec
+        arr[positions[found]] = vec
         out[spec] = pipeline.KnownRows(arr, tuple(rows.column("widths")[0].as_py()),
                                        float(np.mean(rows.column("seconds").to_numpy())))
     return out
@@ -113,7 +116,7 @@ def remember_proxy_rows(step: Step, kind: str, samples: list[TokenizedSample], p
 def embed(step: Step, kind: str, model, samples: list[TokenizedSample], spec: str, pad_id: int
           ) -> tuple[proxies.ProxyEmbedding, Reuse]:
     """``spec``'s embeddings of ``samples`` (``pipeline.embed_pool_rows``), through the cache."""
-    known = known_proxy_rows(step, kind, samples)
     everything = np.arange(len(samples))
+    known = known_proxy_rows(step, kind, samples, everything)
     pe = pipeline.embed_pool_rows(model, samples, everything, spec, step.cfg, pad_id, known)
     return pe, remember_proxy_rows(step, kind, samples, everything, pe, known)
