@@ -140,8 +140,8 @@ def proxy_anatomy(model, samples, pad: int, blocks: int = 2, dim: int = 4096) ->
 def main() -> None:
     ap = argparse.ArgumentParser()
     recovery_data.add_arguments(ap)
-    ap.add_argument("--landmarks", type=int, default=SelectionConfig.n_landmarks)
-    ap.add_argument("--k", type=int, default=SelectionConfig.k)
+    ap.add_argument("--landmarks", type=int, default=SelectionConfig().pool.n_landmarks)
+    ap.add_argument("--k", type=int, default=SelectionConfig().selection.k)
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--options", default=",".join(OPTIONS))
     ap.add_argument("--quality", default="", help="bench_quality.py's JSON (its last line, saved to a file)")
@@ -154,7 +154,7 @@ def main() -> None:
     data = recovery_data.load(recovery_data.setting(args))
     model, pad, pool, targets, G, T = data.model, data.tokenizer.pad_token_id, data.pool, data.targets, data.G, data.T
     n, t = len(pool), len(targets)
-    cfg = SelectionConfig(pool_size=n, max_length=args.tokens, n_landmarks=args.landmarks, k=args.k)
+    cfg = SelectionConfig.of(pool_size=n, max_length=args.tokens, n_landmarks=args.landmarks, k=args.k)
     shape = ModelShape.of(model)
     tokens = np.array([len(s.input_ids) for s in pool], float)
     labels = np.array([s.n_label_tokens for s in pool], float)
@@ -172,19 +172,19 @@ def main() -> None:
     # ---- RDS+
     E_rds, s_rds_pool = timed(lambda: proxies.rds_embeddings(model, pool, pad))
     E_rds_t, s_rds_t = timed(lambda: proxies.rds_embeddings(model, targets, pad))
-    _, s_rds_sel = timed(lambda: baselines.similarity_round_robin(E_rds, E_rds_t, cfg.k, cfg.seed))
+    _, s_rds_sel = timed(lambda: baselines.similarity_round_robin(E_rds, E_rds_t, cfg.selection.k, cfg.selection.seed))
     fl_rds = 2 * shape.layers * shape.block * (tokens.sum() + T_tok * t)
     rows.append({"method": "RDS+", "option": "rds", "stages": {"pool": s_rds_pool, "targets": s_rds_t, "selection": s_rds_sel},
                  "flops": fl_rds})
     print(f"RDS+: pool {s_rds_pool:.1f} s ({s_rds_pool / n:.3f} s/sample)", flush=True)
     # ---- mid-PPL
     losses, s_ppl = timed(lambda: sample_losses(model, pool, pad))
-    _, s_ppl_sel = timed(lambda: baselines.mid_perplexity(losses, cfg.k))
+    _, s_ppl_sel = timed(lambda: baselines.mid_perplexity(losses, cfg.selection.k))
     rows.append({"method": "mid-PPL", "option": "loss", "stages": {"pool": s_ppl, "selection": s_ppl_sel},
                  "flops": 2 * shape.layers * shape.block * tokens.sum() + 2 * shape.head * labels.sum()})  # head at labels
     print(f"mid-PPL: pool {s_ppl:.1f} s ({s_ppl / n:.3f} s/sample)", flush=True)
     # ---- Grad (LESS-like): the true-gradient pass is this computation
-    _, s_grad_sel = timed(lambda: baselines.similarity_round_robin(G, T, cfg.k, cfg.seed))
+    _, s_grad_sel = timed(lambda: baselines.similarity_round_robin(G, T, cfg.selection.k, cfg.selection.seed))
     rows.append({"method": "Grad", "option": "full gradient", "stages": {"pool": data.seconds_per_gradient * n,
                                                                           "targets": data.seconds_per_gradient * t,
                                                                           "selection": s_grad_sel},
@@ -208,7 +208,7 @@ def main() -> None:
         direct = DirectTerm(te.vectors.astype(np.float64), slices) if slices else None
         (reg, s_krr) = timed(lambda: pipeline.fit_landmark_regression(E, lm, GL, c))
         ((scores, setting, _), s_score) = timed(lambda: pipeline.score_targets(E, lm, GL, GT, reg, c, direct))
-        _, s_sel = timed(lambda: round_robin(scores.scores, c.k, seed=c.seed))
+        _, s_sel = timed(lambda: round_robin(scores.scores, c.selection.k, seed=c.selection.seed))
         fl_te = proxy_flops(spec, shape, T_tok, T_lab) * t if slices else 0.0
         return {"method": "InfDist", "option": option, "spec": spec,
                 "stages": {"landmark_gradients": s_lm, "pool": s_pool, "targets": s_tg + s_te,
@@ -246,7 +246,7 @@ def main() -> None:
         rows.append(row)
         print(f"  {option}: {s_pool / n:.3f} s/sample, Spearman@{args.landmarks} {row['spearman']:.3f} "
               f"({', '.join(sorted(set(row['choices'])))})", flush=True)
-    missing = [c for c in cfg.embedding_candidates if c not in emb]
+    missing = [c for c in cfg.data.embedding_candidates if c not in emb]
     for spec in missing:  # the auto emulation needs every candidate's rows
         pe = pipeline.embed_samples(model, pool, spec, cfg, pad)
         emb[spec], widths[spec] = pe.vectors.astype(np.float64), pe.widths
@@ -304,7 +304,7 @@ def main() -> None:
                 if qname in quality:
                     print(f"  {name:8} {r['seconds']:>8.1f} s  {quality[qname]:.4f}")
     summary = {
-        "n": n, "landmarks": len(lm), "k": cfg.k, "draws": args.draws, "default_embedding": choice.spec,
+        "n": n, "landmarks": len(lm), "k": cfg.selection.k, "draws": args.draws, "default_embedding": choice.spec,
         "rds_seconds": rds_s, "infdist_seconds": default["seconds"],
         "infdist_over_rds_seconds": default["seconds"] / rds_s, "infdist_over_rds_flops": default["flops"] / rds_f,
         "spearman_default": default["spearman"],

@@ -61,7 +61,7 @@ def select(root: Path, reg: Path, settings: dict) -> dict:
     from infdist_assets.resources import SelectionSettings
 
     defs = build_definitions(str(reg), str(root))
-    res = {**defs.resources, "settings": SelectionSettings(**settings)}
+    res = {**defs.resources, "settings": SelectionSettings.of(**settings)}
     instance = dg.DagsterInstance.ephemeral()
     t0 = time.time()
     runs = [dg.materialize(list(defs.assets), selection=ASSETS[:5], partition_key="smollm2-135m", instance=instance,

@@ -55,7 +55,7 @@ def main() -> None:
     from infdist_core.config import SelectionConfig
     from infdist_core.maths.landmarks import LANDMARK_POLICIES
 
-    cfg = SelectionConfig(n_landmarks=args.n_landmarks)
+    cfg = SelectionConfig.of(n_landmarks=args.n_landmarks)
     table, secs = {}, {}
     for task in args.tasks:
         try:

@@ -36,7 +36,7 @@ def anon():  # resident anonymous memory: what cannot be reclaimed (mapped file 
 base, base_anon = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, anon()
 t0 = time.perf_counter()
 rows = load_records(path) if mode == "before" else PoolRows(path, cache) if mode == "after" else None
-cfg = SelectionConfig(pool_size=int(keep), n_landmarks=2, k=1, max_length=512)
+cfg = SelectionConfig.of(pool_size=int(keep), n_landmarks=2, k=1, max_length=512)
 pool = sample_pool(rows, tok, cfg) if rows is not None else None
 seconds = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -98,6 +98,7 @@ def main() -> None:
     from infdist_assets.definitions import defs
     from infdist_assets.resources import SelectionSettings
     from infdist_assets.store.catalog import connect_readonly
+    from infdist_core.config import SelectionConfig
 
     settings = {"heldout_rows": args.heldout_rows, "task_metrics": args.task_metrics}
     for item in args.set:
@@ -130,10 +131,10 @@ def main() -> None:
     by_metric = summaries(rows.filter(pc.and_(keep, pc.equal(rows.column("model"), args.model))))
     s = by_metric.pop("loss")
     print(summary_markdown(s, by_metric))
-    recovery = {(t, seed): true_recovery(data, args.model, t, SelectionSettings(**{**settings, "seed": seed, "k": max(args.k)}).to_core())
+    recovery = {(t, seed): true_recovery(data, args.model, t, SelectionConfig.of(**{**settings, "seed": seed, "k": max(args.k)}))
                 for t in args.tasks for seed in args.seeds}
     measured = [v for v in recovery.values() if v is not None]
-    n_landmarks = SelectionSettings(**settings).to_core().n_landmarks
+    n_landmarks = SelectionConfig.of(**settings).pool.n_landmarks
     print(f"\nLandmark recovery of the shipped policy on non-landmark samples (Spearman of InfDist's mean-target scores "
           f"with the exact ones, {n_landmarks} landmarks): " +
           ", ".join(f"{t} seed {sd}: {v:.3f}" for (t, sd), v in sorted(recovery.items()) if v is not None))

@@ -82,7 +82,7 @@ def main() -> None:
     else:
         moments = None
         if args.warmup_steps:
-            cfg = SelectionConfig(pool_size=len(spare), k=1, n_landmarks=2, warmup_steps=args.warmup_steps,
+            cfg = SelectionConfig.of(pool_size=len(spare), k=1, n_landmarks=2, warmup_steps=args.warmup_steps,
                                   warmup_samples=64, train_lr=2e-5, train_micro_batch=4, train_grad_accum=2)
             res = warm_up(model, spare, cfg, pad)
             print(f"warm-up: {res.steps} steps, loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")

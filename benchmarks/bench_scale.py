@@ -48,7 +48,9 @@ with dg.DagsterInstance.get() as instance:
 
 
 def run(env: dict, settings: dict, keys, model: str, workers: int) -> dict:
-    config = {"resources": {"settings": {"config": settings}},
+    from infdist_core.config import nested
+
+    config = {"resources": {"settings": {"config": nested(settings)}},
               "execution": {"config": {"multiprocess": {"max_concurrent": workers}}}}
     res = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(config), json.dumps(list(keys)), model],
                          cwd=ROOT, env=env, capture_output=True, text=True)

@@ -114,8 +114,8 @@ def shipped_recovery(emb: dict[str, np.ndarray], widths: dict[str, tuple[int, ..
     from infdist_core.model import proxies
 
     spec_of = lambda key: key.partition("@")[0]  # noqa: E731  (keys may carry "@B", the batch they were computed in)
-    cfg = SelectionConfig(pool_size=len(G), n_landmarks=ell, k=1, embedding=spec_of(embedding))
-    keys = [c for c in cfg.embedding_candidates if c in emb] if embedding == "auto" else [embedding]
+    cfg = SelectionConfig.of(pool_size=len(G), n_landmarks=ell, k=1, embedding=spec_of(embedding))
+    keys = [c for c in cfg.data.embedding_candidates if c in emb] if embedding == "auto" else [embedding]
     key_of = {spec_of(k): k for k in keys}
     picks, rhos = [], []
     for d in range(draws):

@@ -28,7 +28,7 @@ def demo(args: argparse.Namespace) -> None:
 
     t0 = time.time()
     catalog = data / "infdist.duckdb"
-    settings = SelectionSettings(**({} if args.full else DEMO_SETTINGS))
+    settings = SelectionSettings.of(**({} if args.full else DEMO_SETTINGS))
     cfg = settings.to_core()
     previous = up_to_date_run(catalog, cfg, args.model, args.task)
     if previous and not args.force:
@@ -41,10 +41,11 @@ def demo(args: argparse.Namespace) -> None:
             run_partition(defs, args.model, args.task, instance, resources={**defs.resources, "settings": settings})
     con = connect_readonly(catalog)
     scores = con.execute("SELECT method, metric, round(value, 4) FROM eval_scores WHERE model = ? AND task = ? "
-                         "AND seed = ? AND k = ? ORDER BY metric, method", [args.model, args.task, cfg.seed, cfg.k]).fetchall()
+                         "AND seed = ? AND k = ? ORDER BY metric, method",
+                         [args.model, args.task, cfg.selection.seed, cfg.selection.k]).fetchall()
     rec = con.execute("SELECT embedding, round(spearman, 3), round(grad_cosine, 3), round(mean_cosine, 3) FROM recovery "
                       "WHERE model = ? AND task = ? AND seed = ? AND chosen AND n_landmarks = (SELECT max(n_landmarks) FROM recovery) "
-                      "ORDER BY spearman DESC LIMIT 1", [args.model, args.task, cfg.seed]).fetchall()
+                      "ORDER BY spearman DESC LIMIT 1", [args.model, args.task, cfg.selection.seed]).fetchall()
     con.close()
     scale = "the default settings" if args.full else ", ".join(f"{k}={v}" for k, v in DEMO_SETTINGS.items())
     print(f"\nInfluence Distillation demo finished in {time.time() - t0:.0f} s ({args.model} x {args.task}; {scale}).")
@@ -56,7 +57,7 @@ def demo(args: argparse.Namespace) -> None:
     print("  held-out evidence with seeds and intervals: benchmarks/bench_quality.py (docs/results.md)")
     if rec:
         print(f"landmark recovery (embedding, Spearman, grad cosine, mean-landmark cosine): {rec[0]}")
-    where = f"{args.model}/{args.task}/seed={cfg.seed}/k={cfg.k}"
+    where = f"{args.model}/{args.task}/seed={cfg.selection.seed}/k={cfg.selection.k}"
     print(f"selection:  {data}/assets/infdist/selected_subset/{where}/data.parquet")
     print(f"eval:       {data}/assets/infdist/eval_scores/{where}/data.parquet")
     print(f"catalog:    {catalog}   e.g.  duckdb -readonly {catalog} \"SELECT * FROM eval_scores\"")

@@ -1,12 +1,22 @@
-"""Configuration of a selection run: one frozen dataclass, validated, with the paper's values
-available as ``SelectionConfig.paper()`` and defaults sized for a 135M model on a 2-core CPU."""
+"""Configuration of a selection run: one frozen dataclass of six sections, validated, with the
+paper's values available as ``SelectionConfig.paper()`` and defaults sized for a 135M model on a
+2-core CPU.
+
+The sections follow what depends on them: ``data`` (the pool sample, the warm-up and the
+instruments: every artefact), ``pool`` (landmarks and kernel regression of one selection seed),
+``selection`` and ``training`` (the subset and its fine-tune), ``evaluation`` (only the eval
+scores) and ``runtime`` (nothing). So the settings an artefact depends on are a lookup of
+sections (``DATA_SIDE_FIELDS`` and on below). A field's name is unique across the sections, so
+the flat name (``SelectionConfig.of(k=16)``, ``with_(k=16)``, a benchmark's ``--set k=16``, an
+artefact's recorded settings and their digests) addresses exactly one field.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal, get_args
 
 PROXY_AUTO = "auto"
@@ -18,9 +28,28 @@ PoolSampling = Literal["permutation", "stable"]
 """The closed set of ``pool_sampling``."""
 
 
+def _at_least(section, minimum: int, names: tuple[str, ...], what: str) -> None:
+    """Refuse, naming every field and value, the ``names`` of ``section`` that are not integers >= ``minimum``."""
+    values = {f: getattr(section, f) for f in names}
+    bad = {f: v for f, v in values.items() if not isinstance(v, int) or v < minimum}
+    if bad:
+        raise ValueError(f"these settings must be integers >= {minimum}{what}: {bad}")
+
+
+def _one_of(section, name: str, allowed) -> None:
+    """Refuse a value of a closed set (a ``Literal``) that is not in it, naming the field and the choices."""
+    if getattr(section, name) not in get_args(allowed):
+        *rest, last = get_args(allowed)
+        raise ValueError(f"{name}={getattr(section, name)!r}: use {', '.join(rest)} or {last}")
+
+
 @dataclass(frozen=True)
-class SelectionConfig:
-    """Every knob of Influence Distillation (paper defaults in ``paper()``)."""
+class DataSection:
+    """The data side: the pool sample, the warm-up and the instruments (gradient projection, proxies).
+
+    Every artefact depends on these; the selection-seed-free ones (pool sample, warm-up, target
+    gradients, the baselines' pool inputs) on these alone, with the warm-up's optimiser settings
+    (``WARMUP_TRAINING_FIELDS``), so they are shared by every selection seed and budget."""
 
     pool_size: int = 600
     """Samples drawn (seeded) from the pool file; paper: 200,000."""
@@ -37,10 +66,6 @@ class SelectionConfig:
     doubled. 0 retrains at any change, 1 never (permutation sampling retrains at every change)."""
     max_length: int = 128
     """Tokens per sample after the chat template; paper: 2,048."""
-    n_landmarks: int = 64
-    """Landmarks with exact gradients; paper: 4,096."""
-    k: int = 30
-    """Samples to select; paper: 10,000 (5% of its pool, as 30 is of 600 here)."""
     projection_dim: int = 8192
     """Hadamard projection of gradients; paper: 131,072."""
     grad_params: str = "all"
@@ -67,6 +92,51 @@ class SelectionConfig:
     """l in Eq. 12 for the jvp-* proxies given without a block count."""
     jvp_tangents: int = 2
     """|V| in Eq. 12."""
+    data_seed: int = 0
+    """Seed of the data and the instruments, fixed across selection seeds: the pool sample, the
+    warm-up, the gradient and proxy projections and the evaluation rows (so that scores pair across
+    methods and seeds)."""
+    batch_size: int = 1
+    """Samples per batch of the gradient passes: the landmark and target gradients (one vmapped
+    backward per batch) and the blocks before ``grad-last``'s in the gradient proxies (a no-grad
+    batched forward, then the last blocks per sample). 1: one sample per pass, so a proxy row does
+    not depend on its batch and other selection seeds' rows are reused (``ProxySpec.per_sample``).
+    Results differ from 1 only by rounding; measured in ``benchmarks/bench_cost.py``."""
+    dtype: Precision = "auto"
+    """Weights and activations of the passes that do not train (gradients, proxies, perplexity,
+    RDS+, evaluation): float32, bfloat16, or auto (bfloat16 on a CUDA device that supports it, else
+    float32). The warm-up trains in float32, fine-tuning as ``train_precision`` says (bf16 mixed
+    precision at most: AdamW on bf16 weights would lose small updates)."""
+
+    def __post_init__(self) -> None:
+        from infdist_core.proxy_specs import ProxySpec
+
+        _at_least(self, 1, ("pool_size", "max_length", "projection_dim", "embedding_dim", "jvp_blocks", "jvp_tangents",
+                            "batch_size", "warmup_samples"), "")
+        _at_least(self, 0, ("warmup_steps",), " (warmup_steps 0 = no warm-up)")
+        if not 0 <= self.pool_refresh <= 1:
+            raise ValueError(f"pool_refresh={self.pool_refresh}: must be in [0, 1] (the share of the pool sample that may "
+                             "be new since the warm-up before it is retrained)")
+        if self.embedding == PROXY_AUTO and not self.embedding_candidates:
+            raise ValueError("embedding='auto' needs at least one embedding candidate")
+        for spec in ([] if self.embedding == PROXY_AUTO else [self.embedding]) + list(self.embedding_candidates):
+            ProxySpec.parse(spec)  # names the spec and the part
+        parse_grad_params(self.grad_params)
+        _one_of(self, "dtype", Precision)
+        _one_of(self, "pool_sampling", PoolSampling)
+
+    def embedding_specs(self) -> tuple[str, ...]:
+        """The proxy specs the pool side computes: the candidates with ``embedding='auto'`` (one is
+        chosen by landmark cross-validation), else the pinned ``embedding`` alone."""
+        return tuple(self.embedding_candidates) if self.embedding == PROXY_AUTO else (self.embedding,)
+
+
+@dataclass(frozen=True)
+class PoolSection:
+    """The pool side of one selection seed: the landmarks and the kernel regression."""
+
+    n_landmarks: int = 64
+    """Landmarks with exact gradients; paper: 4,096."""
     damping: float = 0.01
     """KRR ridge, relative to the kernel diagonal."""
     kernel_search: bool = True
@@ -76,12 +146,49 @@ class SelectionConfig:
     """Without ``kernel_search``: centre the kernel regression (fit the landmarks' mean gradient
     apart). The paper's Eq. 10 does not centre (``paper()``); centring won the landmark
     cross-validation on SmolLM2-135M."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_landmarks, int) or self.n_landmarks < 2:
+            raise ValueError(f"n_landmarks={self.n_landmarks}: the kernel regression needs at least 2 landmarks (one "
+                             "landmark gives every sample the same score); 8 or more for its cross-validation")
+        if self.damping < 0:
+            raise ValueError(f"damping must be >= 0, got damping={self.damping}")
+
+
+@dataclass(frozen=True)
+class SelectionSection:
+    """The budget, how the weights become a subset (Eq. 7, Sec. 3.3), and the selection seed."""
+
+    k: int = 30
+    """Samples to select; paper: 10,000 (5% of its pool, as 30 is of 600 here)."""
     eta: float = 0.0
     """Learning rate of the second-order term; only 0 (first order, the paper's default) in the pipeline."""
     per_target: bool = True
     """Per-target round-robin selection (Sec. 3.3); False: top-k of the robust weights."""
     weighted_training: bool = False
     """Scale each selected sample's loss by its weight (App. J: does not help)."""
+    seed: int = 0
+    """Seed of the selection: landmarks, cross-validation folds, round-robin ties, the uniform draw
+    and the fine-tuning order. Vary it to measure selection-to-selection variance."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, ("k",), "")
+        if self.eta < 0:
+            raise ValueError(f"eta must be >= 0, got eta={self.eta}")
+        if self.eta > 0:
+            raise ValueError(
+                f"eta={self.eta}: the pipeline runs first-order Influence Distillation only. The second-order term "
+                "needs Hessian-vector products of the full (unprojected) landmark gradients, which it does not "
+                "compute; infdist_core.maths.weights.robust_weights accepts Q (dense or low rank) directly")
+        if self.weighted_training and self.per_target:
+            raise ValueError("weighted_training=True needs per_target=False: round-robin picks have no Eq. 7 weight of "
+                             "their own (the mean target's weights are zero for most of them)")
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """Fine-tuning on the subset; the warm-up trains with the same optimiser settings."""
+
     train_lr: float = 2e-5
     """AdamW learning rate of the warm-up and the fine-tuning (linear decay); paper: 2e-5."""
     train_epochs: float = 2.0
@@ -94,17 +201,25 @@ class SelectionConfig:
     """Fine-tuning precision (Trainer): float32, bfloat16 (mixed: bf16 autocast, fp32 weights and
     AdamW state) or auto (bfloat16 on a CUDA device that supports it, else float32). The warm-up
     stays float32."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass when fine-tuning (Trainer's activation
-    checkpointing): less memory, about a third more compute, the same result."""
     lora_rank: int = 0
     """0: full fine-tuning; r > 0: LoRA adapters of rank r (peft, the ``lora`` extra) on every
     linear layer, merged into the weights before the model is saved."""
     lora_alpha: int = 32
     """LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)."""
-    train_save_steps: int = 50
-    """Write a Trainer checkpoint every this many fine-tuning steps (0: never); an interrupted
-    fine-tune resumes from the newest one."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, ("train_micro_batch", "train_grad_accum", "lora_alpha"), "")
+        _at_least(self, 0, ("lora_rank",), " (0 = full fine-tuning)")
+        positive = {f: getattr(self, f) for f in ("train_lr", "train_epochs") if not getattr(self, f) > 0}
+        if positive:
+            raise ValueError(f"these settings must be > 0: {positive}")
+        _one_of(self, "train_precision", Precision)
+
+
+@dataclass(frozen=True)
+class EvaluationSection:
+    """The held-out loss and the task metric: only the eval scores depend on these."""
+
     eval_subset: int = 2
     """Rows for the task metric (GSM8K exact match, MMLU and multiple-choice accuracy through
     lm-evaluation-harness, HumanEval pass@1; a seeded subset); 0 = all. 2 shows the harness path
@@ -129,122 +244,122 @@ class SelectionConfig:
     and ``benchmarks/bench_quality.py`` do (it turns this off)."""
     max_new_tokens: int = 160
     """Tokens generated per row for the generation metrics (GSM8K exact match, HumanEval pass@1)."""
-    seed: int = 0
-    """Seed of the selection: landmarks, cross-validation folds, round-robin ties, the uniform draw
-    and the fine-tuning order. Vary it to measure selection-to-selection variance."""
-    data_seed: int = 0
-    """Seed of the data and the instruments, fixed across selection seeds: the pool sample, the
-    warm-up, the gradient and proxy projections and the evaluation rows (so that scores pair across
-    methods and seeds)."""
-    batch_size: int = 1
-    """Samples per batch of the gradient passes: the landmark and target gradients (one vmapped
-    backward per batch) and the blocks before ``grad-last``'s in the gradient proxies (a no-grad
-    batched forward, then the last blocks per sample). 1: one sample per pass, so a proxy row does
-    not depend on its batch and other selection seeds' rows are reused (``ProxySpec.per_sample``).
-    Results differ from 1 only by rounding; measured in ``benchmarks/bench_cost.py``."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, ("heldout_max_length", "max_new_tokens"), "")
+        _at_least(self, 0, ("eval_subset", "heldout_rows"), " (0 = all rows)")
+        _one_of(self, "heldout_split", HeldoutSplit)
+
+
+@dataclass(frozen=True)
+class RuntimeSection:
+    """Where and in how many steps the work runs: no artefact depends on these."""
+
     device: str = "auto"
     """cuda when available, else cpu."""
-    dtype: Precision = "auto"
-    """Weights and activations of the passes that do not train (gradients, proxies, perplexity,
-    RDS+, evaluation): float32, bfloat16, or auto (bfloat16 on a CUDA device that supports it, else
-    float32). The warm-up trains in float32, fine-tuning as ``train_precision`` says (bf16 mixed
-    precision at most: AdamW on bf16 weights would lose small updates)."""
     pool_shards: int = 1
     """Shards of the pool-side passes (landmark gradients, pool embeddings, the baselines' pool
     passes): each shard is its own Dagster step, run in parallel by the multiprocess or Kubernetes
     executor, resumable shard by shard. The gathered artefacts are bit-identical for any value."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass when fine-tuning (Trainer's activation
+    checkpointing): less memory, about a third more compute, the same result."""
+    train_save_steps: int = 50
+    """Write a Trainer checkpoint every this many fine-tuning steps (0: never); an interrupted
+    fine-tune resumes from the newest one."""
 
     def __post_init__(self) -> None:
-        """Every field checked before any work starts; the error names the field and its value."""
-        from infdist_core.proxy_specs import ProxySpec
-
-        bad = {f: getattr(self, f) for f in ("pool_size", "max_length", "n_landmarks", "k", "projection_dim",
-                                             "embedding_dim", "jvp_blocks", "jvp_tangents", "batch_size",
-                                             "heldout_max_length", "warmup_samples", "train_micro_batch",
-                                             "train_grad_accum", "max_new_tokens", "pool_shards", "lora_alpha")
-               if not isinstance(getattr(self, f), int) or getattr(self, f) < 1}
-        if bad:
-            raise ValueError(f"these settings must be integers >= 1: {bad}")
-        negative = {f: getattr(self, f) for f in ("eval_subset", "heldout_rows", "warmup_steps", "lora_rank",
-                                                  "train_save_steps")
-                    if not isinstance(getattr(self, f), int) or getattr(self, f) < 0}
-        if negative:
-            raise ValueError(f"these settings must be integers >= 0 (0 = all rows; warmup_steps 0 = no warm-up): "
-                             f"{negative}")
-        if not 0 <= self.pool_refresh <= 1:
-            raise ValueError(f"pool_refresh={self.pool_refresh}: must be in [0, 1] (the share of the pool sample that may "
-                             "be new since the warm-up before it is retrained)")
-        positive = {f: getattr(self, f) for f in ("train_lr", "train_epochs") if not getattr(self, f) > 0}
-        if positive:
-            raise ValueError(f"these settings must be > 0: {positive}")
-        if self.weighted_training and self.per_target:
-            raise ValueError("weighted_training=True needs per_target=False: round-robin picks have no Eq. 7 weight of "
-                             "their own (the mean target's weights are zero for most of them)")
-        if self.n_landmarks < 2:
-            raise ValueError(f"n_landmarks={self.n_landmarks}: the kernel regression needs at least 2 landmarks (one "
-                             "landmark gives every sample the same score); 8 or more for its cross-validation")
-        if self.n_landmarks > self.pool_size:
-            raise ValueError(f"n_landmarks={self.n_landmarks} exceeds pool_size={self.pool_size}")
-        if self.k > self.pool_size:
-            raise ValueError(f"k={self.k} exceeds pool_size={self.pool_size}")
-        if self.damping < 0 or self.eta < 0:
-            raise ValueError(f"damping and eta must be >= 0, got damping={self.damping}, eta={self.eta}")
-        if self.eta > 0:
-            raise ValueError(
-                f"eta={self.eta}: the pipeline runs first-order Influence Distillation only. The second-order term "
-                "needs Hessian-vector products of the full (unprojected) landmark gradients, which it does not "
-                "compute; infdist_core.maths.weights.robust_weights accepts Q (dense or low rank) directly")
-        if self.embedding == PROXY_AUTO and not self.embedding_candidates:
-            raise ValueError("embedding='auto' needs at least one embedding candidate")
-        for spec in ([] if self.embedding == PROXY_AUTO else [self.embedding]) + list(self.embedding_candidates):
-            ProxySpec.parse(spec)  # names the spec and the part
-        parse_grad_params(self.grad_params)
+        _at_least(self, 1, ("pool_shards",), "")
+        _at_least(self, 0, ("train_save_steps",), " (0 = never)")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device={self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-        for f, allowed in (("heldout_split", HeldoutSplit), ("dtype", Precision), ("train_precision", Precision),
-                           ("pool_sampling", PoolSampling)):
-            if getattr(self, f) not in get_args(allowed):
-                *rest, last = get_args(allowed)
-                raise ValueError(f"{f}={getattr(self, f)!r}: use {', '.join(rest)} or {last}")
+
+
+SECTIONS = {"data": DataSection, "pool": PoolSection, "selection": SelectionSection, "training": TrainingSection,
+            "evaluation": EvaluationSection, "runtime": RuntimeSection}
+"""Each section of ``SelectionConfig`` and its class, in order."""
+
+SECTION_OF = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
+"""The section that holds each setting, by its (unique) name."""
+
+
+def nested(settings: dict) -> dict[str, dict]:
+    """Flat settings grouped by their sections, ``{"k": 16}`` -> ``{"selection": {"k": 16}}`` (the
+    shape of the settings resource's run config); an unknown name is refused."""
+    unknown = sorted(set(settings) - set(SECTION_OF))
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}: see infdist_core.config (sections {', '.join(SECTIONS)})")
+    out: dict[str, dict] = {}
+    for name, value in settings.items():
+        out.setdefault(SECTION_OF[name], {})[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Every knob of Influence Distillation, in sections (paper values in ``paper()``). Build one
+    from flat setting names with ``SelectionConfig.of(pool_size=40, k=5)``; read a setting through
+    its section (``cfg.data.pool_size``, ``cfg.selection.k``)."""
+
+    data: DataSection = field(default_factory=DataSection)
+    """The pool sample, the warm-up and the instruments: every artefact depends on these."""
+    pool: PoolSection = field(default_factory=PoolSection)
+    """Landmarks and kernel regression: the artefacts of one selection seed."""
+    selection: SelectionSection = field(default_factory=SelectionSection)
+    """The budget, how weights become a subset, and the selection seed."""
+    training: TrainingSection = field(default_factory=TrainingSection)
+    """Fine-tuning (and the warm-up's optimiser)."""
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    """Held-out loss and task metrics: only the eval scores depend on these."""
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
+    """Where and in how many steps the work runs: no artefact depends on these."""
+
+    def __post_init__(self) -> None:
+        """The checks that span sections (each section checks its own fields when it is made)."""
+        if self.pool.n_landmarks > self.data.pool_size:
+            raise ValueError(f"n_landmarks={self.pool.n_landmarks} exceeds pool_size={self.data.pool_size}")
+        if self.selection.k > self.data.pool_size:
+            raise ValueError(f"k={self.selection.k} exceeds pool_size={self.data.pool_size}")
+
+    @classmethod
+    def of(cls, **settings) -> "SelectionConfig":
+        """The defaults with ``settings`` (flat names: ``of(pool_size=40, k=5)``) changed."""
+        return cls().with_(**settings)
 
     @classmethod
     def paper(cls) -> "SelectionConfig":
         """The paper's Section 5.1 settings (Llama-2-7B on one H100), landmark gradients over the
         ``down_proj`` matrices as for Llama-2-7B, and the kernel regression of Eq. 10 (median
         bandwidth, damping 0.01, no centring)."""
-        return cls(pool_size=200_000, max_length=2048, n_landmarks=4096, k=10_000, projection_dim=131_072, adam_aware=True,
-                   grad_params="down_proj",
-                   warmup_samples=10_000, warmup_steps=80, embedding="jvp-logits:4:2", kernel_search=False,
-                   kernel_center=False,
-                   train_micro_batch=1, train_grad_accum=128, eval_subset=0, task_metrics=True, batch_size=8)
+        return cls.of(pool_size=200_000, max_length=2048, n_landmarks=4096, k=10_000, projection_dim=131_072,
+                      adam_aware=True, grad_params="down_proj", warmup_samples=10_000, warmup_steps=80,
+                      embedding="jvp-logits:4:2", kernel_search=False, kernel_center=False, train_micro_batch=1,
+                      train_grad_accum=128, eval_subset=0, task_metrics=True, batch_size=8)
+
+    def with_(self, **changes) -> "SelectionConfig":
+        """A copy with ``changes`` (flat setting names, routed to their sections) applied and validated."""
+        return replace(self, **{s: replace(getattr(self, s), **c) for s, c in nested(changes).items()})
 
     def inference_dtype(self, device: str | None = None):
         """The torch dtype of the passes that do not train (``dtype``; auto: bf16 on CUDA if supported)."""
         import torch
 
-        if self.dtype != "auto":
-            return getattr(torch, self.dtype)
-        return torch.bfloat16 if _bf16_device(device or self.device) else torch.float32
+        if self.data.dtype != "auto":
+            return getattr(torch, self.data.dtype)
+        return torch.bfloat16 if _bf16_device(device or self.runtime.device) else torch.float32
 
     def training_dtype(self, device: str | None = None) -> str:
         """Fine-tuning precision, ``float32`` or ``bfloat16`` (``train_precision``; auto as ``dtype``'s)."""
-        if self.train_precision != "auto":
-            return self.train_precision
-        return "bfloat16" if _bf16_device(device or self.device) else "float32"
-
-    def embedding_specs(self) -> tuple[str, ...]:
-        """The proxy specs the pool side computes: the candidates with ``embedding='auto'`` (one is
-        chosen by landmark cross-validation), else the pinned ``embedding`` alone."""
-        return tuple(self.embedding_candidates) if self.embedding == PROXY_AUTO else (self.embedding,)
-
-    def with_(self, **changes) -> "SelectionConfig":
-        return replace(self, **changes)
+        if self.training.train_precision != "auto":
+            return self.training.train_precision
+        return "bfloat16" if _bf16_device(device or self.runtime.device) else "float32"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every setting by its flat name (what an artefact records and a digest hashes)."""
+        return {name: value for section in SECTIONS for name, value in asdict(getattr(self, section)).items()}
 
     def digest(self, *fields: str) -> str:
-        """Stable hash of the named fields (all when none): what a cached artefact depends on."""
+        """Stable hash of the named settings (all when none): what a cached artefact depends on."""
         d = self.to_dict()
         if fields:
             d = {f: d[f] for f in fields}
@@ -271,46 +386,52 @@ def parse_grad_params(which: str) -> tuple[str, int]:
                      "(N >= 1)")
 
 
-DATA_SIDE_FIELDS = (
-    "pool_size", "pool_sampling", "pool_refresh", "max_length", "projection_dim", "grad_params", "adam_aware", "warmup_samples",
-    "warmup_steps", "embedding", "embedding_candidates", "embedding_dim", "jvp_blocks", "jvp_tangents", "train_lr",
-    "train_micro_batch", "train_grad_accum", "data_seed", "batch_size", "dtype",
-)
+def section_fields(*sections: str) -> tuple[str, ...]:
+    """The settings of the named sections, in order."""
+    return tuple(f.name for s in sections for f in fields(SECTIONS[s]))
+
+
+WARMUP_TRAINING_FIELDS = ("train_lr", "train_micro_batch", "train_grad_accum")
+"""The training settings the warm-up trains with (the fine-tune's optimiser), so the data side
+depends on them too."""
+
+DATA_SIDE_FIELDS = section_fields("data") + WARMUP_TRAINING_FIELDS
 """Settings the selection-seed-free artefacts depend on (pool sample, warm-up, target gradients,
 the baselines' pool inputs): they are shared by every selection seed and budget k."""
 
-POOL_SIDE_FIELDS = DATA_SIDE_FIELDS + ("n_landmarks", "damping", "kernel_search", "kernel_center", "seed")
-"""Settings the model-partitioned artefacts of one selection seed depend on (landmarks and on)."""
+POOL_SIDE_FIELDS = DATA_SIDE_FIELDS + section_fields("pool") + ("seed",)
+"""Settings the model-partitioned artefacts of one selection seed depend on (landmarks and on:
+the landmarks are drawn with the selection seed)."""
 
-TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + (
-    "k", "eta", "per_target", "weighted_training", "train_epochs", "train_precision", "lora_rank", "lora_alpha",
-)
+TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + tuple(f for f in section_fields("selection") if f != "seed") + tuple(
+    f for f in section_fields("training") if f not in WARMUP_TRAINING_FIELDS)
 """Settings the model x task artefacts depend on (evaluation settings affect only eval scores)."""
 
-EVAL_FIELDS = ("eval_subset", "heldout_rows", "heldout_split", "heldout_max_length", "task_metrics", "max_new_tokens")
+EVAL_FIELDS = section_fields("evaluation")
 """Settings the evaluation scores depend on besides the target side's."""
+
+RUNTIME_FIELDS = section_fields("runtime")
+"""Settings no artefact depends on (where and in how many steps the computation runs)."""
 
 ROW_FIELDS = ("projection_dim", "grad_params", "adam_aware", "embedding_dim", "jvp_blocks", "jvp_tangents", "data_seed",
               "batch_size", "dtype")
 """Settings one sample's gradient or proxy row depends on, besides its tokens and the weights it
 is computed at: what a row computed before must agree on to be reused."""
 
-WARMUP_FIELDS = ("max_length", "pool_sampling", "warmup_samples", "warmup_steps", "train_lr", "train_micro_batch",
-                 "train_grad_accum", "data_seed")
+WARMUP_FIELDS = ("max_length", "pool_sampling", "warmup_samples", "warmup_steps", "data_seed") + WARMUP_TRAINING_FIELDS
 """Settings the warm-up's training depends on besides its pool sample: a warm-up made with the same
 ones may be kept for a grown pool (``pool_refresh``)."""
 
-RUNTIME_FIELDS = ("device", "pool_shards", "gradient_checkpointing", "train_save_steps")
-"""Settings no artefact depends on (where and in how many steps the computation runs)."""
 
-
-def field_docs() -> dict[str, str]:
-    """The docstring under each ``SelectionConfig`` field (shown in the Dagster UI)."""
+def field_docs(cls: type | None = None) -> dict[str, str]:
+    """The docstring under each field of ``cls`` (default: every setting of every section, by its
+    flat name): what the Dagster UI and docs/configuration.md show."""
     import ast
     import inspect
 
-    tree = ast.parse(inspect.getsource(SelectionConfig))
-    body = tree.body[0].body
+    if cls is None:
+        return {name: doc for section in SECTIONS.values() for name, doc in field_docs(section).items()}
+    body = ast.parse(inspect.getsource(cls)).body[0].body
     docs = {}
     for node, nxt in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from infdist_core.config import SelectionConfig
+from infdist_core.config import SelectionConfig, SelectionSection
 from infdist_core.maths import baselines
 from infdist_core.maths.selection import round_robin, top_k
 
@@ -27,37 +27,38 @@ class SelectionMethod:
     name: str
     needs: tuple[str, ...]
     select: Callable[..., np.ndarray | tuple[np.ndarray, np.ndarray]]
-    """``(cfg, n_pool, **needs) -> indices`` in pick order, or ``(indices, weights)``."""
+    """``(selection settings, n_pool, **needs) -> indices`` in pick order, or ``(indices, weights)``:
+    a method sees the configuration's ``selection`` section only (budget, seed, round-robin)."""
     description: str
     whole_pool: bool = False  # selects every sample whatever k (the paper's ceiling row)
 
 
-def _infdist(cfg: SelectionConfig, n_pool: int, influence) -> tuple[np.ndarray, np.ndarray]:
-    idx = round_robin(influence.scores, cfg.k, seed=cfg.seed) if cfg.per_target else top_k(influence.weights, cfg.k)
+def _infdist(sel: SelectionSection, n_pool: int, influence) -> tuple[np.ndarray, np.ndarray]:
+    idx = round_robin(influence.scores, sel.k, seed=sel.seed) if sel.per_target else top_k(influence.weights, sel.k)
     return idx, influence.weights[idx]
 
 
-def _grad(cfg: SelectionConfig, n_pool: int, pool_gradients, target_gradients) -> tuple[np.ndarray, np.ndarray]:
+def _grad(sel: SelectionSection, n_pool: int, pool_gradients, target_gradients) -> tuple[np.ndarray, np.ndarray]:
     from infdist_core.pipeline import exact_scores  # torch and the model side: only when Grad runs
 
-    return _infdist(cfg, n_pool, exact_scores(pool_gradients, target_gradients, cfg.k))
+    return _infdist(sel, n_pool, exact_scores(pool_gradients, target_gradients, sel.k))
 
 
 METHODS: dict[str, SelectionMethod] = {m.name: m for m in (
     SelectionMethod("infdist", ("influence",), _infdist,
                     "Influence Distillation: per-target round-robin over the propagated scores (Sec. 3.3), or top-k "
                     "of the robust weights"),
-    SelectionMethod("uniform", (), lambda cfg, n: baselines.uniform(n, cfg.k, cfg.seed), "k samples uniformly at random"),
-    SelectionMethod("mid_ppl", ("pool_losses",), lambda cfg, n, pool_losses: baselines.mid_perplexity(pool_losses, cfg.k),
+    SelectionMethod("uniform", (), lambda sel, n: baselines.uniform(n, sel.k, sel.seed), "k samples uniformly at random"),
+    SelectionMethod("mid_ppl", ("pool_losses",), lambda sel, n, pool_losses: baselines.mid_perplexity(pool_losses, sel.k),
                     "the k samples in the middle of the base model's perplexity ranking"),
     SelectionMethod("rds", ("rds_pool", "rds_targets"),
-                    lambda cfg, n, rds_pool, rds_targets: baselines.similarity_round_robin(rds_pool, rds_targets, cfg.k,
-                                                                                           cfg.seed),
+                    lambda sel, n, rds_pool, rds_targets: baselines.similarity_round_robin(rds_pool, rds_targets, sel.k,
+                                                                                           sel.seed),
                     "RDS+: per-target round-robin over cosines of position-weighted hidden means"),
     SelectionMethod("grad", ("pool_gradients", "target_gradients"), _grad,
                     "Grad: InfDist with a perfect approximation, i.e. the true projected gradient of every pool sample "
                     "(no landmarks, no regression), the same robust weights and per-target round-robin: the ceiling"),
-    SelectionMethod("full", (), lambda cfg, n: np.arange(n), "the whole pool (the ceiling row)", whole_pool=True),
+    SelectionMethod("full", (), lambda sel, n: np.arange(n), "the whole pool (the ceiling row)", whole_pool=True),
 )}
 
 
@@ -73,6 +74,6 @@ def select(method: str, cfg: SelectionConfig, n_pool: int, **inputs) -> tuple[np
     missing = set(m.needs) - set(inputs)
     if missing:
         raise ValueError(f"selection method {method!r} needs {sorted(missing)}")
-    out = m.select(cfg, n_pool, **{k: inputs[k] for k in m.needs})
+    out = m.select(cfg.selection, n_pool, **{k: inputs[k] for k in m.needs})
     idx, w = out if isinstance(out, tuple) else (out, np.ones(len(out)))
     return np.asarray(idx, np.int64), np.asarray(w, np.float64)

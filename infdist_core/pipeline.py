@@ -37,7 +37,7 @@ Progress = Callable[[int, int], None]
 
 # ---------------------------------------------------------------------------- pool side
 def pool_order(records: Sequence[dict], cfg: SelectionConfig) -> np.ndarray:
-    """The order in which ``sample_pool`` visits the pool file's rows (``cfg.pool_sampling``).
+    """The order in which ``sample_pool`` visits the pool file's rows (``cfg.data.pool_sampling``).
 
     ``permutation``: a seeded permutation of the row positions, drawn for the file's length, so
     any change in length reshuffles every row (reads only as far as the sample goes).
@@ -46,25 +46,25 @@ def pool_order(records: Sequence[dict], cfg: SelectionConfig) -> np.ndarray:
     the others, and the sample of the first ``pool_size`` usable rows changes only where a new row
     ranks below an old member (it takes that member's place: about ``new / (old + new)`` of the
     sample, the new rows' share of the file)."""
-    if cfg.pool_sampling == "permutation":
-        return torch.randperm(len(records), generator=generator(cfg.data_seed, "pool", len(records))).numpy()
-    return stable_order((records[i]["id"] for i in range(len(records))), cfg.data_seed, "pool", len(records))
+    if cfg.data.pool_sampling == "permutation":
+        return torch.randperm(len(records), generator=generator(cfg.data.data_seed, "pool", len(records))).numpy()
+    return stable_order((records[i]["id"] for i in range(len(records))), cfg.data.data_seed, "pool", len(records))
 
 
 def sample_pool(records: Sequence[dict], tokenizer, cfg: SelectionConfig) -> TokenizedSet:
-    """A seeded random sample of ``cfg.pool_size`` usable records, tokenised (order = pool index):
+    """A seeded random sample of ``cfg.data.pool_size`` usable records, tokenised (order = pool index):
     the first usable rows in ``pool_order``.
 
     ``records`` is read by position: a list, or a pool file's ``pool_rows.PoolRows`` (memory-mapped,
     parsed on access); both give the same sample."""
-    if len(records) < cfg.pool_size:
-        raise ValueError(f"the pool file has {len(records)} records, fewer than pool_size={cfg.pool_size}")
+    if len(records) < cfg.data.pool_size:
+        raise ValueError(f"the pool file has {len(records)} records, fewer than pool_size={cfg.data.pool_size}")
     order = pool_order(records, cfg)
     out = TokenizedSet([])
     for i in map(int, order):  # not .tolist(): a Python int per pool row would be the only O(pool) objects
-        if len(out.samples) == cfg.pool_size:
+        if len(out.samples) == cfg.data.pool_size:
             break
-        res = tokenize_sample(tokenizer, records[i], cfg.max_length)
+        res = tokenize_sample(tokenizer, records[i], cfg.data.max_length)
         if isinstance(res, str):
             out.excluded[str(records[i]["id"])] = res
         else:
@@ -72,46 +72,48 @@ def sample_pool(records: Sequence[dict], tokenizer, cfg: SelectionConfig) -> Tok
     if out.excluded:
         log.info("pool: skipped %d records on the way to %d usable ones (e.g. %s)", len(out.excluded),
                  len(out.samples), next(iter(out.excluded.items())))
-    if len(out.samples) < cfg.pool_size:
+    if len(out.samples) < cfg.data.pool_size:
         why = Counter(reason.split(" (")[0] for reason in out.excluded.values()).most_common()
         raise ValueError(f"only {len(out.samples)} of {len(records)} pool records are usable, fewer than pool_size="
-                         f"{cfg.pool_size}; excluded: " + ", ".join(f"{n} x {r}" for r, n in why))
+                         f"{cfg.data.pool_size}; excluded: " + ", ".join(f"{n} x {r}" for r, n in why))
     return out
 
 
 def warm_up(model, pool: list[TokenizedSample], cfg: SelectionConfig, pad_id: int,
             progress: Callable[[int, int, float], None] | None = None) -> TrainResult | None:
     """Brief AdamW training on a seeded random subset of the pool (Sec. 5.1); None if disabled.
-    The subset is drawn as the pool sample is (``cfg.pool_sampling``): with ``stable``, by the
+    The subset is drawn as the pool sample is (``cfg.data.pool_sampling``): with ``stable``, by the
     samples' ids, so a member keeps its place in it when the pool grows."""
-    if cfg.warmup_steps == 0:
+    if cfg.data.warmup_steps == 0:
         return None
-    n = min(cfg.warmup_samples, len(pool))
-    idx = seeded_subset([s.id for s in pool], n, cfg.data_seed, "warmup", cfg.pool_sampling)
-    tc = TrainConfig(lr=cfg.train_lr, micro_batch=cfg.train_micro_batch, grad_accum=cfg.train_grad_accum,
-                     epochs=1e9, max_steps=cfg.warmup_steps, seed=cfg.data_seed)
+    n = min(cfg.data.warmup_samples, len(pool))
+    idx = seeded_subset([s.id for s in pool], n, cfg.data.data_seed, "warmup", cfg.data.pool_sampling)
+    opt = cfg.training
+    tc = TrainConfig(lr=opt.train_lr, micro_batch=opt.train_micro_batch, grad_accum=opt.train_grad_accum,
+                     epochs=1e9, max_steps=cfg.data.warmup_steps, seed=cfg.data.data_seed)
     return train(model, [pool[i] for i in idx], tc, pad_id, progress=progress)
 
 
 def keep_warmup(trained_on: Sequence[str], pool_ids: Sequence[str], cfg: SelectionConfig) -> tuple[bool, float]:
     """May a warm-up trained from the pool sample ``trained_on`` serve the sample ``pool_ids``?
     Returns the decision and the share of ``pool_ids`` that was in ``trained_on``: kept with
-    ``pool_sampling='stable'`` while that share is at least ``1 - cfg.pool_refresh``."""
+    ``pool_sampling='stable'`` while that share is at least ``1 - cfg.data.pool_refresh``."""
     share = len(set(trained_on).intersection(pool_ids)) / max(len(pool_ids), 1)
-    return cfg.pool_sampling == "stable" and share >= 1 - cfg.pool_refresh, share
+    return cfg.data.pool_sampling == "stable" and share >= 1 - cfg.data.pool_refresh, share
 
 
 def gradient_parameters(model, cfg: SelectionConfig) -> list[tuple[str, torch.nn.Parameter]]:
-    return select_parameters(model, block_pattern(model, cfg.grad_params))
+    return select_parameters(model, block_pattern(model, cfg.data.grad_params))
 
 
 def gradient_projector(model, cfg: SelectionConfig) -> HadamardProjector:
     params = gradient_parameters(model, cfg)
     in_dim = sum(p.numel() for _, p in params)
-    if cfg.projection_dim > in_dim:
-        raise ValueError(f"projection_dim={cfg.projection_dim} exceeds the {in_dim} parameters grad_params="
-                         f"{cfg.grad_params!r} covers: a projection cannot add dimensions; lower projection_dim")
-    return HadamardProjector(in_dim, cfg.projection_dim, seed=cfg.data_seed, device=next(model.parameters()).device)
+    if cfg.data.projection_dim > in_dim:
+        raise ValueError(f"projection_dim={cfg.data.projection_dim} exceeds the {in_dim} parameters grad_params="
+                         f"{cfg.data.grad_params!r} covers: a projection cannot add dimensions; lower projection_dim")
+    return HadamardProjector(in_dim, cfg.data.projection_dim, seed=cfg.data.data_seed,
+                             device=next(model.parameters()).device)
 
 
 def compute_gradients(model, samples: list[TokenizedSample], cfg: SelectionConfig, pad_id: int,
@@ -119,7 +121,7 @@ def compute_gradients(model, samples: list[TokenizedSample], cfg: SelectionConfi
     """Projected, normalised gradients (Adam-preconditioned when ``moments`` is given)."""
     params = [p for _, p in gradient_parameters(model, cfg)]
     return sample_gradients(model, samples, params, gradient_projector(model, cfg), pad_id, moments=moments,
-                            batch_size=cfg.batch_size, progress=progress)
+                            batch_size=cfg.data.batch_size, progress=progress)
 
 
 def seeded_subset(ids: Sequence[str], n: int, seed: int, name: str, sampling: str) -> list[int]:
@@ -133,13 +135,14 @@ def seeded_subset(ids: Sequence[str], n: int, seed: int, name: str, sampling: st
 
 def landmark_indices(pool_ids: Sequence[str], cfg: SelectionConfig) -> np.ndarray:
     """The landmarks' pool indices (sorted): uniformly random, as in Section 5.1, drawn as the pool
-    sample is (``cfg.pool_sampling``; with ``stable`` by the samples' ids, so that a grown pool keeps
+    sample is (``cfg.data.pool_sampling``; with ``stable`` by the samples' ids, so that a grown pool keeps
     its landmarks except where new samples outrank them, about their share of the pool)."""
-    if cfg.pool_sampling == "stable":
-        if not 0 < cfg.n_landmarks <= len(pool_ids):
-            raise ValueError(f"n_landmarks must be in [1, {len(pool_ids)}] (the pool size), got {cfg.n_landmarks}")
-        return np.sort(np.asarray(seeded_subset(pool_ids, cfg.n_landmarks, cfg.seed, "landmarks", "stable"), np.int64))
-    return choose_landmarks(len(pool_ids), cfg.n_landmarks, cfg.seed)
+    if cfg.data.pool_sampling == "stable":
+        if not 0 < cfg.pool.n_landmarks <= len(pool_ids):
+            raise ValueError(f"n_landmarks must be in [1, {len(pool_ids)}] (the pool size), got {cfg.pool.n_landmarks}")
+        picked = seeded_subset(pool_ids, cfg.pool.n_landmarks, cfg.selection.seed, "landmarks", "stable")
+        return np.sort(np.asarray(picked, np.int64))
+    return choose_landmarks(len(pool_ids), cfg.pool.n_landmarks, cfg.selection.seed)
 
 
 @dataclass
@@ -178,7 +181,7 @@ def _proxy_rows(model, pool: list[TokenizedSample], rows: np.ndarray, spec: str,
     """``spec``'s embeddings of ``pool[rows]``, taking rows already in ``known[spec]`` and computing
     only the others. Seconds per sample: of the computed rows, or as recorded when all are known."""
     have = known.get(spec)
-    if have is None or not ProxySpec.parse(spec).per_sample(cfg.batch_size):
+    if have is None or not ProxySpec.parse(spec).per_sample(cfg.data.batch_size):
         return embed_samples(model, [pool[i] for i in rows], spec, cfg, pad_id)
     out = have.vectors[rows].astype(np.float32)
     missing = np.isnan(out).any(1)
@@ -201,18 +204,19 @@ def choose_proxy(on_landmarks: dict[str, proxies.ProxyEmbedding], G_landmarks: n
         if len(G_landmarks) < 8:
             break
         slices = embedding_slices(spec, pe.widths)
-        setting = recovery.KernelSetting(damping=cfg.damping, direct=bool(slices))
-        cv = recovery.cross_validate(pe.vectors, G_landmarks, None, (setting,), seed=cfg.seed, slices=slices)[0]
+        setting = recovery.KernelSetting(damping=cfg.pool.damping, direct=bool(slices))
+        cv = recovery.cross_validate(pe.vectors, G_landmarks, None, (setting,), seed=cfg.selection.seed,
+                                     slices=slices)[0]
         rows.append({"embedding": spec, "seconds_per_sample": pe.seconds_per_sample, **cv})
         log_fn(f"candidate {spec}: held-out rho={cv['spearman']:.3f}, grad cos={cv['grad_cosine']:.3f} "
                f"(mean-landmark {cv['mean_cosine']:.3f}), {pe.seconds_per_sample:.3f} s/sample")
     specs = list(on_landmarks)
-    if cfg.embedding == PROXY_AUTO and rows:
+    if cfg.data.embedding == PROXY_AUTO and rows:
         costs = {s: pe.seconds_per_sample for s, pe in on_landmarks.items()}
         pick, reason = recovery.choose_embedding({r["embedding"]: r for r in rows}, costs,
-                                                 prior=tuple(cfg.embedding_candidates))
+                                                 prior=tuple(cfg.data.embedding_candidates))
     else:
-        pick, reason = specs[0], ("pinned by configuration" if cfg.embedding != PROXY_AUTO else "only candidate")
+        pick, reason = specs[0], ("pinned by configuration" if cfg.data.embedding != PROXY_AUTO else "only candidate")
     return pick, reason, rows
 
 
@@ -235,7 +239,7 @@ def plan_pool_embedding(model, pool: list[TokenizedSample], landmarks: np.ndarra
                         known: dict[str, KnownRows] | None = None) -> EmbeddingPlan:
     """Every candidate's embeddings of the landmarks and the choice among them (``choose_proxy``)."""
     known = known or {}
-    specs = cfg.embedding_specs()
+    specs = cfg.data.embedding_specs()
     on_landmarks = {spec: _proxy_rows(model, pool, np.asarray(landmarks), spec, cfg, pad_id, known) for spec in specs}
     pick, reason, rows = choose_proxy(on_landmarks, G_landmarks, cfg, log_fn)
     log_fn(f"embedding: {pick} ({reason})")
@@ -290,8 +294,9 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
 def embed_samples(model, samples: list[TokenizedSample], spec: str, cfg: SelectionConfig, pad_id: int) -> proxies.ProxyEmbedding:
     """``spec``'s embeddings of ``samples`` with ``cfg``'s width, seed, batch size and JVP defaults:
     the pool's rows, and the targets' (for the direct term) the same way."""
-    return proxies.compute_proxy(model, samples, pad_id, spec, cfg.embedding_dim, cfg.data_seed, grad_batch=cfg.batch_size,
-                                 jvp=(cfg.jvp_blocks, cfg.jvp_tangents))
+    data = cfg.data
+    return proxies.compute_proxy(model, samples, pad_id, spec, data.embedding_dim, data.data_seed,
+                                 grad_batch=data.batch_size, jvp=(data.jvp_blocks, data.jvp_tangents))
 
 
 @dataclass
@@ -313,9 +318,10 @@ def fit_landmark_regression(E: np.ndarray, landmarks: np.ndarray, G_landmarks: n
     """Pick the kernel setting by landmark cross-validation and compute ``C`` when it is small.
     (The direct term is a per-task decision: ``choose_direct``.)"""
     EL = E[landmarks]
-    fixed = recovery.KernelSetting(damping=cfg.damping, center=cfg.kernel_center)
-    settings = recovery.DEFAULT_SETTINGS if cfg.kernel_search else (fixed,)
-    cv = recovery.cross_validate(EL, G_landmarks, None, settings, seed=cfg.seed) if len(landmarks) >= 8 else []
+    fixed = recovery.KernelSetting(damping=cfg.pool.damping, center=cfg.pool.kernel_center)
+    settings = recovery.DEFAULT_SETTINGS if cfg.pool.kernel_search else (fixed,)
+    cv = (recovery.cross_validate(EL, G_landmarks, None, settings, seed=cfg.selection.seed)
+          if len(landmarks) >= 8 else [])
     best = max(cv, key=lambda r: r["spearman"]) if cv else None
     setting = recovery.KernelSetting(best["bandwidth_scale"], best["damping"], best["center"]) if best else fixed
     model = krr_fit(EL, np.zeros((len(landmarks), 1)), damping=setting.damping,
@@ -362,7 +368,7 @@ def score_pool(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray, G_
     P_L = landmark_scores(G_landmarks, G_targets)
     model: KRRModel = krr_fit(E[landmarks], P_L, damping=reg.setting.damping, bandwidth2=reg.bandwidth2,
                               center=reg.setting.center, direct=direct if reg.setting.direct else None)
-    return weigh_scores(propagate_scores(model, E, landmarks, P_L), cfg.k)
+    return weigh_scores(propagate_scores(model, E, landmarks, P_L), cfg.selection.k)
 
 
 def weigh_scores(scores: np.ndarray, k: int) -> TargetScores:
@@ -393,7 +399,7 @@ def score_targets(E: np.ndarray, landmarks: np.ndarray, G_landmarks: np.ndarray,
     direct-term cross-validation rows. The asset and the benchmarks score through this function."""
     setting, rows = reg.setting, []
     if direct is not None:
-        setting, rows = choose_direct(E[landmarks], G_landmarks, G_targets, direct, reg.setting, cfg.seed)
+        setting, rows = choose_direct(E[landmarks], G_landmarks, G_targets, direct, reg.setting, cfg.selection.seed)
     scores = score_pool(E, landmarks, G_landmarks, G_targets, replace(reg, setting=setting), cfg,
                         direct if setting.direct else None)
     return scores, setting, rows
@@ -411,14 +417,16 @@ def fine_tune(model, samples: list[TokenizedSample], weights: np.ndarray | None,
     """Train the base model on the selected subset with ``transformers.Trainer`` (Sec. 5.1; weights
     only if configured, App. J); Trainer checkpoints go to ``output_dir``, and a fine-tune
     interrupted after one resumes from it."""
-    tc = TrainConfig(lr=cfg.train_lr, epochs=cfg.train_epochs, micro_batch=cfg.train_micro_batch,
-                     grad_accum=cfg.train_grad_accum, seed=cfg.seed)
+    opt, run = cfg.training, cfg.runtime
+    tc = TrainConfig(lr=opt.train_lr, epochs=opt.train_epochs, micro_batch=opt.train_micro_batch,
+                     grad_accum=opt.train_grad_accum, seed=cfg.selection.seed)
     device = next(model.parameters()).device
-    opts = finetuning.TrainerOptions(precision=cfg.training_dtype(str(device)), gradient_checkpointing=cfg.gradient_checkpointing,
-                                     lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, save_steps=cfg.train_save_steps,
+    opts = finetuning.TrainerOptions(precision=cfg.training_dtype(str(device)),
+                                     gradient_checkpointing=run.gradient_checkpointing, lora_rank=opt.lora_rank,
+                                     lora_alpha=opt.lora_alpha, save_steps=run.train_save_steps,
                                      use_cpu=device.type == "cpu")
     w = None
-    if cfg.weighted_training and weights is not None:
+    if cfg.selection.weighted_training and weights is not None:
         w = np.asarray(weights, dtype=np.float64)
         w = w / w.mean()
     return finetuning.fine_tune(model, samples, tc, opts, pad_id, output_dir, weights=w, progress=progress)
@@ -445,10 +453,10 @@ ROW_ACCURACY = ("acc", "acc_norm")
 
 def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: SelectionConfig,
              log_fn: Callable[[str], None] = log.info) -> Evaluation:
-    """Held-out loss on ``cfg.heldout_rows`` rows of the task's evaluation set (seeded by
+    """Held-out loss on ``cfg.evaluation.heldout_rows`` rows of the task's evaluation set (seeded by
     ``data_seed``, so every method and seed scores the same rows), for choice tasks the accuracy
     on those same rows (``CHOICE_KINDS``; per row, in ``rows``), plus the task metric on
-    ``cfg.eval_subset`` rows when ``cfg.task_metrics`` (Sec. 5.1, App. E): GSM8K, MMLU and
+    ``cfg.evaluation.eval_subset`` rows when ``cfg.evaluation.task_metrics`` (Sec. 5.1, App. E): GSM8K, MMLU and
     multiple-choice tasks through lm-evaluation-harness (``harness``), HumanEval here.
 
     ``target_loss`` is the loss on the targets the selection was made for: in-sample, a sanity
@@ -456,18 +464,18 @@ def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: S
     from infdist_core.model import evaluation as ev
     from infdist_core.model import harness
 
-    pad = tok.pad_token_id
-    out = {"target_loss": ev.target_loss(model, tokenize_records(tok, targets, cfg.max_length).samples, pad)}
+    pad, opts, seed = tok.pad_token_id, cfg.evaluation, cfg.data.data_seed
+    out = {"target_loss": ev.target_loss(model, tokenize_records(tok, targets, cfg.data.max_length).samples, pad)}
     rows: list[dict] = []
     if eval_set.kind == "none":
         log_fn("evaluation: this task has no evaluation set (eval kind none): target loss only")
         return Evaluation(out, rows)
-    order = ev.seeded_subset(list(range(len(eval_set.records))), cfg.heldout_rows or None, cfg.data_seed,
-                             f"heldout-{eval_set.kind}", cfg.heldout_split)
-    held = tokenize_records(tok, [eval_set.records[i] for i in order], cfg.heldout_max_length)
+    order = ev.seeded_subset(list(range(len(eval_set.records))), opts.heldout_rows or None, seed,
+                             f"heldout-{eval_set.kind}", opts.heldout_split)
+    held = tokenize_records(tok, [eval_set.records[i] for i in order], opts.heldout_max_length)
     if not held.samples:
         raise ValueError(f"none of the {len(order)} held-out rows has an assistant token within heldout_max_length="
-                         f"{cfg.heldout_max_length} (e.g. {next(iter(held.excluded.items()))}): raise heldout_max_length")
+                         f"{opts.heldout_max_length} (e.g. {next(iter(held.excluded.items()))}): raise heldout_max_length")
     losses = ev.sample_losses(model, held.samples, pad)
     rows = [{"row_id": s.id, "loss": float(v)} for s, v in zip(held.samples, losses)]
     out["heldout_loss"] = float(losses.mean())
@@ -480,7 +488,7 @@ def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: S
         # accuracy on the same held-out rows, per row, so methods pair on rows as their losses do
         lm = harness.language_model(model, tok, batch_size=proxies.BATCH_SIZE)
         ids = [eval_set.records[i]["id"] for i in order]
-        per_row = harness.run(lm, eval_set.kind, [eval_set.rows[i] for i in order], cfg.max_new_tokens, cfg.data_seed)
+        per_row = harness.run(lm, eval_set.kind, [eval_set.rows[i] for i in order], opts.max_new_tokens, seed)
         by_id = {ids[smp["doc_id"]]: smp for smp in per_row.samples}
         for metric in ROW_ACCURACY:
             if all(metric in by_id.get(r["row_id"], {}) for r in rows):
@@ -489,16 +497,16 @@ def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: S
                     r[metric] = float(v)
                 out[f"heldout_{metric}"] = float(vals.mean())
                 stderr[f"heldout_{metric}"] = float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else float("nan")
-    if not cfg.task_metrics:
+    if not opts.task_metrics:
         return Evaluation(out, rows, stderr)
     t0 = time.perf_counter()
-    metric_rows = ev.seeded_subset(eval_set.rows, cfg.eval_subset or None, cfg.data_seed, eval_set.kind)
+    metric_rows = ev.seeded_subset(eval_set.rows, opts.eval_subset or None, seed, eval_set.kind)
     if eval_set.kind in harness.KINDS:
         lm = lm or harness.language_model(model, tok, batch_size=proxies.BATCH_SIZE)
-        for name, (value, se) in harness.run(lm, eval_set.kind, metric_rows, cfg.max_new_tokens, cfg.data_seed).metrics.items():
+        for name, (value, se) in harness.run(lm, eval_set.kind, metric_rows, opts.max_new_tokens, seed).metrics.items():
             out[name], stderr[name] = value, se
     elif eval_set.kind == "humaneval":
-        out["humaneval_pass@1"] = ev.humaneval_pass_at_1(model, tok, metric_rows, cfg.max_new_tokens)
+        out["humaneval_pass@1"] = ev.humaneval_pass_at_1(model, tok, metric_rows, opts.max_new_tokens)
     if eval_set.kind != "heldout":
         out["eval_rows"] = float(len(metric_rows))
     log_fn(f"evaluation ({eval_set.kind}, {len(rows)} held-out rows, {len(metric_rows)} metric rows, "

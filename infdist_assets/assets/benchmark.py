@@ -334,11 +334,11 @@ def jobs(assets: list, methods: tuple[str, ...] = BENCH_METHODS) -> list:
     return [
         dg.define_asset_job("benchmark_pool_job", selection=dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(a) for a in pool]),
                             description="Pool side of the quality benchmark for one model and one selection seed "
-                                        "(set settings.seed in the launchpad)."),
+                                        "(set settings.selection.seed in the launchpad)."),
         dg.define_asset_job("benchmark_selection_job",
                             selection=dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(a) for a in target]),
                             description="Selection, fine-tuning and held-out evaluation of every benchmark method for one "
-                                        "model x task, seed and k (set settings.seed and settings.k)."),
+                                        "model x task, seed and k (set settings.selection.seed and settings.selection.k)."),
         dg.define_asset_job("quality_report_job", selection=dg.AssetSelection.assets("quality_report"),
                             description="Recompute the benchmark's statistics from every materialised evaluation."),
     ]
@@ -374,7 +374,7 @@ def run_benchmark(defs: dg.Definitions, plan: BenchmarkPlan, instance: dg.Dagste
         if deadline is not None and time.time() > deadline:
             return False
         res = dg.materialize(assets, selection=selection, partition_key=partition, instance=instance,
-                             resources={"store": store, "settings": settings_cls(**cfg_kwargs)})
+                             resources={"store": store, "settings": settings_cls.of(**cfg_kwargs)})
         runs.append(res.run_id)
         return True
 
@@ -383,7 +383,7 @@ def run_benchmark(defs: dg.Definitions, plan: BenchmarkPlan, instance: dg.Dagste
     for seed in plan.seeds:
         for k in plan.ks:
             kw = {**plan.settings, "seed": seed, "k": k}
-            cfg = settings_cls(**kw).to_core()
+            cfg = settings_cls.of(**kw).to_core()
             pool = [a for a in pool_assets if not is_materialised(store.path, a, plan.model, None, cfg)]
             if pool:
                 log(f"[bench] seed={seed} k={k} {plan.model}: pool side {pool}")
@@ -398,6 +398,6 @@ def run_benchmark(defs: dg.Definitions, plan: BenchmarkPlan, instance: dg.Dagste
     if not complete:
         log("[bench] time budget used up: the report covers what is done; run the same command again to continue")
     res = dg.materialize(assets, selection=["quality_report"], instance=instance,
-                         resources={"store": store, "settings": settings_cls(**plan.settings)})
+                         resources={"store": store, "settings": settings_cls.of(**plan.settings)})
     runs.append(res.run_id)
     return BenchmarkRun(runs, complete)

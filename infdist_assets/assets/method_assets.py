@@ -46,12 +46,12 @@ def finetune_key(step: Step, sample_ids: list[str], weights: np.ndarray) -> str:
     ``TRAINER_VERSION`` for the training code (not its hash, like every artefact here).
     Task-independent selections (uniform, mid_ppl) therefore train once per seed and k, whatever
     the task."""
-    cfg = step.cfg
+    cfg, flat = step.cfg, step.cfg.to_dict()
     doc = {"base": str(step.registry.model_path(step.model)), "samples": sample_ids,
-           "weights": np.round(np.asarray(weights, np.float64), 12).tolist() if cfg.weighted_training else None,
-           "train": {f: getattr(cfg, f) for f in ("train_lr", "train_epochs", "train_micro_batch", "train_grad_accum",
-                                                  "seed", "weighted_training", "max_length", "data_seed", "lora_rank",
-                                                  "lora_alpha")},
+           "weights": (np.round(np.asarray(weights, np.float64), 12).tolist() if cfg.selection.weighted_training
+                       else None),
+           "train": {f: flat[f] for f in ("train_lr", "train_epochs", "train_micro_batch", "train_grad_accum", "seed",
+                                          "weighted_training", "max_length", "data_seed", "lora_rank", "lora_alpha")},
            "precision": cfg.training_dtype(), "trainer": TRAINER_VERSION}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -81,7 +81,8 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
                                       "entered": None if previous is None else len(change.entered),
                                       "left": None if previous is None else len(change.left)},
                            {"top_selected": dg.MetadataValue.md(table_md(preview, ["rank", "sample_id", "weight"])), **moved},
-                           checks=[checks.selection_valid(np.asarray(idx), len(ids) if spec.whole_pool else step.cfg.k, len(ids))])
+                           checks=[checks.selection_valid(np.asarray(idx), len(ids) if spec.whole_pool else step.cfg.selection.k,
+                                                          len(ids))])
 
     @dg.asset(**common, name="fine_tuned_model", deps=[selected_subset, on_model("sampled_pool")], kinds={"pytorch"},
               op_tags=GPU_TAGS, pool="gpu", description=f"The base model fine-tuned on the {method} subset (transformers.Trainer: AdamW, linear "
@@ -111,7 +112,7 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
                 if res.resumed_from:
                     context.log.info(f"fine-tune resumed from step {res.resumed_from} of {res.steps}")
                 record = {"key": key, "steps": res.steps, "losses": res.losses, "precision": step.cfg.training_dtype(),
-                          "lora_rank": step.cfg.lora_rank}
+                          "lora_rank": step.cfg.training.lora_rank}
                 timing = {"train_seconds": res.seconds, "resumed_from": res.resumed_from}
                 size, digest = storage.save_checkpoint(
                     res.model, tok, final, also=lambda d: (d / FINETUNE_RECORD).write_text(json.dumps(record)))
@@ -134,20 +135,20 @@ def build(partitions: dg.PartitionsDefinition, method: str) -> list[dg.AssetsDef
         except RecordError as err:
             raise dg.Failure(description=f"task {step.task}: {err}") from err
         try:
-            res = pipeline.evaluate(load_model(path, step.cfg.device, step.cfg.inference_dtype()), load_tokenizer(path), eval_set, targets, step.cfg,
-                                    log_fn=context.log.info)
+            res = pipeline.evaluate(load_model(path, step.cfg.runtime.device, step.cfg.inference_dtype()),
+                                    load_tokenizer(path), eval_set, targets, step.cfg, log_fn=context.log.info)
         except ValueError as err:
             raise dg.Failure(description=f"task {step.task}: {err}") from err
-        scores = res.scores
+        scores, sel = res.scores, step.cfg.selection
         n = len(scores)
         table = pa.table({"model": [step.model] * n, "task": [step.task] * n, "method": [method] * n,
-                          "seed": [step.cfg.seed] * n, "k": [step.cfg.k] * n, "metric": list(scores),
+                          "seed": [sel.seed] * n, "k": [sel.k] * n, "metric": list(scores),
                           "value": list(scores.values()),
                           "stderr": pa.array([res.stderr.get(m) for m in scores], pa.float64()),
                           "run_id": [context.run.run_id] * n})
         m = len(res.rows)
         step.write(pa.table({"model": [step.model] * m, "task": [step.task] * m, "method": [method] * m,
-                             "seed": pa.array([step.cfg.seed] * m, pa.int64()), "k": pa.array([step.cfg.k] * m, pa.int64()),
+                             "seed": pa.array([sel.seed] * m, pa.int64()), "k": pa.array([sel.k] * m, pa.int64()),
                              "row_id": [r["row_id"] for r in res.rows], "loss": pa.array([r["loss"] for r in res.rows], pa.float64()),
                              **{c: pa.array([r.get(c) for r in res.rows], pa.float64()) for c in pipeline.ROW_ACCURACY},
                              "run_id": [context.run.run_id] * m}), name="rows.parquet")

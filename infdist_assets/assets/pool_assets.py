@@ -33,7 +33,7 @@ def _row_counts(metas: list[dict]) -> dict[str, int]:
 
 # ------------------------------------------------------------------ landmark gradients (sharded)
 def _landmarks_plan(step: Step) -> Plan:
-    return Plan(len(pipeline.landmark_indices(SampledPool.load_ids(step), step.cfg)), step.cfg.batch_size)
+    return Plan(len(pipeline.landmark_indices(SampledPool.load_ids(step), step.cfg)), step.cfg.data.batch_size)
 
 
 def _landmarks_compute(step: Step, payload: dict, lo: int, hi: int):
@@ -56,8 +56,8 @@ def _landmarks_gather(step: Step, payload: dict, table, metas: list[dict]) -> Ga
                         "seconds_per_sample": sidecar_sum(metas, "compute_seconds") / max(sidecar_sum(metas, "rows_computed"), 1),
                         **_row_counts(metas),
                         "adam_aware": bool(metas and metas[0].get("adam_aware")), "norm_vs_label_tokens_corr": corr},
-                    checks=[checks.finite_matrix("gradients_finite", lg.vectors, step.cfg.n_landmarks,
-                                                 step.cfg.projection_dim)])  # (checked <= the parameters)
+                    checks=[checks.finite_matrix("gradients_finite", lg.vectors, step.cfg.pool.n_landmarks,
+                                                 step.cfg.data.projection_dim)])  # (checked <= the parameters)
 
 
 LANDMARK_GRADIENTS = ShardedAsset(
@@ -81,7 +81,7 @@ def _embeddings_plan(step: Step) -> Plan:
     step.context.log.info(f"landmark proxy rows: {rows.computed} computed, {rows.reused} reused")
     PoolEmbeddings.save_candidates(step, plan.candidates)
     LandmarkCandidates(idx.tolist(), plan.landmark_embeddings, plan.widths).save(step)
-    batch = int(np.lcm(proxies.BATCH_SIZE, step.cfg.batch_size))  # the batches of the batched proxies
+    batch = int(np.lcm(proxies.BATCH_SIZE, step.cfg.data.batch_size))  # the batches of the batched proxies
     return Plan(len(pipeline.non_landmarks(len(samples), idx)), batch,
                 {"spec": plan.spec, "reason": plan.reason, "candidates": plan.candidates,
                  "landmark_seconds_per_sample": plan.seconds_per_sample, **rows.metrics()}, key={"spec": plan.spec})
@@ -118,7 +118,7 @@ def _embeddings_gather(step: Step, payload: dict, table, metas: list[dict]) -> G
     counts = {k: payload.get(k, 0) + int(sidecar_sum(metas, k)) for k in ("rows_computed", "rows_reused")}  # landmarks + rest
     return Gathered(len(ids), {"embedding": choice.spec, "dim": choice.vectors.shape[1],
                                "seconds_per_sample": choice.seconds_per_sample, "why": choice.reason, **counts}, md,
-                    checks=[checks.finite_matrix("embeddings_finite", choice.vectors, step.cfg.pool_size)])
+                    checks=[checks.finite_matrix("embeddings_finite", choice.vectors, step.cfg.data.pool_size)])
 
 
 POOL_EMBEDDINGS = ShardedAsset(
@@ -131,7 +131,7 @@ POOL_EMBEDDINGS = ShardedAsset(
 
 # ------------------------------------------------------------------ the baselines' pool passes (sharded)
 def _pool_plan(step: Step) -> Plan:
-    return Plan(len(SampledPool.load_ids(step)), int(np.lcm(proxies.BATCH_SIZE, step.cfg.batch_size)))
+    return Plan(len(SampledPool.load_ids(step)), int(np.lcm(proxies.BATCH_SIZE, step.cfg.data.batch_size)))
 
 
 def _perplexity_compute(step: Step, payload: dict, lo: int, hi: int):
@@ -188,7 +188,7 @@ def _keepable_warmup(step: Step, pool_ids: list[str]) -> tuple[WarmupCheckpoint,
     serve this pool sample (``pipeline.keep_warmup``: stable sampling, the same warm-up settings,
     enough of the sample unchanged); None when a new one must be trained."""
     prev = WarmupCheckpoint.previous(step)
-    if prev is None or step.cfg.warmup_steps == 0:
+    if prev is None or step.cfg.data.warmup_steps == 0:
         return None
     ckpt, meta = prev
     ours = step.cfg.to_dict()
@@ -226,7 +226,7 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
             step.record_input(step.registry.model_path(step.model))
             ckpt.save(step, {"kept_from_run": ckpt.trained_in_run, "sample_share": share})
             step.context.log.info(f"warm-up kept from run {ckpt.trained_in_run[:8]}: {share:.1%} of the pool sample was in "
-                                  f"the sample it was trained from (refresh below {1 - step.cfg.pool_refresh:.0%})")
+                                  f"the sample it was trained from (refresh below {1 - step.cfg.data.pool_refresh:.0%})")
             return step.finish(1, {"warmup": "kept", "kept_from_run": ckpt.trained_in_run, "sample_share": round(share, 4),
                                    "steps": ckpt.steps, "bytes": ckpt.bytes, "sha256": ckpt.sha256,
                                    "last_loss": ckpt.final_loss or 0.0}, samples=0)
@@ -246,10 +246,11 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         if res is not None:  # the sidecar now points at this version: earlier settings' versions are unreferenced
             storage.remove_other_versions(final)
             row_cache.prune_warmup_states(step.store.path, step.model, ckpt.sha256)
+        train = step.cfg.training
         return step.finish(1, {"warmup": "trained" if res is not None else "none", "steps": ckpt.steps, "bytes": ckpt.bytes,
                                "sha256": ckpt.sha256, "first_loss": losses[0] if losses else 0.0,
                                "last_loss": losses[-1] if losses else 0.0},
-                           samples=ckpt.steps * step.cfg.train_micro_batch * step.cfg.train_grad_accum)
+                           samples=ckpt.steps * train.train_micro_batch * train.train_grad_accum)
 
     landmark_gradients = sharding.build(LANDMARK_GRADIENTS, partitions, common["code_version"])
     pool_embeddings = sharding.build(POOL_EMBEDDINGS, partitions, common["code_version"])

@@ -35,16 +35,16 @@ def build(partitions: dg.PartitionsDefinition) -> list:
     def target_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         tok = base_tokenizer(step)
-        ts = tokenize_records(tok, target_records(step), step.cfg.max_length)
+        ts = tokenize_records(tok, target_records(step), step.cfg.data.max_length)
         if not ts.samples:
             raise dg.Failure(description=f"task {step.task}: no target sample has assistant tokens within max_length "
-                                         f"({step.cfg.max_length}); excluded: {ts.excluded}")
+                                         f"({step.cfg.data.max_length}); excluded: {ts.excluded}")
         model = selection_model(step)
         g, rows = reuse.gradients(step, "target_gradients", model, ts.samples, tok.pad_token_id)
         keep = g.valid
         kept = [s for s, k in zip(ts.samples, keep) if k]
         embedded = []
-        for spec in step.cfg.embedding_specs():
+        for spec in step.cfg.data.embedding_specs():
             if any(ProxySpec.parse(spec).gradient_parts):
                 pe, more = reuse.embed(step, "target_embeddings", model, kept, spec, tok.pad_token_id)
                 embedded.append(pe)
@@ -82,7 +82,7 @@ def build(partitions: dg.PartitionsDefinition) -> list:
                                     "nonzero_weights": int((res.weights > 0).sum()),
                                     "sparsity": float((res.weights == 0).mean()), "targets": G_T.shape[0],
                                     "weight_sum": float(res.weights.sum())}, md,
-                           checks=[checks.weights_valid(res.weights, len(E), step.cfg.k)])
+                           checks=[checks.weights_valid(res.weights, len(E), step.cfg.selection.k)])
 
     @dg.asset(**common, deps=[target_gradients, per_target_weights, on_model("pool_embeddings"),
                               on_model("landmark_gradients"), on_model("krr_coefficients")], kinds={"parquet"},
@@ -98,9 +98,10 @@ def build(partitions: dg.PartitionsDefinition) -> list:
         chosen = PoolEmbeddings.load(step).spec
         used = replace(KernelFit.load(step).regression.setting, direct=TargetWeights.load(step).direct)
         te = TargetEmbeddings.load(step)
-        rows = [{"model": step.model, "task": step.task, "seed": step.cfg.seed, "chosen": r["embedding"] == chosen,
+        seed = step.cfg.selection.seed
+        rows = [{"model": step.model, "task": step.task, "seed": seed, "chosen": r["embedding"] == chosen,
                  "run_id": context.run.run_id, **r}
-                for r in recovery.landmark_report(candidates, G_L, G_T, used, seed=step.cfg.seed,
+                for r in recovery.landmark_report(candidates, G_L, G_T, used, seed=seed,
                                                   slices={s: te.slices(s) for s in te.rows},
                                                   target_embeddings=te.rows)]
         if not rows:

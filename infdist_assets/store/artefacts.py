@@ -198,7 +198,8 @@ class PoolEmbeddings:
     def save_candidates(step: Step, rows: list[dict]) -> None:
         """The embedding choice's cross-validation rows (``candidates.parquet``, a catalog view)."""
         if rows:
-            step.write(pa.Table.from_pylist([{"model": step.model, "seed": step.cfg.seed, **r} for r in rows]),
+            seed = step.cfg.selection.seed
+            step.write(pa.Table.from_pylist([{"model": step.model, "seed": seed, **r} for r in rows]),
                        name="candidates.parquet")
 
 
@@ -393,10 +394,10 @@ class Subset:
         """Write the selection, and keep it in the partition's ``history/`` too (one file per
         re-selection, named by time and run). Returns the previous selection (sample id ->
         weight), or None for the first."""
-        n = len(self.pool_index)
+        n, sel = len(self.pool_index), step.cfg.selection
         now = datetime.now(timezone.utc)
         table = pa.table({"model": [step.model] * n, "task": [step.task] * n, "method": [self.method] * n,
-                          "seed": [step.cfg.seed] * n, "k": [step.cfg.k] * n, "sample_id": self.sample_ids,
+                          "seed": [sel.seed] * n, "k": [sel.k] * n, "sample_id": self.sample_ids,
                           "pool_index": self.pool_index, "rank": np.arange(1, n + 1),
                           "weight": np.asarray(self.weights, dtype=np.float64),
                           "run_id": [step.context.run.run_id] * n,

@@ -25,7 +25,7 @@ GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": 
 
 def selection_model(step: Step):
     """The model at which influence is measured: the warm-up checkpoint (or the base model)."""
-    return load_model(WarmupCheckpoint.load(step).model_path, step.cfg.device, step.cfg.inference_dtype())
+    return load_model(WarmupCheckpoint.load(step).model_path, step.cfg.runtime.device, step.cfg.inference_dtype())
 
 
 def base_tokenizer(step: Step):
@@ -37,13 +37,13 @@ def base_model(step: Step, training: bool = False):
     configured ``dtype``."""
     path = step.record_input(step.registry.model_path(step.model))
     dtype = torch.float32 if training else step.cfg.inference_dtype()
-    return load_model(path, step.cfg.device, dtype), load_tokenizer(path)
+    return load_model(path, step.cfg.runtime.device, dtype), load_tokenizer(path)
 
 
 def warmup_moments(step: Step, model):
     """The warm-up's Adam moments of the gradient parameters, when ``adam_aware`` (else None)."""
     state = WarmupCheckpoint.load(step).adam_state
-    if not (step.cfg.adam_aware and state):
+    if not (step.cfg.data.adam_aware and state):
         return None
     names = [n for n, _ in pipeline.gradient_parameters(model, step.cfg)]
     return load_adam_moments(state, names)
@@ -58,7 +58,7 @@ def target_records(step: Step) -> list[dict]:
 
 def _rds_targets(step: Step):
     model, tok = base_model(step)
-    ts = tokenize_records(tok, target_records(step), step.cfg.max_length).samples
+    ts = tokenize_records(tok, target_records(step), step.cfg.data.max_length).samples
     return proxies.compute_proxy(model, ts, tok.pad_token_id, "rds").vectors
 
 

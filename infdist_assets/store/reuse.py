@@ -47,7 +47,7 @@ def gradients(step: Step, kind: str, model, samples: list[TokenizedSample], pad_
     """``pipeline.compute_gradients`` of ``samples``, taking the rows the cache of ``kind`` has
     (only at ``batch_size`` 1: a batched row depends on its neighbours' padding). ``seconds`` is
     the time of the rows computed now."""
-    if step.cfg.batch_size != 1 or not samples:
+    if step.cfg.data.batch_size != 1 or not samples:
         g = pipeline.compute_gradients(model, samples, step.cfg, pad_id, moments, progress=progress)
         return g, Reuse(len(samples), 0)
     cache = selection_cache(step, kind)
@@ -75,7 +75,7 @@ def gradients(step: Step, kind: str, model, samples: list[TokenizedSample], pad_
 
 def _proxy_specs(step: Step) -> list[str]:
     """The embedding specs whose rows are computed from each sample alone (so may be cached)."""
-    return [s for s in step.cfg.embedding_specs() if ProxySpec.parse(s).per_sample(step.cfg.batch_size)]
+    return [s for s in step.cfg.data.embedding_specs() if ProxySpec.parse(s).per_sample(step.cfg.data.batch_size)]
 
 
 def known_proxy_rows(step: Step, kind: str, samples: list[TokenizedSample],

@@ -63,9 +63,9 @@ def device_kind(cfg: SelectionConfig) -> str:
     rounding, so they are not mixed."""
     import torch
 
-    if cfg.device == "auto":
+    if cfg.runtime.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg.device.split(":")[0]
+    return cfg.runtime.device.split(":")[0]
 
 
 @dataclass(frozen=True)

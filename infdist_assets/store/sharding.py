@@ -117,7 +117,7 @@ def build(spec: ShardedAsset, partitions: dg.PartitionsDefinition, code_version:
     def plan(context: dg.OpExecutionContext, store: ArtefactStore, settings: SelectionSettings):
         step = Step.begin(context, store, settings, asset=name, code_version=code_version)
         p = spec.plan(step)
-        bounds = shard_bounds(p.items, step.cfg.pool_shards, p.align) or [(0, 0)]  # one step even when empty
+        bounds = shard_bounds(p.items, step.cfg.runtime.pool_shards, p.align) or [(0, 0)]  # one step even when empty
         context.log.info(f"{name}: {p.items} items in {len(bounds)} shard(s) (boundaries on multiples of {p.align})")
         payload = {**p.payload, "key": p.key, "started": step.started, "count": len(bounds)}
         for i, (lo, hi) in enumerate(bounds):

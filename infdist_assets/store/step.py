@@ -41,7 +41,7 @@ def variant(asset: str, cfg: SelectionConfig, target_side: bool) -> str:
     """The sub-folder of ``asset``'s partition folder for these settings ('' when seed-free)."""
     if asset in SEED_FREE_ASSETS:
         return ""
-    return f"seed={cfg.seed}/k={cfg.k}" if target_side else f"seed={cfg.seed}"
+    return f"seed={cfg.selection.seed}/k={cfg.selection.k}" if target_side else f"seed={cfg.selection.seed}"
 
 
 def dependency_fields(asset: str, target_side: bool) -> tuple[str, ...]:

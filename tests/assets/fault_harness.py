@@ -108,7 +108,9 @@ def drive(data: Path, only: tuple[str, ...] = ()) -> None:
     from infdist_assets import definitions
     from infdist_assets.store.run_liveness import reap_dead_runs
 
-    config = {"resources": {"settings": {"config": SETTINGS}}, "execution": {"config": {"in_process": {}}}}
+    from infdist_core.config import nested
+
+    config = {"resources": {"settings": {"config": nested(SETTINGS)}}, "execution": {"config": {"in_process": {}}}}
     with dg.DagsterInstance.get() as instance:
         reap_dead_runs(instance)
         for name, tags in JOBS:

@@ -37,7 +37,7 @@ def world(tmp_path_factory, request):
     from infdist_assets.resources import SelectionSettings
 
     defs = build_definitions(str(reg), str(data))
-    resources = {"store": defs.resources["store"], "settings": SelectionSettings(**SETTINGS)}
+    resources = {"store": defs.resources["store"], "settings": SelectionSettings.of(**SETTINGS)}
     instance = dg.DagsterInstance.ephemeral()
     first = run_partition(defs, "tiny", "math", instance, resources=resources)
     pool_files = {p: p.stat().st_mtime_ns for pattern in ("*/tiny/data.parquet", "*/tiny/seed=0/data.parquet")
@@ -103,7 +103,7 @@ def test_krr_coefficients_are_what_the_target_side_scored_with(world):
         scores = np.asarray(pq.read_table(folder / "data.parquet").column("scores").to_pylist())
         G_T = np.asarray(pq.read_table(d / f"target_gradients/tiny/{task}/data.parquet").column("gradient").to_pylist(), np.float64)
         P_L = G_L @ G_T.T
-        without_direct = score_pool(E, lm, G_L, G_T, reg, SelectionConfig(pool_size=N_POOL, n_landmarks=L, k=K)).scores
+        without_direct = score_pool(E, lm, G_L, G_T, reg, SelectionConfig.of(pool_size=N_POOL, n_landmarks=L, k=K)).scores
         np.testing.assert_allclose(C @ P_L, without_direct, rtol=1e-6, atol=1e-9, err_msg=f"{task}: C @ P_L != p_hat")
         np.testing.assert_allclose(scores[lm], P_L, rtol=1e-5, atol=1e-6)
         if not json.loads((folder / "data.meta.json").read_text())["direct"]:
@@ -208,12 +208,13 @@ def test_catalog_refresh_never_waits_for_an_open_reader(world):
     ],
 )
 def test_bad_settings_fail_with_a_clear_message_and_write_nothing(world, change, message):
-    from infdist_assets.resources import SelectionSettings
+    """Settings as the launchpad sends them (run config, by section): the step refuses them."""
+    from infdist_core.config import nested
 
     before = sorted(p for p in world["data"].rglob("*") if p.is_file())
     res = dg.materialize(list(world["defs"].assets), selection=["sampled_pool"], partition_key="tiny",
-                         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-                         resources={**world["resources"], "settings": SelectionSettings(**{**SETTINGS, **change})})
+                         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, resources=world["resources"],
+                         run_config={"resources": {"settings": {"config": nested({**SETTINGS, **change})}}})
     assert not res.success
     failure = next(e for e in res.all_events if e.is_step_failure)
     assert message in str(failure.step_failure_data.error), str(failure.step_failure_data.error)
@@ -291,7 +292,7 @@ def test_second_order_in_the_pipeline_is_refused_with_the_reason():
     from infdist_core.config import SelectionConfig
 
     with pytest.raises(ValueError, match="first-order Influence Distillation only"):
-        SelectionConfig(eta=1e-5)
+        SelectionConfig.of(eta=1e-5)
 
 
 def test_target_side_refuses_pool_artefacts_made_with_other_settings(world):
@@ -300,7 +301,7 @@ def test_target_side_refuses_pool_artefacts_made_with_other_settings(world):
     res = dg.materialize(list(world["defs"].assets), selection=["per_target_weights"], raise_on_error=False,
                          partition_key=dg.MultiPartitionKey({"model": "tiny", "task": "math"}),
                          instance=dg.DagsterInstance.ephemeral(),
-                         resources={**world["resources"], "settings": SelectionSettings(**{**SETTINGS, "projection_dim": 128})})
+                         resources={**world["resources"], "settings": SelectionSettings.of(**{**SETTINGS, "projection_dim": 128})})
     err = str(next(e for e in res.all_events if e.is_step_failure).step_failure_data.error)
     assert "was made with other settings" in err and "projection_dim" in err
 
@@ -310,7 +311,7 @@ def test_demo_recognises_an_up_to_date_partition(world):
     from infdist_assets.resources import SelectionSettings
 
     catalog = world["data"] / "infdist.duckdb"
-    same = SelectionSettings(**SETTINGS).to_core()
+    same = SelectionSettings.of(**SETTINGS).to_core()
     assert up_to_date_run(catalog, same, "tiny", "math") == world["runs"][1].run_id
     assert up_to_date_run(catalog, same.with_(k=K + 1), "tiny", "math") is None
     assert up_to_date_run(catalog, same, "tiny", "code") is None  # no eval there
@@ -423,7 +424,7 @@ def test_a_re_made_upstream_makes_its_consumers_stale_and_they_are_refused(world
     error = str(next(e for e in res.all_events if e.is_step_failure).step_failure_data.error)
     assert "pool_embeddings [tiny] is stale: it was made from sampled_pool [tiny] of run" in error, error
     assert {p: p.stat().st_mtime_ns for p in weights if p.is_file()} == before, "nothing written or overwritten"
-    cfg = SelectionConfig(**SETTINGS)
+    cfg = SelectionConfig.of(**SETTINGS)
     assert not is_materialised(data, "landmark_gradients", "tiny", None, cfg)
     assert is_materialised(data, "sampled_pool", "tiny", None, cfg)
     mat = instance.get_latest_materialization_event(dg.AssetKey("sampled_pool"))
@@ -439,7 +440,7 @@ def test_reselection_schedule_starts_only_what_changed(world):
     from infdist_assets.resources import SelectionSettings
 
     defs, store = world["defs"], world["resources"]["store"]
-    settings = SelectionSettings(**SETTINGS)
+    settings = SelectionSettings.of(**SETTINGS)
     # current now, whatever the tests before re-made (a re-made upstream makes its consumers stale)
     assert all(r.success for r in run_partition(defs, "tiny", "math", world["instance"], resources=world["resources"]))
     versions = {k.to_user_string(): v for a in defs.assets for k, v in a.code_versions_by_key.items()}

@@ -79,7 +79,7 @@ def test_the_demo_partition_runs_on_an_instance_stored_in_postgres(tmp_path, pos
     data.mkdir()
     reg = write_world(data)
     defs = build_definitions(str(reg), str(data))
-    settings = SelectionSettings(pool_size=30, max_length=64, n_landmarks=12, k=5, projection_dim=256, embedding_dim=64,
+    settings = SelectionSettings.of(pool_size=30, max_length=64, n_landmarks=12, k=5, projection_dim=256, embedding_dim=64,
                                  warmup_samples=8, warmup_steps=2, train_epochs=1.0, train_micro_batch=2,
                                  train_grad_accum=1, eval_subset=2, pool_shards=2)
     resources = {"store": defs.resources["store"], "settings": settings}

@@ -6,7 +6,6 @@ to an uninterrupted run's. ``benchmarks/bench_faults.py`` kills before every wri
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys

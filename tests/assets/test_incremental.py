@@ -29,7 +29,7 @@ def _select(data, reg, settings: dict) -> dict[str, dict]:
     from infdist_assets.resources import SelectionSettings
 
     defs = build_definitions(str(reg), str(data))
-    res = {**defs.resources, "settings": SelectionSettings(**settings)}
+    res = {**defs.resources, "settings": SelectionSettings.of(**settings)}
     instance = dg.DagsterInstance.ephemeral()
     runs = [dg.materialize(list(defs.assets), selection=SELECTION[:5], partition_key="tiny", instance=instance, resources=res),
             dg.materialize(list(defs.assets), selection=SELECTION[5:], instance=instance, resources=res,

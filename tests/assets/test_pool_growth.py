@@ -28,7 +28,7 @@ def test_a_stable_pool_sample_keeps_its_members_when_the_pool_file_grows(tmp_pat
     def materialise() -> list[str]:
         res = dg.materialize(list(defs.assets), selection=["sampled_pool"], partition_key="tiny",
                              instance=dg.DagsterInstance.ephemeral(),
-                             resources={**defs.resources, "settings": SelectionSettings(**settings)})
+                             resources={**defs.resources, "settings": SelectionSettings.of(**settings)})
         assert res.success
         return pq.read_table(data / "assets" / "sampled_pool" / "tiny" / "data.parquet").column("sample_id").to_pylist()
 
@@ -39,7 +39,7 @@ def test_a_stable_pool_sample_keeps_its_members_when_the_pool_file_grows(tmp_pat
     pool.write_text(pool.read_text() + "\n" + "\n".join(json.dumps(r) for r in new))
     after = materialise()
     tok = load_tokenizer(data / "models" / "tiny")
-    assert after == [s.id for s in sample_pool(load_records(pool), tok, SelectionConfig(**settings)).samples]
+    assert after == [s.id for s in sample_pool(load_records(pool), tok, SelectionConfig.of(**settings)).samples]
     entered, left = [i for i in after if i.startswith("new")], [i for i in before if i not in after]
     assert entered and len(left) == len(entered)  # this seed: some new rows outrank old members
     assert [i for i in after if i not in entered] == [i for i in before if i not in left]

@@ -16,7 +16,7 @@ def _sample(id_: str, tokens: list[int], labels: list[int] | None = None) -> Tok
 
 
 def test_rows_are_keyed_by_tokens_and_labels_under_a_state(tmp_path):
-    cfg = SelectionConfig(device="cpu")
+    cfg = SelectionConfig.of(device="cpu")
     a, b = _sample("a", [1, 2, 3]), _sample("b", [4, 5])
     assert sample_key(a) == sample_key(_sample("renamed", [1, 2, 3]))  # a moved or renamed sample: the same row
     assert sample_key(a) != sample_key(_sample("a", [1, 2, 3], [-100, 2, 3]))  # other labels: another row
@@ -38,7 +38,7 @@ def test_rows_are_keyed_by_tokens_and_labels_under_a_state(tmp_path):
 
 
 def test_a_retrained_warmup_prunes_the_rows_at_other_warmup_weights_only(tmp_path):
-    cfg = SelectionConfig(device="cpu")
+    cfg = SelectionConfig.of(device="cpu")
     old = RowCache.open(tmp_path, "m", "landmark_gradients", "old", cfg, warmup=True)
     new = RowCache.open(tmp_path, "m", "landmark_gradients", "new", cfg, warmup=True)
     base = RowCache.open(tmp_path, "m", "landmark_gradients", "base-model", cfg, warmup=False)

@@ -13,6 +13,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from infdist_core.config import nested
 from infdist_core.data.shards import shard_bounds
 from tests.conftest import write_world
 
@@ -36,7 +37,7 @@ def _materialize(data: Path, reg: Path, selection, **settings):
     from infdist_assets.resources import SelectionSettings
 
     defs = build_definitions(str(reg), str(data))
-    res = {"store": defs.resources["store"], "settings": SelectionSettings(**settings)}
+    res = {"store": defs.resources["store"], "settings": SelectionSettings.of(**settings)}
     return dg.materialize(list(defs.assets), selection=selection, partition_key="tiny", resources=res,
                           instance=dg.DagsterInstance.ephemeral())
 
@@ -132,7 +133,7 @@ def test_two_shards_run_at_the_same_time_under_the_multiprocess_executor(tmp_pat
     env = {**os.environ, "DAGSTER_HOME": str(home), "INFDIST_REGISTRY": str(reg), "INFDIST_DATA": str(data)}
     code = (f"import json, dagster as dg\n"
             f"from infdist_assets.definitions import pool_side_job\n"
-            f"config = {{'resources': {{'settings': {{'config': {json.dumps({**SETTINGS, 'pool_shards': 2})}}}}},\n"
+            f"config = {{'resources': {{'settings': {{'config': {json.dumps(nested({**SETTINGS, 'pool_shards': 2}))}}}}},\n"
             f"          'execution': {{'config': {{'multiprocess': {{'max_concurrent': 2}}}}}}}}\n"
             f"with dg.DagsterInstance.get() as instance:\n"
             f"    res = dg.execute_job(dg.reconstructable(pool_side_job), instance=instance, run_config=config,\n"

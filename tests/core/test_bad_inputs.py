@@ -80,7 +80,7 @@ def test_too_few_usable_pool_records_says_why(tokenizer):
             for i in range(3)] + [{"id": "s", "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]}]
     with pytest.raises(ValueError, match=r"only 0 of 4 pool records are usable, fewer than pool_size=2; excluded: "
                                          r"3 x empty assistant reply, 1 x no assistant turn"):
-        sample_pool(rows, tokenizer, SelectionConfig(pool_size=2, n_landmarks=2, k=1))
+        sample_pool(rows, tokenizer, SelectionConfig.of(pool_size=2, n_landmarks=2, k=1))
 
 
 # -------------------------------------------------------------------------------- settings
@@ -107,14 +107,14 @@ def test_too_few_usable_pool_records_says_why(tokenizer):
 ])
 def test_bad_settings_are_refused_by_field_and_value(change, message):
     with pytest.raises(ValueError) as err:
-        SelectionConfig(**change)
+        SelectionConfig.of(**change)
     assert message in str(err.value), str(err.value)
 
 
 def test_valid_specs_and_settings_pass():
-    SelectionConfig(embedding="grad-last:2+grad-head", grad_params="last:3", device="cuda:1")
-    SelectionConfig(embedding="grad-head:12:1024", warmup_steps=0)
-    SelectionConfig(embedding="grad-head:12:0+jvp-hidden:4:2")
+    SelectionConfig.of(embedding="grad-last:2+grad-head", grad_params="last:3", device="cuda:1")
+    SelectionConfig.of(embedding="grad-head:12:1024", warmup_steps=0)
+    SelectionConfig.of(embedding="grad-head:12:0+jvp-hidden:4:2")
 
 
 def test_model_dependent_settings_name_the_model_limit(tiny_model):
@@ -124,7 +124,7 @@ def test_model_dependent_settings_name_the_model_limit(tiny_model):
     with pytest.raises(ValueError, match=r"'last:100': the model has 4 blocks, so N must be in 1..4"):
         block_pattern(tiny_model, "last:100")
     with pytest.raises(ValueError, match=r"projection_dim=10000000000 exceeds the \d+ parameters grad_params='all' covers"):
-        gradient_projector(tiny_model, SelectionConfig(projection_dim=10**10))
+        gradient_projector(tiny_model, SelectionConfig.of(projection_dim=10**10))
 
 
 # -------------------------------------------------------------------------------- registry
@@ -160,7 +160,7 @@ def test_a_task_defined_twice_is_refused_not_overwritten(tmp_path):
 # ------------------------------------------------------------------------------ degenerate
 def test_one_landmark_is_refused_with_the_reason():
     with pytest.raises(ValueError, match=r"n_landmarks=1: the kernel regression needs at least 2 landmarks"):
-        SelectionConfig(n_landmarks=1)
+        SelectionConfig.of(n_landmarks=1)
 
 
 def test_duplicate_pool_rows_tying_at_rank_k_select_by_index_instead_of_crashing():
@@ -179,7 +179,7 @@ def test_duplicate_pool_rows_tying_at_rank_k_select_by_index_instead_of_crashing
     lm = np.array([0, 1, 2, 5, 9, 10])
     G_T = rng.standard_normal((2, 16))
     reg = LandmarkRegression(KernelSetting(), 1.0, [], None)
-    cfg = SelectionConfig(pool_size=12, n_landmarks=6, k=1)
+    cfg = SelectionConfig.of(pool_size=12, n_landmarks=6, k=1)
     mean = score_pool(E, lm, G[lm], G_T, reg, cfg.with_(k=11)).scores.mean(1)
     k = int(np.sum(mean > mean[3])) + 1  # rank of the tied pair's first member
     assert mean[3] == mean[7]
@@ -191,5 +191,5 @@ def test_duplicate_pool_rows_tying_at_rank_k_select_by_index_instead_of_crashing
 def test_weighted_training_with_round_robin_is_refused():
     """Round-robin picks used to be weighted by the mean target's weights: mostly 0, NaN when all were."""
     with pytest.raises(ValueError, match="weighted_training=True needs per_target=False"):
-        SelectionConfig(weighted_training=True)
-    SelectionConfig(weighted_training=True, per_target=False)
+        SelectionConfig.of(weighted_training=True)
+    SelectionConfig.of(weighted_training=True, per_target=False)

@@ -6,21 +6,54 @@ from pathlib import Path
 
 import pytest
 
-from infdist_core.config import EVAL_FIELDS, RUNTIME_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig, field_docs
+from infdist_core import config
+from infdist_core.config import EVAL_FIELDS, RUNTIME_FIELDS, SECTION_OF, TARGET_SIDE_FIELDS, SelectionConfig, field_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_field_is_classified():
     classified = set(TARGET_SIDE_FIELDS) | set(EVAL_FIELDS) | set(RUNTIME_FIELDS)
-    missing = [f.name for f in dataclasses.fields(SelectionConfig) if f.name not in classified]
+    missing = [name for name in SECTION_OF if name not in classified]
     assert not missing, f"classify {missing} in infdist_core.config (data, pool, target, eval or runtime side)"
 
 
 @pytest.mark.parametrize("field, value", [("heldout_rows", -1), ("eval_subset", -1), ("heldout_max_length", 0)])
 def test_bad_evaluation_settings_are_refused_by_name(field, value):
     with pytest.raises(ValueError, match=field):
-        SelectionConfig(**{field: value})
+        SelectionConfig.of(**{field: value})
+
+
+def test_the_dependency_groups_are_lookups_of_sections():
+    """Each setting sits in one section; what an artefact depends on is a union of sections (the
+    data side also takes the warm-up's optimiser settings, the pool side the selection seed that
+    draws the landmarks)."""
+    assert len(SECTION_OF) == sum(len(dataclasses.fields(c)) for c in config.SECTIONS.values()) == 43
+    assert set(config.DATA_SIDE_FIELDS) == set(config.section_fields("data")) | set(config.WARMUP_TRAINING_FIELDS)
+    assert set(config.POOL_SIDE_FIELDS) == set(config.DATA_SIDE_FIELDS) | set(config.section_fields("pool")) | {"seed"}
+    assert set(TARGET_SIDE_FIELDS) == set(config.section_fields("data", "pool", "selection", "training"))
+    assert EVAL_FIELDS == config.section_fields("evaluation") and RUNTIME_FIELDS == config.section_fields("runtime")
+
+
+def test_flat_names_reach_their_sections():
+    cfg = SelectionConfig.of(k=7, pool_size=100, train_lr=1e-4, device="cpu")
+    assert (cfg.selection.k, cfg.data.pool_size, cfg.training.train_lr, cfg.runtime.device) == (7, 100, 1e-4, "cpu")
+    assert cfg.pool == SelectionConfig().pool and cfg.with_(k=8).selection.k == 8 and cfg.selection.k == 7
+    assert cfg.to_dict()["k"] == 7 and len(cfg.to_dict()) == len(SECTION_OF)
+    assert config.nested({"k": 7, "device": "cpu"}) == {"selection": {"k": 7}, "runtime": {"device": "cpu"}}
+    with pytest.raises(ValueError, match=r"unknown settings \['kk'\]"):
+        SelectionConfig.of(kk=7)
+    with pytest.raises(ValueError, match="k=700 exceeds pool_size=600"):  # a check across sections
+        SelectionConfig.of(k=700)
+
+
+def test_the_settings_digests_did_not_move():
+    """Artefacts are addressed and checked by digests of the flat settings: a change of the
+    configuration's shape must not change them, or every store made before is recomputed."""
+    cfg = SelectionConfig()
+    assert cfg.digest(*config.DATA_SIDE_FIELDS) == "263a8753c39ba40e"
+    assert cfg.digest(*TARGET_SIDE_FIELDS) == "c9403a15288de26b"
+    assert cfg.digest(*config.POOL_SIDE_FIELDS) == "245f5f5d4dea0abd"
 
 
 def test_the_new_settings_are_documented():
@@ -31,7 +64,7 @@ def test_the_new_settings_are_documented():
 def test_every_field_is_documented():
     """Each setting's docstring is what the Dagster launchpad shows: a new field needs one."""
     docs = field_docs()
-    missing = [f.name for f in dataclasses.fields(SelectionConfig) if not docs.get(f.name)]
+    missing = [name for name in SECTION_OF if not docs.get(name)]
     assert not missing, f"document {missing} in infdist_core.config.SelectionConfig"
 
 
@@ -43,11 +76,12 @@ def test_paper_configuration_is_the_papers_regression_and_parameters():
     from infdist_core.pipeline import fit_landmark_regression
 
     paper = SelectionConfig.paper()
-    assert (paper.grad_params, paper.kernel_search, paper.kernel_center, paper.damping) == ("down_proj", False, False, 0.01)
+    assert (paper.data.grad_params, paper.pool.kernel_search, paper.pool.kernel_center, paper.pool.damping) == (
+        "down_proj", False, False, 0.01)
     rng = np.random.default_rng(0)
     E, G = rng.standard_normal((40, 6)), rng.standard_normal((10, 5))
     for center in (False, True):
-        cfg = SelectionConfig(pool_size=40, n_landmarks=10, k=5, kernel_search=False, kernel_center=center)
+        cfg = SelectionConfig.of(pool_size=40, n_landmarks=10, k=5, kernel_search=False, kernel_center=center)
         reg = fit_landmark_regression(E, np.arange(10), G, cfg)
         assert reg.setting.center is center and reg.setting.bandwidth_scale == 1.0 and reg.setting.damping == 0.01
 
@@ -86,11 +120,14 @@ def test_the_settings_resource_is_the_generated_mirror_of_the_config():
     gen = load_script("gen_docs")
     assert (ROOT / "infdist_assets" / "settings.py").read_text() == gen.settings_module(), "run python scripts/gen_docs.py"
     assert SelectionSettings().to_core() == SelectionConfig()
-    changed = SelectionSettings(k=7, embedding_candidates=["grad-head"], dtype="bfloat16").to_core()
-    assert changed == SelectionConfig(k=7, embedding_candidates=("grad-head",), dtype="bfloat16")
+    changed = SelectionSettings.of(k=7, embedding_candidates=["grad-head"], dtype="bfloat16").to_core()
+    assert changed == SelectionConfig.of(k=7, embedding_candidates=("grad-head",), dtype="bfloat16")
     fields = SelectionSettings.model_fields
-    assert list(fields) == list(SelectionConfig.__dataclass_fields__)
-    assert all(" ".join(field_docs()[n].split()) == fields[n].description for n in fields)
+    assert list(fields) == list(config.SECTIONS)
+    for section, cls in config.SECTIONS.items():
+        block = fields[section].default_factory.model_fields
+        assert list(block) == [f.name for f in dataclasses.fields(cls)]
+        assert all(" ".join(field_docs()[n].split()) == block[n].description for n in block)
 
     @dg.asset
     def uses(settings: SelectionSettings) -> None:
@@ -98,4 +135,4 @@ def test_the_settings_resource_is_the_generated_mirror_of_the_config():
 
     with pytest.raises(dg.DagsterInvalidConfigError, match="not in enum type"):
         dg.materialize([uses], resources={"settings": SelectionSettings()},
-                       run_config={"resources": {"settings": {"config": {"train_precision": "fp16"}}}})
+                       run_config={"resources": {"settings": {"config": {"training": {"train_precision": "fp16"}}}}})

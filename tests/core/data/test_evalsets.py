@@ -28,7 +28,7 @@ ITEMS = [{"question": "Capital of France?", "choices": ["Paris", "Rome", "Berlin
 def test_heldout_kind_is_the_mean_per_sample_loss(tiny_model, tokenizer, chats, tmp_path):
     path = _write(tmp_path / "held.jsonl", chats)
     es = evalsets.load_eval_set("heldout", path, [])
-    cfg = SelectionConfig(heldout_rows=0, heldout_max_length=64, task_metrics=False)
+    cfg = SelectionConfig.of(heldout_rows=0, heldout_max_length=64, task_metrics=False)
     res = pipeline.evaluate(tiny_model, tokenizer, es, chats[:1], cfg)
     samples = tokenize_records(tokenizer, chats, 64).samples
     assert res.scores["heldout_loss"] == pytest.approx(evaluation.target_loss(tiny_model, samples, tokenizer.pad_token_id))
@@ -54,7 +54,7 @@ def test_sample_losses_equal_the_full_logits_loss(tiny_model, tokenizer, chats):
 def test_heldout_rows_are_the_same_for_every_selection_seed(tiny_model, tokenizer, chats, tmp_path):
     es = evalsets.load_eval_set("heldout", _write(tmp_path / "h.jsonl", chats), [])
     ids = [[r["row_id"] for r in pipeline.evaluate(tiny_model, tokenizer, es, chats[:1],
-                                                   SelectionConfig(seed=s, heldout_rows=2, task_metrics=False)).rows]
+                                                   SelectionConfig.of(seed=s, heldout_rows=2, task_metrics=False)).rows]
            for s in (0, 1)]
     assert ids[0] == ids[1] and len(ids[0]) == 2
 
@@ -141,4 +141,4 @@ def test_the_dev_split_is_disjoint_from_the_reported_rows_and_test_is_unchanged(
     with pytest.raises(ValueError, match="needs at least twice as many"):
         seeded_subset(list(range(148)), 100, 0, "heldout-humaneval", "dev")
     with pytest.raises(ValueError, match="heldout_split='val'"):
-        SelectionConfig(heldout_split="val")
+        SelectionConfig.of(heldout_split="val")

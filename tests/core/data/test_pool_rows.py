@@ -61,7 +61,7 @@ def test_parquet_and_datasets_folder_equal_load_records(tmp_path):
 
 def test_same_sample_as_from_a_list(tmp_path, tokenizer):
     path = _jsonl(tmp_path / "pool.jsonl", _mixed_rows(40), blank_every=7)
-    cfg = SelectionConfig(pool_size=12, n_landmarks=4, k=3, data_seed=5)
+    cfg = SelectionConfig.of(pool_size=12, n_landmarks=4, k=3, data_seed=5)
     a = sample_pool(PoolRows(path, tmp_path / "cache"), tokenizer, cfg)
     b = sample_pool(load_records(path), tokenizer, cfg)
     assert [s.id for s in a.samples] == [s.id for s in b.samples]
@@ -71,7 +71,7 @@ def test_same_sample_as_from_a_list(tmp_path, tokenizer):
 def test_only_the_rows_the_sample_reaches_are_parsed(tmp_path, tokenizer):
     """A malformed row the seeded sample never reaches does not stop the run; reached, it names its line."""
     rows = _mixed_rows(30)
-    cfg = SelectionConfig(pool_size=5, n_landmarks=2, k=1, data_seed=0)
+    cfg = SelectionConfig.of(pool_size=5, n_landmarks=2, k=1, data_seed=0)
     order = sample_pool(load_records(_jsonl(tmp_path / "ok.jsonl", rows)), tokenizer, cfg).samples
     used = {s.id for s in order}
     unused = next(i for i, r in enumerate(rows) if r.get("id", str(i)) not in used)
@@ -126,7 +126,7 @@ def test_unsupported_and_missing_files(tmp_path):
 
 
 def _stable(pool_size: int, data_seed: int = 3) -> SelectionConfig:
-    return SelectionConfig(pool_size=pool_size, n_landmarks=2, k=1, data_seed=data_seed, pool_sampling="stable")
+    return SelectionConfig.of(pool_size=pool_size, n_landmarks=2, k=1, data_seed=data_seed, pool_sampling="stable")
 
 
 def _by_hash(ids: list[str], seed: int) -> list[str]:
@@ -186,7 +186,7 @@ def test_stable_sample_skips_unusable_rows_without_moving_the_others(tmp_path, t
 
 def test_pool_sampling_is_checked():
     with pytest.raises(ValueError, match=r"pool_sampling='shuffle': use permutation or stable"):
-        SelectionConfig(pool_sampling="shuffle")
+        SelectionConfig.of(pool_sampling="shuffle")
 
 
 def _by_name_hash(ids: list[str], seed: int, name: str) -> list[str]:
@@ -205,7 +205,7 @@ def test_stable_landmarks_and_warmup_subset_follow_the_ids_not_the_positions():
     from infdist_core.pipeline import landmark_indices, seeded_subset
 
     old, new = [f"r{i}" for i in range(40)], [f"n{i}" for i in range(12)]
-    cfg = SelectionConfig(pool_size=40, n_landmarks=6, k=1, seed=5, pool_sampling="stable")
+    cfg = SelectionConfig.of(pool_size=40, n_landmarks=6, k=1, seed=5, pool_sampling="stable")
     before = [old[i] for i in landmark_indices(old, cfg)]
     assert sorted(before) == sorted(_by_name_hash(old, 5, "landmarks")[:6])
     grown = sorted(old + new)  # other positions for every id
@@ -220,7 +220,7 @@ def test_the_warmup_is_kept_while_enough_of_the_sample_is_unchanged():
     from infdist_core.pipeline import keep_warmup
 
     trained_on = [f"r{i}" for i in range(100)]
-    stable = SelectionConfig(pool_size=100, n_landmarks=2, k=1, pool_sampling="stable", pool_refresh=0.5)
+    stable = SelectionConfig.of(pool_size=100, n_landmarks=2, k=1, pool_sampling="stable", pool_refresh=0.5)
     assert keep_warmup(trained_on, trained_on + [f"n{i}" for i in range(100)], stable) == (True, 0.5)  # doubled: kept
     assert keep_warmup(trained_on, trained_on + [f"n{i}" for i in range(101)], stable)[0] is False
     assert keep_warmup(trained_on[:60] + ["x"], trained_on, stable)[0] is True  # removals: 60% still there

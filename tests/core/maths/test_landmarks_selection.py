@@ -150,7 +150,7 @@ def test_score_pool_uses_the_direct_term_when_the_setting_says_so():
     lm = np.arange(0, 30, 3)
     dt = DirectTerm(rng.standard_normal((2, 8)), ((0, 8),))
     reg = LandmarkRegression(KernelSetting(direct=True), 2.0, [], None)
-    cfg = SelectionConfig(pool_size=30, k=5, n_landmarks=10)
+    cfg = SelectionConfig.of(pool_size=30, k=5, n_landmarks=10)
     got = score_pool(E, lm, G[lm], G_T, reg, cfg, dt).scores
     want = krr_fit(E[lm], G[lm] @ G_T.T, bandwidth2=2.0, direct=dt).predict(E)
     want[lm] = G[lm] @ G_T.T
@@ -170,7 +170,7 @@ def test_stored_coefficients_reproduce_the_scores_without_the_direct_term(center
     rng = np.random.default_rng(3)
     E, G, G_T = rng.standard_normal((120, 6)), rng.standard_normal((120, 9)), rng.standard_normal((4, 9))
     lm = np.sort(rng.choice(120, 20, replace=False))
-    cfg = SelectionConfig(pool_size=120, n_landmarks=20, k=10, kernel_search=False, kernel_center=center)
+    cfg = SelectionConfig.of(pool_size=120, n_landmarks=20, k=10, kernel_search=False, kernel_center=center)
     reg = fit_landmark_regression(E, lm, G[lm], cfg)
     assert reg.setting.center is center and not reg.setting.direct
     want = score_pool(E, lm, G[lm], G_T, reg, cfg).scores
@@ -181,7 +181,7 @@ def test_selection_methods_registry_names_unknown_methods_and_missing_inputs():
     from infdist_core.config import SelectionConfig
     from infdist_core.methods import select
 
-    cfg = SelectionConfig(pool_size=20, n_landmarks=4, k=5)
+    cfg = SelectionConfig.of(pool_size=20, n_landmarks=4, k=5)
     idx, w = select("uniform", cfg, 20)
     assert len(set(idx.tolist())) == 5 and (w == 1).all()
     assert select("full", cfg, 20)[0].tolist() == list(range(20))
@@ -203,7 +203,7 @@ def test_grad_is_infdist_with_every_sample_a_landmark(per_target):
     rng = np.random.default_rng(3)
     n, k = 40, 7
     E, G, G_T = rng.standard_normal((n, 5)), rng.standard_normal((n, 16)), rng.standard_normal((3, 16))
-    cfg = SelectionConfig(pool_size=n, n_landmarks=n, k=k, seed=2, per_target=per_target)
+    cfg = SelectionConfig.of(pool_size=n, n_landmarks=n, k=k, seed=2, per_target=per_target)
     influence = score_pool(E, np.arange(n), G, G_T, LandmarkRegression(KernelSetting(), 1.0, [], None), cfg)
     want_idx, want_w = methods.select("infdist", cfg, n, influence=influence)
     got_idx, got_w = methods.select("grad", cfg, n, pool_gradients=G, target_gradients=G_T)

@@ -188,7 +188,7 @@ def test_harness_runs_without_a_network(tmp_path):
         with open(pool, "w") as f:
             for i in range(6):
                 f.write(json.dumps({{"prompt": f"q{{i}}", "completion": f"a{{i}}"}}) + "\\n")
-        sampled = sample_pool(PoolRows(pool, {str(tmp_path / "cache")!r}), tok, SelectionConfig(pool_size=4, n_landmarks=2, k=1))
+        sampled = sample_pool(PoolRows(pool, {str(tmp_path / "cache")!r}), tok, SelectionConfig.of(pool_size=4, n_landmarks=2, k=1))
         ft = fine_tune(model, sampled.samples, TrainConfig(max_steps=1), TrainerOptions(save_steps=1), tok.pad_token_id,
                        {str(tmp_path / "ft")!r})
         print(json.dumps({{"attempts": [str(a) for a in attempts], "metrics": sorted(g.metrics) + sorted(m.metrics),
@@ -218,7 +218,7 @@ def test_held_out_choice_rows_carry_their_own_accuracy(tiny_model, tokenizer, tm
     path = tmp_path / "mc.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     es = evalsets.load_eval_set("multiple_choice", path, [])
-    res = pipeline.evaluate(tiny_model, tokenizer, es, [], SelectionConfig(heldout_rows=5, task_metrics=False))
+    res = pipeline.evaluate(tiny_model, tokenizer, es, [], SelectionConfig.of(heldout_rows=5, task_metrics=False))
     direct = {it.id: smp for it, smp in zip(es.rows, _samples_by_doc(harness.run(harness.language_model(tiny_model, tokenizer),
                                                                                     "multiple_choice", es.rows)))}
     held = [r["row_id"] for r in res.rows]
@@ -231,5 +231,5 @@ def test_held_out_choice_rows_carry_their_own_accuracy(tiny_model, tokenizer, tm
     gsm = tmp_path / "g.jsonl"
     gsm.write_text(json.dumps({"question": "1+1?", "answer": "2 #### 2", "final": "2"}) + "\n")
     plain = pipeline.evaluate(tiny_model, tokenizer, evalsets.load_eval_set("gsm8k", gsm, []), [],
-                              SelectionConfig(heldout_rows=1, task_metrics=False))
+                              SelectionConfig.of(heldout_rows=1, task_metrics=False))
     assert "heldout_acc" not in plain.scores and "acc" not in plain.rows[0]

@@ -318,7 +318,7 @@ def test_embed_pool_reuses_known_proxy_rows_bit_identically(tokenizer, tiny_mode
     from infdist_core.model import proxies
 
     pool = tokenize_records(tokenizer, chats, 64).samples
-    cfg = SelectionConfig(pool_size=4, n_landmarks=2, k=2, embedding="grad-last:1+grad-head", embedding_dim=64)
+    cfg = SelectionConfig.of(pool_size=4, n_landmarks=2, k=2, embedding="grad-last:1+grad-head", embedding_dim=64)
     G = np.eye(2, 8)
     first = pipeline.embed_pool(tiny_model, pool, np.array([0, 1]), G, cfg, tokenizer.pad_token_id)
     fresh = pipeline.embed_pool(tiny_model, pool, np.array([3, 2]), G, cfg.with_(seed=1), tokenizer.pad_token_id)
