@@ -465,7 +465,7 @@ def evaluate(model, tok, eval_set: evalsets.EvalSet, targets: list[dict], cfg: S
     from infdist_core.model import harness
 
     pad, opts, seed = tok.pad_token_id, cfg.evaluation, cfg.data.data_seed
-    out = {"target_loss": ev.target_loss(model, tokenize_records(tok, targets, cfg.data.max_length).samples, pad)}
+    out = {"target_loss": ev.target_loss(model, tokenize_records(tok, targets, cfg.data.target_tokens()).samples, pad)}
     rows: list[dict] = []
     if eval_set.kind == "none":
         log_fn("evaluation: this task has no evaluation set (eval kind none): target loss only")

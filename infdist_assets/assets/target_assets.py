@@ -35,10 +35,11 @@ def build(partitions: dg.PartitionsDefinition) -> list:
     def target_gradients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         tok = base_tokenizer(step)
-        ts = tokenize_records(tok, target_records(step), step.cfg.data.max_length)
+        ts = tokenize_records(tok, target_records(step), step.cfg.data.target_tokens())
         if not ts.samples:
-            raise dg.Failure(description=f"task {step.task}: no target sample has assistant tokens within max_length "
-                                         f"({step.cfg.data.max_length}); excluded: {ts.excluded}")
+            raise dg.Failure(description=f"task {step.task}: no target sample has assistant tokens within "
+                                         f"{step.cfg.data.target_tokens()} tokens (target_max_length, or max_length when "
+                                         f"it is 0); excluded: {ts.excluded}")
         model = selection_model(step)
         g, rows = reuse.gradients(step, "target_gradients", model, ts.samples, tok.pad_token_id)
         keep = g.valid

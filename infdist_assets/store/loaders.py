@@ -58,7 +58,7 @@ def target_records(step: Step) -> list[dict]:
 
 def _rds_targets(step: Step):
     model, tok = base_model(step)
-    ts = tokenize_records(tok, target_records(step), step.cfg.data.max_length).samples
+    ts = tokenize_records(tok, target_records(step), step.cfg.data.target_tokens()).samples
     return proxies.compute_proxy(model, ts, tok.pad_token_id, "rds").vectors
 
 

@@ -22,7 +22,8 @@ from infdist_assets.resources import ArtefactStore
 from infdist_assets.store import catalog, storage
 from infdist_assets.store.memory import PeakMemory
 from infdist_assets.store.run_liveness import record_worker, refuse_if_overlapping
-from infdist_core.config import DATA_SIDE_FIELDS, EVAL_FIELDS, POOL_SIDE_FIELDS, TARGET_SIDE_FIELDS, SelectionConfig
+from infdist_core.config import (DATA_SIDE_FIELDS, EVAL_FIELDS, NEUTRAL, POOL_SIDE_FIELDS, TARGET_SIDE_FIELDS,
+                                 SelectionConfig)
 
 SEED_FREE_ASSETS = frozenset({"sampled_pool", "warmup_checkpoint", "pool_perplexity", "rds_embeddings", "pool_gradients",
                               "target_gradients"})
@@ -54,10 +55,14 @@ def dependency_fields(asset: str, target_side: bool) -> tuple[str, ...]:
 
 
 def settings_diff(meta: dict, cfg: SelectionConfig, asset: str, target_side: bool) -> dict[str, tuple]:
-    """Settings an artefact depends on where its sidecar and ``cfg`` differ: {field: (theirs, ours)}."""
+    """Settings an artefact depends on where its sidecar and ``cfg`` differ: {field: (theirs, ours)}.
+    A setting its sidecar does not record was made before the setting existed: it compares as the
+    setting's ``NEUTRAL`` value (the behaviour before), or not at all when it has none."""
     theirs, ours = meta.get("config", {}), cfg.to_dict()
-    return {k: (theirs.get(k), ours[k]) for k in dependency_fields(asset, target_side)
-            if k in theirs and json.dumps(theirs[k], default=list) != json.dumps(ours[k], default=list)}
+    recorded = {k: theirs[k] if k in theirs else NEUTRAL[k] for k in dependency_fields(asset, target_side)
+                if k in theirs or k in NEUTRAL}
+    return {k: (v, ours[k]) for k, v in recorded.items()
+            if json.dumps(v, default=list) != json.dumps(ours[k], default=list)}
 
 
 def artefact_path(root: Path, asset: str, partition: str, cfg: SelectionConfig, name: str = "data.parquet") -> Path:

@@ -28,7 +28,7 @@ def test_the_dependency_groups_are_lookups_of_sections():
     """Each setting sits in one section; what an artefact depends on is a union of sections (the
     data side also takes the warm-up's optimiser settings, the pool side the selection seed that
     draws the landmarks)."""
-    assert len(SECTION_OF) == sum(len(dataclasses.fields(c)) for c in config.SECTIONS.values()) == 43
+    assert len(SECTION_OF) == sum(len(dataclasses.fields(c)) for c in config.SECTIONS.values()) == 44
     assert set(config.DATA_SIDE_FIELDS) == set(config.section_fields("data")) | set(config.WARMUP_TRAINING_FIELDS)
     assert set(config.POOL_SIDE_FIELDS) == set(config.DATA_SIDE_FIELDS) | set(config.section_fields("pool")) | {"seed"}
     assert set(TARGET_SIDE_FIELDS) == set(config.section_fields("data", "pool", "selection", "training"))
@@ -54,6 +54,17 @@ def test_the_settings_digests_did_not_move():
     assert cfg.digest(*config.DATA_SIDE_FIELDS) == "263a8753c39ba40e"
     assert cfg.digest(*TARGET_SIDE_FIELDS) == "c9403a15288de26b"
     assert cfg.digest(*config.POOL_SIDE_FIELDS) == "245f5f5d4dea0abd"
+
+
+def test_targets_have_their_own_limit_and_its_neutral_value_moves_no_digest():
+    cfg = SelectionConfig()
+    assert cfg.data.target_tokens() == cfg.data.max_length == 128
+    longer = SelectionConfig.of(target_max_length=384)
+    assert longer.data.target_tokens() == 384 and longer.data.max_length == 128
+    assert SelectionConfig.of(target_max_length=0).digest() == cfg.digest()  # as before the setting existed
+    assert longer.digest(*config.DATA_SIDE_FIELDS) != cfg.digest(*config.DATA_SIDE_FIELDS)
+    with pytest.raises(ValueError, match="target_max_length"):
+        SelectionConfig.of(target_max_length=-1)
 
 
 def test_the_new_settings_are_documented():
