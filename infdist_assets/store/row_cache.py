@@ -77,8 +77,9 @@ class RowCache:
         """The rows of computation ``kind`` at the weights identified by ``weights`` (a checkpoint's
         digest or a model folder's fingerprint) under ``cfg``'s row settings; ``warmup`` marks
         weights of a warm-up checkpoint (pruned when it is retrained)."""
+        settings = cfg.to_dict()
         state = {"kind": kind, "weights": weights, "warmup": warmup, "device": device_kind(cfg),
-                 "dtype": str(cfg.inference_dtype()), "settings": {f: cfg.to_dict()[f] for f in ROW_FIELDS}}
+                 "dtype": str(cfg.inference_dtype()), "settings": {f: settings[f] for f in ROW_FIELDS}}
         digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=list).encode()).hexdigest()[:16]
         path = root / "cache" / "rows" / model / kind.replace("/", "__").replace(":", "_") / digest
         if not (path / "state.json").exists():

@@ -58,11 +58,9 @@ def settings_diff(meta: dict, cfg: SelectionConfig, asset: str, target_side: boo
     """Settings an artefact depends on where its sidecar and ``cfg`` differ: {field: (theirs, ours)}.
     A setting its sidecar does not record was made before the setting existed: it compares as the
     setting's ``NEUTRAL`` value (the behaviour before), or not at all when it has none."""
-    theirs, ours = meta.get("config", {}), cfg.to_dict()
-    recorded = {k: theirs[k] if k in theirs else NEUTRAL[k] for k in dependency_fields(asset, target_side)
-                if k in theirs or k in NEUTRAL}
-    return {k: (v, ours[k]) for k, v in recorded.items()
-            if json.dumps(v, default=list) != json.dumps(ours[k], default=list)}
+    theirs, ours = {**NEUTRAL, **meta.get("config", {})}, cfg.to_dict()
+    return {k: (theirs[k], ours[k]) for k in dependency_fields(asset, target_side)
+            if k in theirs and json.dumps(theirs[k], default=list) != json.dumps(ours[k], default=list)}
 
 
 def artefact_path(root: Path, asset: str, partition: str, cfg: SelectionConfig, name: str = "data.parquet") -> Path:
