@@ -1,5 +1,6 @@
 """The documentation is built strictly, its generated page is current, and its examples run: the
-README's library and Dagster examples (here), and the catalog queries (``test_assets``)."""
+README's library and Dagster examples and the architecture page's asset function (here), and
+the catalog queries (``test_assets``)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ def test_readme_library_example_selects_k_samples():
     assert res.returncode == 0, res.stderr[-3000:]
     picked = eval(res.stdout.strip().splitlines()[-1])  # the example prints the selected ids
     assert len(picked) == 5 and len(set(picked)) == 5 and all(p.startswith("sharegpt-") for p in picked)
+
+
+def test_architecture_asset_function_example_runs():
+    code = _python_blocks((ROOT / "docs" / "architecture.md").read_text())[0]
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == ["5", "True"]
 
 
 def test_readme_dagster_example_materialises_the_pool(tmp_path):

@@ -1,6 +1,15 @@
 """Pool-side assets, partitioned by model: sampled pool -> warm-up checkpoint -> landmark
-gradients -> pool (JVP/proxy) embeddings -> KRR coefficients; plus the baselines' pool inputs."""
+gradients -> pool (JVP/proxy) embeddings -> KRR coefficients; plus the baselines' pool inputs.
 
+Each unsharded asset is a module-level function of typed inputs (``sampled_pool``,
+``warmup_checkpoint``, ``krr_coefficients``) returning its artefact and ``Report``; ``build``
+wraps each in a Dagster asset that loads the inputs from the store, calls it and saves. The
+sharded passes are ``ShardedAsset`` specs of plan / compute / gather functions
+(``store.sharding``) whose compute calls one function on a slice of the pool (``landmark_gradients``
+here; ``pipeline``'s for the others)."""
+
+from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -8,6 +17,7 @@ import pyarrow as pa
 
 from infdist_assets.assets import checks
 from infdist_assets.assets.markdown import table_md
+from infdist_assets.assets.report import Report
 from infdist_assets.resources import ArtefactStore, SelectionSettings
 from infdist_assets.store import reuse, row_cache, sharding, storage
 from infdist_assets.store.artefacts import (KernelFit, LandmarkCandidates, LandmarkGradients, PoolEmbeddings,
@@ -17,10 +27,11 @@ from infdist_assets.store.sharding import Gathered, Plan, ShardedAsset, sidecar_
 from infdist_assets.store.step import Step
 from infdist_assets.store.versions import code_version
 from infdist_core import pipeline
-from infdist_core.config import DATA_SIDE_FIELDS, WARMUP_FIELDS
+from infdist_core.config import DATA_SIDE_FIELDS, WARMUP_FIELDS, SelectionConfig
 from infdist_core.data.pool_rows import PoolRows
 from infdist_core.data.records import RecordError
 from infdist_core.model import proxies
+from infdist_core.model.tokenization import TokenizedSample
 from infdist_core.model.training import save_adam_state
 
 
@@ -36,15 +47,24 @@ def _landmarks_plan(step: Step) -> Plan:
     return Plan(len(pipeline.landmark_indices(SampledPool.load_ids(step), step.cfg)), step.cfg.data.batch_size)
 
 
+def landmark_gradients(model, samples: list[TokenizedSample], landmarks: np.ndarray, pad_id: int, rows: reuse.Rows,
+                       moments=None, progress=None) -> tuple[LandmarkGradients, dict]:
+    """The exact, Hadamard-projected, normalised gradients of the pool samples at ``landmarks``
+    (pool indices) at ``model``, Adam-preconditioned with the warm-up's ``moments`` when given;
+    one shard's part of the asset, with its timing and row counts."""
+    g, counts = rows.gradients("landmark_gradients", model, [samples[i] for i in landmarks], pad_id, moments,
+                               progress=progress)
+    lg = LandmarkGradients(landmarks, [samples[i].id for i in landmarks], g.valid, g.vectors, g.norms, g.n_label_tokens)
+    return lg, {"compute_seconds": g.seconds, "adam_aware": moments is not None, **counts.metrics()}
+
+
 def _landmarks_compute(step: Step, payload: dict, lo: int, hi: int):
     samples = SampledPool.load(step).samples
     model = selection_model(step)
-    moments = warmup_moments(step, model)
     idx = pipeline.landmark_indices([s.id for s in samples], step.cfg)[lo:hi]
-    g, rows = reuse.gradients(step, "landmark_gradients", model, [samples[i] for i in idx], base_tokenizer(step).pad_token_id,
-                              moments, progress=step.progress("landmark gradients"))
-    lg = LandmarkGradients(idx, [samples[i].id for i in idx], g.valid, g.vectors, g.norms, g.n_label_tokens)
-    return lg.table(), {"compute_seconds": g.seconds, "adam_aware": moments is not None, **rows.metrics()}
+    lg, metrics = landmark_gradients(model, samples, idx, base_tokenizer(step).pad_token_id, reuse.CachedRows(step),
+                                     warmup_moments(step, model), progress=step.progress("landmark gradients"))
+    return lg.table(), metrics
 
 
 def _landmarks_gather(step: Step, payload: dict, table, metas: list[dict]) -> Gathered:
@@ -183,6 +203,54 @@ POOL_GRADIENTS = ShardedAsset("pool_gradients", ("sampled_pool", "warmup_checkpo
                               op_tags=GPU_TAGS)
 
 
+# ------------------------------------------------------------------ the unsharded assets' functions
+def sampled_pool(records: Sequence[dict], tokenizer, cfg: SelectionConfig) -> tuple[SampledPool, Report]:
+    """The seeded pool sample, tokenised with the model's chat template (``pipeline.sample_pool``;
+    ``records``: a list of records, or a pool file's ``PoolRows``)."""
+    pool = pipeline.sample_pool(records, tokenizer, cfg)
+    lengths = np.array([len(s.input_ids) for s in pool.samples])
+    return SampledPool(pool.samples, pool.excluded), Report(len(pool.samples), {
+        "pool_records": len(records), "excluded": len(pool.excluded), "mean_tokens": float(lengths.mean())})
+
+
+def warmup_checkpoint(model, tokenizer, samples: list[TokenizedSample], cfg: SelectionConfig, base: Path,
+                      checkpoints: Path, progress=None) -> tuple[WarmupCheckpoint, Report]:
+    """The brief AdamW warm-up of ``model`` (the registered model at ``base``) on ``samples``
+    (``pipeline.warm_up``), saved with its Adam state under ``checkpoints`` in a folder named by
+    its settings and the sample it was drawn from (another sample is another folder); the base
+    model itself when ``warmup_steps`` is 0."""
+    res = pipeline.warm_up(model, samples, cfg, tokenizer.pad_token_id, progress=progress)
+    if res is None:
+        return WarmupCheckpoint(str(base), None, 0), Report(1, {"warmup": "none", "steps": 0, "bytes": 0, "sha256": "",
+                                                                  "first_loss": 0.0, "last_loss": 0.0}, samples=0)
+    final = checkpoints / f"{cfg.digest(*DATA_SIDE_FIELDS)}-{row_cache.samples_digest(samples)}"
+    size, digest = storage.save_checkpoint(model, tokenizer, final,
+                                           also=lambda d: save_adam_state(res, model, d / "adam_state.safetensors"))
+    ckpt = WarmupCheckpoint(str(final), str(final / "adam_state.safetensors"), res.steps, size, digest, res.losses[-1],
+                            [s.id for s in samples])
+    train = cfg.training
+    return ckpt, Report(1, {"warmup": "trained", "steps": res.steps, "bytes": size, "sha256": digest,
+                            "first_loss": res.losses[0], "last_loss": res.losses[-1]},
+                        samples=res.steps * train.train_micro_batch * train.train_grad_accum)
+
+
+def krr_coefficients(embeddings: PoolEmbeddings, landmarks: LandmarkGradients,
+                     cfg: SelectionConfig) -> tuple[KernelFit, Report]:
+    """The landmark kernel ridge regression fitted on the valid landmarks' embeddings and gradients
+    (``pipeline.fit_landmark_regression``: kernel settings by landmark cross-validation)."""
+    idx, G = landmarks.used
+    reg = pipeline.fit_landmark_regression(embeddings.vectors, idx, G, cfg)
+    best = max(reg.cv, key=lambda r: r["spearman"]) if reg.cv else {}
+    md = {"kernel_cv": dg.MetadataValue.md(table_md(reg.cv, ["bandwidth_scale", "damping", "center", "spearman",
+                                                             "grad_cosine", "mean_cosine", "top10_overlap"]))}
+    return KernelFit(reg, idx), Report(len(embeddings.vectors), {
+        "bandwidth2": reg.bandwidth2, "bandwidth_scale": reg.setting.bandwidth_scale, "damping": reg.setting.damping,
+        "center": reg.setting.center, "cv_spearman": best.get("spearman", float("nan")),
+        "cv_spearman_is": "the selection criterion (best setting on these folds: optimistic)",
+        "cv_grad_cosine": best.get("grad_cosine", float("nan")), "cv_mean_cosine": best.get("mean_cosine", float("nan")),
+        "coefficients_stored": reg.coefficients is not None}, md)
+
+
 def _keepable_warmup(step: Step, pool_ids: list[str]) -> tuple[WarmupCheckpoint, float] | None:
     """The partition's last warm-up with the share of ``pool_ids`` it was trained from, when it may
     serve this pool sample (``pipeline.keep_warmup``: stable sampling, the same warm-up settings,
@@ -201,23 +269,23 @@ def _keepable_warmup(step: Step, pool_ids: list[str]) -> tuple[WarmupCheckpoint,
 def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     common = dict(code_version=code_version(__name__), partitions_def=partitions, group_name="pool_side")
 
-    @dg.asset(**common, kinds={"parquet"}, description="Seeded random sample of the pool, tokenised with the model's chat template.")
-    def sampled_pool(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+    @dg.asset(**common, name="sampled_pool", kinds={"parquet"},
+              description="Seeded random sample of the pool, tokenised with the model's chat template.")
+    def sampled_pool_asset(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         tok = base_tokenizer(step)
         try:
             records = PoolRows(step.record_input(step.registry.pool), cache_dir=step.store.path / "cache" / "pool_arrow")
-            pool = pipeline.sample_pool(records, tok, step.cfg)
+            pool, report = sampled_pool(records, tok, step.cfg)
         except (RecordError, ValueError) as err:
             raise dg.Failure(description=str(err)) from err
-        SampledPool(pool.samples).save(step, pool.excluded, str(step.registry.pool))
-        lengths = np.array([len(s.input_ids) for s in pool.samples])
-        return step.finish(len(pool.samples), {"pool_records": len(records), "excluded": len(pool.excluded),
-                                               "mean_tokens": float(lengths.mean())})
+        pool.save(step, str(step.registry.pool))
+        return report.finish(step)
 
-    @dg.asset(**common, deps=[sampled_pool], kinds={"pytorch"}, op_tags=GPU_TAGS, pool="gpu",
+    @dg.asset(**common, name="warmup_checkpoint", deps=[sampled_pool_asset], kinds={"pytorch"}, op_tags=GPU_TAGS, pool="gpu",
               description="Brief AdamW warm-up on random pool samples (Sec. 5.1); checkpoint + Adam state.")
-    def warmup_checkpoint(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+    def warmup_checkpoint_asset(context: dg.AssetExecutionContext, store: ArtefactStore,
+                                settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
         samples = SampledPool.load(step).samples
         kept = _keepable_warmup(step, [s.id for s in samples])
@@ -231,53 +299,31 @@ def build(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                                    "steps": ckpt.steps, "bytes": ckpt.bytes, "sha256": ckpt.sha256,
                                    "last_loss": ckpt.final_loss or 0.0}, samples=0)
         model, tok = base_model(step, training=True)
-        res = pipeline.warm_up(model, samples, step.cfg, tok.pad_token_id, progress=step.progress("warm-up", 2))
-        if res is None:
-            ckpt, losses = WarmupCheckpoint(str(step.registry.model_path(step.model)), None, 0), []
-        else:
-            # addressed by its settings and the sample it was drawn from: another sample is another folder
-            final = step.checkpoint_dir() / f"{step.cfg.digest(*DATA_SIDE_FIELDS)}-{row_cache.samples_digest(samples)}"
-            size, digest = storage.save_checkpoint(model, tok, final,
-                                                   also=lambda d: save_adam_state(res, model, d / "adam_state.safetensors"))
-            ckpt = WarmupCheckpoint(str(final), str(final / "adam_state.safetensors"), res.steps, size, digest, res.losses[-1],
-                                    [s.id for s in samples])
-            losses = res.losses
+        ckpt, report = warmup_checkpoint(model, tok, samples, step.cfg, step.registry.model_path(step.model),
+                                         step.checkpoint_dir(), progress=step.progress("warm-up", 2))
         ckpt.save(step)
-        if res is not None:  # the sidecar now points at this version: earlier settings' versions are unreferenced
-            storage.remove_other_versions(final)
+        if ckpt.steps:  # the sidecar now points at this version: earlier settings' versions are unreferenced
+            storage.remove_other_versions(Path(ckpt.model_path))
             row_cache.prune_warmup_states(step.store.path, step.model, ckpt.sha256)
-        train = step.cfg.training
-        return step.finish(1, {"warmup": "trained" if res is not None else "none", "steps": ckpt.steps, "bytes": ckpt.bytes,
-                               "sha256": ckpt.sha256, "first_loss": losses[0] if losses else 0.0,
-                               "last_loss": losses[-1] if losses else 0.0},
-                           samples=ckpt.steps * train.train_micro_batch * train.train_grad_accum)
+        return report.finish(step)
 
     landmark_gradients = sharding.build(LANDMARK_GRADIENTS, partitions, common["code_version"])
     pool_embeddings = sharding.build(POOL_EMBEDDINGS, partitions, common["code_version"])
 
-    @dg.asset(**common, deps=[pool_embeddings, landmark_gradients], kinds={"parquet"},
+    @dg.asset(**common, name="krr_coefficients", deps=[pool_embeddings, landmark_gradients], kinds={"parquet"},
               description="The fitted landmark kernel ridge regression (Eq. 10): kernel settings chosen by landmark "
                           "cross-validation, which the target side scores with, and the coefficient matrix C (when "
                           "small) with p_hat = C @ P_L exactly for a task scored without the direct term.")
-    def krr_coefficients(context: dg.AssetExecutionContext, store: ArtefactStore, settings: SelectionSettings) -> dg.MaterializeResult:
+    def krr_coefficients_asset(context: dg.AssetExecutionContext, store: ArtefactStore,
+                               settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        E = PoolEmbeddings.load(step).vectors
-        idx, G = LandmarkGradients.load(step).used
-        reg = pipeline.fit_landmark_regression(E, idx, G, step.cfg)
-        KernelFit(reg, idx).save(step, len(E))
-        best = max(reg.cv, key=lambda r: r["spearman"]) if reg.cv else {}
-        md = {"kernel_cv": dg.MetadataValue.md(table_md(reg.cv, ["bandwidth_scale", "damping", "center", "spearman",
-                                                                 "grad_cosine", "mean_cosine", "top10_overlap"]))}
-        return step.finish(len(E), {"bandwidth2": reg.bandwidth2, "bandwidth_scale": reg.setting.bandwidth_scale,
-                                    "damping": reg.setting.damping, "center": reg.setting.center,
-                                    "cv_spearman": best.get("spearman", float("nan")),
-                                    "cv_spearman_is": "the selection criterion (best setting on these folds: optimistic)",
-                                    "cv_grad_cosine": best.get("grad_cosine", float("nan")),
-                                    "cv_mean_cosine": best.get("mean_cosine", float("nan")),
-                                    "coefficients_stored": reg.coefficients is not None}, md)
+        embeddings = PoolEmbeddings.load(step)
+        fit, report = krr_coefficients(embeddings, LandmarkGradients.load(step), step.cfg)
+        fit.save(step, len(embeddings.vectors))
+        return report.finish(step)
 
     pool_perplexity, rds_embeddings, pool_gradients = (sharding.build(spec, partitions, common["code_version"])
                                                        for spec in (POOL_PERPLEXITY, RDS_EMBEDDINGS, POOL_GRADIENTS))
 
-    return [sampled_pool, warmup_checkpoint, landmark_gradients, pool_embeddings, krr_coefficients,
+    return [sampled_pool_asset, warmup_checkpoint_asset, landmark_gradients, pool_embeddings, krr_coefficients_asset,
             pool_perplexity, rds_embeddings, pool_gradients]

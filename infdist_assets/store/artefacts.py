@@ -59,13 +59,14 @@ def check_ids(what: str, got: list[str], want: list[str]) -> None:
 @dataclass
 class SampledPool:
     samples: list[TokenizedSample]
+    excluded: dict[str, str] = field(default_factory=dict)  # id -> why the row was passed over (in the sidecar)
 
     @property
     def ids(self) -> list[str]:
         return [s.id for s in self.samples]
 
-    def save(self, step: Step, excluded: list, pool_file: str) -> None:
-        step.write(storage.samples_table(self.samples), extra={"excluded": excluded, "pool_file": pool_file})
+    def save(self, step: Step, pool_file: str) -> None:
+        step.write(storage.samples_table(self.samples), extra={"excluded": self.excluded, "pool_file": pool_file})
 
     @classmethod
     def load(cls, step: Step) -> "SampledPool":
@@ -313,11 +314,13 @@ class TargetGradients:
     sample_ids: list[str]
     vectors: np.ndarray  # (t, d) valid targets only
     n_label_tokens: np.ndarray
+    excluded: dict[str, str] = field(default_factory=dict)  # id -> why the target was left out (in the sidecar)
+    embedded: list[str] = field(default_factory=list)  # the proxies of TargetEmbeddings beside it
 
-    def save(self, step: Step, excluded: list, embedded: list[str]) -> None:
+    def save(self, step: Step) -> None:
         step.write(pa.table({"target_index": np.arange(len(self.sample_ids)), "target_id": self.sample_ids,
                              "n_label_tokens": self.n_label_tokens, "gradient": storage.vectors_column(self.vectors)}),
-                   extra={"excluded": excluded, "embedded": embedded})
+                   extra={"excluded": self.excluded, "embedded": self.embedded})
 
     @classmethod
     def load(cls, step: Step) -> "TargetGradients":
@@ -390,10 +393,18 @@ class Subset:
     weights: np.ndarray
     sample_ids: list[str]
 
-    def save(self, step: Step) -> dict[str, float] | None:
+    @staticmethod
+    def previous(step: Step) -> dict[str, float] | None:
+        """The partition's last selection (sample id -> weight, from ``history/``), or None."""
+        history = sorted(step.path(name="data.parquet").parent.glob("history/*.parquet"))
+        if not history:
+            return None
+        t = storage.read_table(history[-1])
+        return dict(zip(t.column("sample_id").to_pylist(), t.column("weight").to_pylist()))
+
+    def save(self, step: Step) -> None:
         """Write the selection, and keep it in the partition's ``history/`` too (one file per
-        re-selection, named by time and run). Returns the previous selection (sample id ->
-        weight), or None for the first."""
+        re-selection, named by time and run)."""
         n, sel = len(self.pool_index), step.cfg.selection
         now = datetime.now(timezone.utc)
         table = pa.table({"model": [step.model] * n, "task": [step.task] * n, "method": [self.method] * n,
@@ -402,14 +413,8 @@ class Subset:
                           "weight": np.asarray(self.weights, dtype=np.float64),
                           "run_id": [step.context.run.run_id] * n,
                           "selected_at": pa.array([now] * n, pa.timestamp("us", tz="UTC"))})
-        history = sorted(step.path(name="data.parquet").parent.glob("history/*.parquet"))
-        previous = None
-        if history:
-            t = storage.read_table(history[-1])
-            previous = dict(zip(t.column("sample_id").to_pylist(), t.column("weight").to_pylist()))
         step.write(table, name=f"history/{now:%Y%m%dT%H%M%S%f}-{step.context.run.run_id[:8]}.parquet")
         step.write(table)
-        return previous
 
     @classmethod
     def load(cls, step: Step, method: str) -> "Subset":

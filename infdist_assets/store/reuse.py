@@ -13,6 +13,7 @@ from infdist_assets.store.artefacts import WarmupCheckpoint
 from infdist_assets.store.row_cache import RowCache, sample_key
 from infdist_assets.store.step import Step
 from infdist_core import pipeline
+from infdist_core.config import SelectionConfig
 from infdist_core.maths.preconditioning import AdamMoments
 from infdist_core.model import proxies
 from infdist_core.model.gradients import GradientMatrix
@@ -120,3 +121,35 @@ def embed(step: Step, kind: str, model, samples: list[TokenizedSample], spec: st
     known = known_proxy_rows(step, kind, samples, everything)
     pe = pipeline.embed_pool_rows(model, samples, everything, spec, step.cfg, pad_id, known)
     return pe, remember_proxy_rows(step, kind, samples, everything, pe, known)
+
+
+class Rows:
+    """Where an asset function gets gradient and proxy rows: computed afresh (this class: what a
+    test calling the function on small inputs uses), or through a step's row cache
+    (``CachedRows``: what the asset uses). Both report what they computed and reused."""
+
+    def __init__(self, cfg: SelectionConfig):
+        self.cfg = cfg
+
+    def gradients(self, kind: str, model, samples: list[TokenizedSample], pad_id: int,
+                  moments: AdamMoments | None = None, progress=None) -> tuple[GradientMatrix, Reuse]:
+        return pipeline.compute_gradients(model, samples, self.cfg, pad_id, moments, progress=progress), Reuse(len(samples))
+
+    def embed(self, kind: str, model, samples: list[TokenizedSample], spec: str, pad_id: int
+              ) -> tuple[proxies.ProxyEmbedding, Reuse]:
+        pe = pipeline.embed_pool_rows(model, samples, np.arange(len(samples)), spec, self.cfg, pad_id, {})
+        return pe, Reuse(len(samples))
+
+
+class CachedRows(Rows):
+    """``Rows`` through ``step``'s row cache (``gradients`` and ``embed`` above)."""
+
+    def __init__(self, step: Step):
+        super().__init__(step.cfg)
+        self.step = step
+
+    def gradients(self, kind, model, samples, pad_id, moments=None, progress=None):
+        return gradients(self.step, kind, model, samples, pad_id, moments, progress)
+
+    def embed(self, kind, model, samples, spec, pad_id):
+        return embed(self.step, kind, model, samples, spec, pad_id)
