@@ -70,7 +70,8 @@ class DataSection:
     """Tokens per target sample (0: max_length). A target whose answer starts past the limit has
     no label token and is left out of the selection: at 128 tokens that is 11 of HumanEval's 16
     targets, 91 of MMLU's 282 and 42 of BBH's 81 (none of GSM8K's 8); at 384, none of HumanEval's
-    or BBH's and 9 of MMLU's. Targets are few, so a longer limit costs little."""
+    or BBH's and 9 of MMLU's. Targets are few, so a longer limit costs little, and only the
+    target side reads it: changing it recomputes no pool-side artefact."""
     projection_dim: int = 8192
     """Hadamard projection of gradients; paper: 131,072."""
     grad_params: str = "all"
@@ -413,15 +414,21 @@ WARMUP_TRAINING_FIELDS = ("train_lr", "train_micro_batch", "train_grad_accum")
 """The training settings the warm-up trains with (the fine-tune's optimiser), so the data side
 depends on them too."""
 
-DATA_SIDE_FIELDS = section_fields("data") + WARMUP_TRAINING_FIELDS
-"""Settings the selection-seed-free artefacts depend on (pool sample, warm-up, target gradients,
-the baselines' pool inputs): they are shared by every selection seed and budget k."""
+TARGET_DATA_FIELDS = ("target_max_length",)
+"""Data settings only the target side reads (how the targets are tokenised): no pool-side artefact
+depends on them, so changing one recomputes the target side alone."""
+
+DATA_SIDE_FIELDS = tuple(f for f in section_fields("data") if f not in TARGET_DATA_FIELDS) + WARMUP_TRAINING_FIELDS
+"""Settings the selection-seed-free artefacts depend on (pool sample, warm-up, the baselines' pool
+inputs; target gradients with ``TARGET_DATA_FIELDS`` too): they are shared by every selection
+seed and budget k."""
 
 POOL_SIDE_FIELDS = DATA_SIDE_FIELDS + section_fields("pool") + ("seed",)
 """Settings the model-partitioned artefacts of one selection seed depend on (landmarks and on:
 the landmarks are drawn with the selection seed)."""
 
-TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + tuple(f for f in section_fields("selection") if f != "seed") + tuple(
+TARGET_SIDE_FIELDS = POOL_SIDE_FIELDS + TARGET_DATA_FIELDS + tuple(
+    f for f in section_fields("selection") if f != "seed") + tuple(
     f for f in section_fields("training") if f not in WARMUP_TRAINING_FIELDS)
 """Settings the model x task artefacts depend on (evaluation settings affect only eval scores)."""
 

@@ -22,8 +22,8 @@ from infdist_assets.resources import ArtefactStore
 from infdist_assets.store import catalog, storage
 from infdist_assets.store.memory import PeakMemory
 from infdist_assets.store.run_liveness import record_worker, refuse_if_overlapping
-from infdist_core.config import (DATA_SIDE_FIELDS, EVAL_FIELDS, NEUTRAL, POOL_SIDE_FIELDS, TARGET_SIDE_FIELDS,
-                                 SelectionConfig)
+from infdist_core.config import (DATA_SIDE_FIELDS, EVAL_FIELDS, NEUTRAL, POOL_SIDE_FIELDS, TARGET_DATA_FIELDS,
+                                 TARGET_SIDE_FIELDS, SelectionConfig)
 
 SEED_FREE_ASSETS = frozenset({"sampled_pool", "warmup_checkpoint", "pool_perplexity", "rds_embeddings", "pool_gradients",
                               "target_gradients"})
@@ -48,7 +48,7 @@ def variant(asset: str, cfg: SelectionConfig, target_side: bool) -> str:
 def dependency_fields(asset: str, target_side: bool) -> tuple[str, ...]:
     """The settings an artefact of ``asset`` depends on (what a consumer must agree on)."""
     if asset in SEED_FREE_ASSETS:
-        return DATA_SIDE_FIELDS
+        return DATA_SIDE_FIELDS + TARGET_DATA_FIELDS if target_side else DATA_SIDE_FIELDS
     if asset.endswith("/eval_scores"):
         return TARGET_SIDE_FIELDS + EVAL_FIELDS
     return TARGET_SIDE_FIELDS if target_side else POOL_SIDE_FIELDS

@@ -12,15 +12,15 @@ SETTINGS = dict(pool_size=20, max_length=64, n_landmarks=8, k=4, projection_dim=
                 embedding="grad-head", device="cpu")
 
 
-def _target_gradients(data, reg, **change) -> tuple[list[str], dict]:
+def _target_gradients(data, reg, pool_side: bool = True, **change) -> tuple[list[str], dict]:
     from infdist_assets.definitions import build_definitions
     from infdist_assets.resources import SelectionSettings
 
     defs = build_definitions(str(reg), str(data))
     instance = dg.DagsterInstance.ephemeral()
     resources = {**defs.resources, "settings": SelectionSettings.of(**SETTINGS, **change)}
-    for selection, key in ((["sampled_pool", "warmup_checkpoint"], "tiny"),
-                           (["target_gradients"], dg.MultiPartitionKey({"model": "tiny", "task": "long"}))):
+    steps = [(["sampled_pool", "warmup_checkpoint"], "tiny")] if pool_side else []
+    for selection, key in steps + [(["target_gradients"], dg.MultiPartitionKey({"model": "tiny", "task": "long"}))]:
         res = dg.materialize(list(defs.assets), selection=selection, partition_key=key, instance=instance,
                              resources=resources)
         assert res.success
@@ -41,9 +41,13 @@ def test_a_long_target_is_kept_with_target_max_length(tmp_path):
 
     kept, meta = _target_gradients(tmp_path, reg)
     assert kept == ["short"] and "long" in meta["excluded"]
-    kept, meta = _target_gradients(tmp_path, reg, target_max_length=160)
+    # the pool side does not read target_max_length: its artefacts serve the longer targets as they are
+    warmup = tmp_path / "assets" / "warmup_checkpoint" / "tiny" / "data.meta.json"
+    before = json.loads(warmup.read_text())["run_id"]
+    kept, meta = _target_gradients(tmp_path, reg, pool_side=False, target_max_length=160)
     assert kept == ["short", "long"] and not meta["excluded"]
     assert meta["config"]["max_length"] == 64  # the pool's limit did not move
+    assert json.loads(warmup.read_text())["run_id"] == before
 
 
 def test_an_artefact_from_before_the_setting_existed_counts_as_its_neutral_value():
@@ -53,8 +57,10 @@ def test_an_artefact_from_before_the_setting_existed_counts_as_its_neutral_value
     from infdist_core.config import SelectionConfig
 
     old = {"config": {k: v for k, v in SelectionConfig().to_dict().items() if k != "target_max_length"}}
-    assert settings_diff(old, SelectionConfig(), "target_gradients", False) == {}
-    assert settings_diff(old, SelectionConfig.of(target_max_length=384), "target_gradients", False) == {
+    assert settings_diff(old, SelectionConfig(), "target_gradients", True) == {}
+    assert settings_diff(old, SelectionConfig.of(target_max_length=384), "target_gradients", True) == {
         "target_max_length": (0, 384)}
-    assert settings_diff(old, SelectionConfig.of(k=7), "target_gradients", False) == {}  # k: not a data-side setting
+    assert settings_diff(old, SelectionConfig.of(k=7), "target_gradients", True) == {}  # k: not a data-side setting
+    # the pool side does not read it: a warm-up serves targets of any length
+    assert settings_diff(old, SelectionConfig.of(target_max_length=384), "warmup_checkpoint", False) == {}
 

@@ -29,7 +29,8 @@ def test_the_dependency_groups_are_lookups_of_sections():
     data side also takes the warm-up's optimiser settings, the pool side the selection seed that
     draws the landmarks)."""
     assert len(SECTION_OF) == sum(len(dataclasses.fields(c)) for c in config.SECTIONS.values()) == 44
-    assert set(config.DATA_SIDE_FIELDS) == set(config.section_fields("data")) | set(config.WARMUP_TRAINING_FIELDS)
+    assert set(config.DATA_SIDE_FIELDS) == (set(config.section_fields("data")) - {"target_max_length"}
+                                            | set(config.WARMUP_TRAINING_FIELDS))
     assert set(config.POOL_SIDE_FIELDS) == set(config.DATA_SIDE_FIELDS) | set(config.section_fields("pool")) | {"seed"}
     assert set(TARGET_SIDE_FIELDS) == set(config.section_fields("data", "pool", "selection", "training"))
     assert EVAL_FIELDS == config.section_fields("evaluation") and RUNTIME_FIELDS == config.section_fields("runtime")
@@ -62,7 +63,9 @@ def test_targets_have_their_own_limit_and_its_neutral_value_moves_no_digest():
     longer = SelectionConfig.of(target_max_length=384)
     assert longer.data.target_tokens() == 384 and longer.data.max_length == 128
     assert SelectionConfig.of(target_max_length=0).digest() == cfg.digest()  # as before the setting existed
-    assert longer.digest(*config.DATA_SIDE_FIELDS) != cfg.digest(*config.DATA_SIDE_FIELDS)
+    # only the target side reads it: the pool side's artefacts and the warm-up's folder stay put
+    assert longer.digest(*config.POOL_SIDE_FIELDS) == cfg.digest(*config.POOL_SIDE_FIELDS)
+    assert longer.digest(*config.TARGET_SIDE_FIELDS) != cfg.digest(*config.TARGET_SIDE_FIELDS)
     with pytest.raises(ValueError, match="target_max_length"):
         SelectionConfig.of(target_max_length=-1)
 
