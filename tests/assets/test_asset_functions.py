@@ -56,11 +56,17 @@ def test_krr_coefficients_leaves_out_invalid_landmarks_and_its_coefficients_give
     np.testing.assert_allclose(weights.scores.scores[rest], (C @ P_L)[rest], rtol=1e-5, atol=1e-7)
 
 
-def test_per_target_weights_are_exact_on_the_landmarks_and_pick_exactly_k():
+def _scored():
+    """The regression inputs, fitted and scored for three targets."""
     emb, lg, cfg = _regression_inputs()
     fit, _ = pool_assets.krr_coefficients(emb, lg, cfg)
     targets = _targets()
     weights, report = target_assets.per_target_weights(emb, lg, targets, TargetEmbeddings({}), fit, cfg)
+    return emb, lg, cfg, fit, targets, weights, report
+
+
+def test_per_target_weights_are_exact_on_the_landmarks_and_pick_exactly_k():
+    emb, lg, cfg, _, targets, weights, report = _scored()
     idx, G_L = lg.used
     np.testing.assert_allclose(weights.scores.scores[idx], G_L @ targets.vectors.T, rtol=1e-6)
     w = weights.scores.weights
@@ -70,10 +76,7 @@ def test_per_target_weights_are_exact_on_the_landmarks_and_pick_exactly_k():
 
 
 def test_recovery_report_heads_rows_with_the_partition_and_refuses_too_few_landmarks():
-    emb, lg, cfg = _regression_inputs()
-    fit, _ = pool_assets.krr_coefficients(emb, lg, cfg)
-    targets = _targets()
-    weights, _ = target_assets.per_target_weights(emb, lg, targets, TargetEmbeddings({}), fit, cfg)
+    emb, lg, cfg, fit, targets, weights, _ = _scored()
     idx, _ = lg.used
     candidates = LandmarkCandidates(idx.tolist(), {"grad-head": emb.vectors[idx], "other": emb.vectors[idx] ** 2}, {})
     labels = {"model": "m", "task": "t", "run_id": "r"}
