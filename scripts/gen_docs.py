@@ -26,6 +26,8 @@ from infdist_core import config
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "configuration.md"
 MODULE = ROOT / "infdist_assets" / "settings.py"
+
+
 def _value(v) -> str:
     if isinstance(v, tuple):
         return ", ".join(f"`{x}`" for x in v) or "(none)"

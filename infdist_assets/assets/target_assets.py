@@ -55,8 +55,8 @@ def target_gradients(model, tokenizer, records: Sequence[dict], cfg: SelectionCo
     grads = TargetGradients([s.id for s in kept], g.vectors[keep], g.n_label_tokens[keep], {**ts.excluded, **invalid},
                             [e.spec for e in embedded])
     embeddings = TargetEmbeddings({e.spec: e.vectors for e in embedded}, {e.spec: e.widths for e in embedded})
-    return grads, embeddings, Report(int(keep.sum()), {"targets": int(keep.sum()),
-                                                       "excluded": len(ts.excluded) + int((~keep).sum()), **counts.metrics()},
+    return grads, embeddings, Report(int(keep.sum()), {"targets": int(keep.sum()), "excluded": len(grads.excluded),
+                                                       **counts.metrics()},
                                      checks=[checks.finite_matrix("gradients_finite", g.vectors[keep])])
 
 
