@@ -11,9 +11,11 @@ and rows, a win only when the interval excludes 0, the smallest difference detec
 power, and ``gap_closed = (uniform - infdist) / (uniform - grad)`` with Fieller's interval).
 
 Methods: InfDist, uniform, RDS+, and two ceiling rows: Grad (InfDist with exact scores: every pool
-sample's true gradient, the same weights and round-robin) and full (the whole pool). Also printed:
-the shipped policy's landmark recovery measured on the non-landmark samples against the exact
-scores (``spearman_l64``).
+sample's true gradient, the same weights and round-robin) and full (the whole pool); on request
+mid_ppl and ``landmarks`` (InfDist without the propagation: the same rule over the landmarks' exact
+scores only). Also printed: the shipped policy's landmark recovery measured on the non-landmark
+samples against the exact scores (``spearman_l64``), and how many of InfDist's picks are
+landmarks (``infdist_picks_from_landmarks``, against ``landmark_share_of_pool``).
 
 Resumable: an artefact already materialised with the same settings is not recomputed, so a run
 that was stopped, or one with more seeds, tasks or budgets, continues where the last one ended.
@@ -23,6 +25,7 @@ The defaults (4 tasks x 5 methods x 5 seeds, k = 30) take several hours on 2 CPU
 Runs are recorded in ``<data>/dagster_home`` (``make ui`` shows them). Prints the tables; last
 line JSON (``tasks``, ``seeds``, ``wins_vs_uniform``, ``losses_vs_uniform``, ``wins_vs_rds``,
 ``losses_vs_rds``, ``gap_closed_vs_grad``, ``grad_vs_uniform``, ``spearman_l64``,
+``infdist_picks_from_landmarks``, ``landmarks_vs_uniform``, ``infdist_vs_landmarks``,
 ``detectable_vs_uniform``, ``acc_wins_vs_uniform``, ``mean_delta_heldout_loss_vs_uniform``,
 ``selection_seconds_infdist_over_rds`` from the lineage timings of this data root, ...).
 """
@@ -66,7 +69,8 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=["gsm8k", "mmlu", "humaneval", "bbh"])
     ap.add_argument("--methods", nargs="+", default=["infdist", "uniform", "rds", "grad", "full"],
                     help="grad: InfDist with exact scores (true gradients of every pool sample, computed once per "
-                         "model); full: the whole pool (trained once per seed, shared by every task); mid_ppl on request")
+                         "model); full: the whole pool (trained once per seed, shared by every task); mid_ppl and landmarks "
+                         "(the landmarks' exact scores alone) on request")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--k", nargs="+", type=int, default=[30], help="budgets (a second one spans a longer run)")
     ap.add_argument("--heldout-rows", type=int, default=200)
@@ -93,8 +97,8 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from infdist_assets.assets.benchmark import (BenchmarkPlan, headline, read_rows, run_benchmark, summaries,
-                                                 summary_markdown, true_recovery)
+    from infdist_assets.assets.benchmark import (BenchmarkPlan, headline, landmark_picks, read_rows, run_benchmark,
+                                                 summaries, summary_markdown, true_recovery)
     from infdist_assets.definitions import defs
     from infdist_assets.resources import SelectionSettings
     from infdist_assets.store.catalog import connect_readonly
@@ -138,6 +142,13 @@ def main() -> None:
     print(f"\nLandmark recovery of the shipped policy on non-landmark samples (Spearman of InfDist's mean-target scores "
           f"with the exact ones, {n_landmarks} landmarks): " +
           ", ".join(f"{t} seed {sd}: {v:.3f}" for (t, sd), v in sorted(recovery.items()) if v is not None))
+    picks = {(t, seed): landmark_picks(data, args.model, t, SelectionConfig.of(**{**settings, "seed": seed, "k": max(args.k)}))
+             for t in args.tasks for seed in args.seeds}
+    picks = {key: v for key, v in picks.items() if v is not None}
+    if picks:
+        print("InfDist's picks that are landmarks (exact scores; the rest propagated), against the landmarks' share of "
+              "the pool: " + ", ".join(f"{t} seed {sd}: {a}/{b}" for (t, sd), (a, b, _) in sorted(picks.items())) +
+              f" (landmarks are {next(iter(picks.values()))[2]:.0%} of the pool)")
     infdist_s, infdist_nowarm = secs.get("infdist", (0.0, 0.0))
     rds_s = secs.get("rds", (0.0, 0.0))[0]
     out = headline(s, args.tasks, args.seeds)
@@ -145,6 +156,8 @@ def main() -> None:
         out[f"{metric}_wins_vs_uniform"] = sum(v == "win" for v in a.verdicts("uniform").values())
         out[f"{metric}_losses_vs_uniform"] = sum(v == "loss" for v in a.verdicts("uniform").values())
     out.update({f"spearman_l{n_landmarks}": float(np.mean(measured)) if measured else None,
+                "infdist_picks_from_landmarks": float(np.mean([a / b for a, b, _ in picks.values()])) if picks else None,
+                "landmark_share_of_pool": next(iter(picks.values()))[2] if picks else None,
                 "unavailable_tasks": unavailable, "complete": complete, "ks": args.k, "methods": list(plan.methods), "heldout_rows": args.heldout_rows,
                 "selection_seconds_infdist": round(infdist_s, 1), "selection_seconds_rds": round(rds_s, 1),
                 "selection_seconds_infdist_over_rds": round(infdist_s / rds_s, 3) if rds_s else None,

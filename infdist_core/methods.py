@@ -8,6 +8,7 @@ Inputs by name:
 - ``pool_losses``: (n,) per-sample losses of the base model
 - ``rds_pool`` / ``rds_targets``: RDS+ embeddings of the pool and of the targets
 - ``pool_gradients`` / ``target_gradients``: true projected gradients of the pool and the targets
+- ``landmark_gradients``: (pool indices, gradients) of the valid landmarks, as InfDist uses them
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ def _grad(sel: SelectionSection, n_pool: int, pool_gradients, target_gradients) 
     return _infdist(sel, n_pool, exact_scores(pool_gradients, target_gradients, sel.k))
 
 
+def _landmarks(sel: SelectionSection, n_pool: int, landmark_gradients, target_gradients) -> tuple[np.ndarray, np.ndarray]:
+    from infdist_core.pipeline import exact_scores
+
+    idx, G_L = landmark_gradients
+    if sel.k > len(idx):
+        raise ValueError(f"selection method 'landmarks' picks among the {len(idx)} valid landmarks, fewer than "
+                         f"k={sel.k}: raise n_landmarks or lower k")
+    picks, w = _infdist(sel, len(idx), exact_scores(G_L, target_gradients, sel.k))
+    return np.asarray(idx)[picks], w * (n_pool / len(idx))  # Eq. 7's weights sum to the pool's size, as InfDist's
+
+
 METHODS: dict[str, SelectionMethod] = {m.name: m for m in (
     SelectionMethod("infdist", ("influence",), _infdist,
                     "Influence Distillation: per-target round-robin over the propagated scores (Sec. 3.3), or top-k "
@@ -58,6 +70,9 @@ METHODS: dict[str, SelectionMethod] = {m.name: m for m in (
     SelectionMethod("grad", ("pool_gradients", "target_gradients"), _grad,
                     "Grad: InfDist with a perfect approximation, i.e. the true projected gradient of every pool sample "
                     "(no landmarks, no regression), the same robust weights and per-target round-robin: the ceiling"),
+    SelectionMethod("landmarks", ("landmark_gradients", "target_gradients"), _landmarks,
+                    "InfDist without the propagation: the same weights and round-robin over the landmarks' exact scores "
+                    "only, no proxy pass and no regression (what the landmarks alone select; k <= landmarks)"),
     SelectionMethod("full", (), lambda sel, n: np.arange(n), "the whole pool (the ceiling row)", whole_pool=True),
 )}
 

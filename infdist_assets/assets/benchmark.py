@@ -35,7 +35,7 @@ from infdist_core.maths.quality import QualitySummary, summarize
 BENCH_METHODS = ("infdist", "uniform", "rds", "grad", "full")
 """The default benchmark: InfDist, the two baselines it must beat, and the two ceiling rows (Grad:
 InfDist with exact scores; full: the whole pool). mid_ppl runs on request."""
-BASELINES = ("uniform", "rds", "grad", "full")
+BASELINES = ("uniform", "rds", "grad", "full", "landmarks")
 
 
 def method_keys(method: str) -> list[str]:
@@ -112,6 +112,20 @@ def true_recovery(root: Path, model: str, task: str, cfg) -> float | None:
     rest = ~w.column("is_landmark").to_numpy(False)
     exact = (G @ T.T).mean(1)
     return float(stats.spearmanr(w.column("mean_score").to_numpy()[rest], exact[rest]).statistic)
+
+
+def landmark_picks(root: Path, model: str, task: str, cfg) -> tuple[int, int, float] | None:
+    """How many of InfDist's picks are landmarks: (landmarks picked, picks, the landmarks' share of
+    the pool). Landmarks carry exact scores, the others propagated ones; when the picks are mostly
+    landmarks, the selection is mostly the landmarks' own (the ``landmarks`` method's) and says
+    little about the propagation. None until both artefacts exist."""
+    part = f"{model}|{task}"
+    paths = [artefact_path(root, a, part, cfg) for a in ("per_target_weights", "infdist/selected_subset")]
+    if not all(storage.sidecar(p).exists() for p in paths):
+        return None
+    is_landmark = pq.read_table(paths[0], columns=["is_landmark"]).column("is_landmark").to_numpy(False)
+    picks = pq.read_table(paths[1], columns=["pool_index"]).column("pool_index").to_numpy()
+    return int(is_landmark[picks].sum()), len(picks), float(is_landmark.mean())
 
 
 def selection_costs(catalog_path: Path) -> list[tuple]:
@@ -283,6 +297,7 @@ def headline(s: QualitySummary, tasks: list[str], seeds: list[int]) -> dict:
             "losses_vs_uniform": sum(v == "loss" for v in vu.values()), "wins_vs_rds": sum(v == "win" for v in vr.values()),
             "losses_vs_rds": sum(v == "loss" for v in vr.values()),
             "grad_vs_uniform": s.verdicts("uniform", method="grad"),
+            "landmarks_vs_uniform": s.verdicts("uniform", method="landmarks"), "infdist_vs_landmarks": s.verdicts("landmarks"),
             "grad_delta_vs_uniform": {d["task"]: d["delta"] for d in s.differences
                                       if d.get("method") == "grad" and d["baseline"] == "uniform" and d["k"] == at},
             "gap_closed_vs_grad": float(np.mean(gaps)) if gaps else None,

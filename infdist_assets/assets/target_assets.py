@@ -65,7 +65,9 @@ def per_target_weights(embeddings: PoolEmbeddings, landmarks: LandmarkGradients,
                        cfg: SelectionConfig) -> tuple[TargetWeights, Report]:
     """Every pool sample's influence on each target (exact on the landmarks, the fitted kernel
     regression elsewhere, with the direct term decided for this task: ``pipeline.score_targets``)
-    and the robust weights of Eq. 7, exactly ``k`` of them non-zero."""
+    and the robust weights of Eq. 7, exactly ``k`` of them non-zero. The report says how many of
+    those are landmarks: exact scores spread wider than propagated ones, so a top-k drawn mostly
+    from the landmarks owes little to the propagation."""
     ids, E = embeddings.sample_ids, embeddings.vectors
     idx, G_L = landmarks.used
     G_T = targets.vectors
@@ -78,8 +80,10 @@ def per_target_weights(embeddings: PoolEmbeddings, landmarks: LandmarkGradients,
                                                        ["pool_index", "sample_id", "weight", "mean_score"])),
           "weights_histogram": dg.MetadataValue.md(histogram_md(res.weights[res.weights > 0]))}
     cv = {f"direct_cv_spearman_{'on' if r['direct'] else 'off'}": r["spearman"] for r in direct_cv}
+    weighted = np.flatnonzero(res.weights > 0)
     return TargetWeights(res, ids, idx, setting.direct), Report(len(E), {
-        "lambda": res.lam, "direct_term": setting.direct, **cv, "nonzero_weights": int((res.weights > 0).sum()),
+        "lambda": res.lam, "direct_term": setting.direct, **cv, "nonzero_weights": len(weighted),
+        "landmarks_among_weighted": int(np.isin(weighted, idx).sum()), "landmark_share_of_pool": len(idx) / len(E),
         "sparsity": float((res.weights == 0).mean()), "targets": G_T.shape[0], "weight_sum": float(res.weights.sum())}, md,
         checks=[checks.weights_valid(res.weights, len(E), cfg.selection.k)])
 

@@ -10,7 +10,8 @@ import dagster as dg
 import torch
 
 from infdist_assets.partitions import on_model
-from infdist_assets.store.artefacts import PoolLosses, PoolVectors, TargetGradients, TargetWeights, WarmupCheckpoint
+from infdist_assets.store.artefacts import (LandmarkGradients, PoolLosses, PoolVectors, TargetGradients, TargetWeights,
+                                            WarmupCheckpoint)
 from infdist_assets.store.step import Step
 from infdist_core import pipeline
 from infdist_core.data.records import RecordError, load_records
@@ -75,6 +76,7 @@ SELECTION_INPUTS = {
     "rds_targets": SelectionInput((), _rds_targets),
     "pool_gradients": SelectionInput((on_model("pool_gradients"),),
                                      lambda step: PoolVectors.load(step, "pool_gradients").vectors),
+    "landmark_gradients": SelectionInput((on_model("landmark_gradients"),), lambda step: LandmarkGradients.load(step).used),
     "target_gradients": SelectionInput((dg.AssetKey("target_gradients"),), lambda step: TargetGradients.load(step).vectors),
 }
 """How the asset layer obtains each named input of ``infdist_core.methods`` (and which assets it

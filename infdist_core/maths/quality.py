@@ -29,6 +29,8 @@ from infdist_core.maths.statistics import crossed_interval, t_interval
 
 METHOD = "infdist"
 CEILING = "grad"
+REFERENCES = (CEILING, "landmarks")
+"""Methods compared with uniform too (does any selection pay? do the landmarks alone?)."""
 
 
 @dataclass
@@ -36,7 +38,7 @@ class QualitySummary:
     methods: list[dict] = field(default_factory=list)
     """Per task, k, method: seeds, rows, mean held-out loss and its 95% interval over seeds."""
     differences: list[dict] = field(default_factory=list)
-    """Per task, k, method and baseline: InfDist (or the ceiling, against uniform) minus the
+    """Per task, k, method and baseline: InfDist (or a reference row, against uniform) minus the
     baseline, crossed and seed-only intervals, verdict, and the smallest difference the run
     detects (``detectable``)."""
     gaps: list[dict] = field(default_factory=list)
@@ -112,8 +114,8 @@ def summarize(task: list[str], method: list[str], seed: list[int], k: list[int],
                             "rows": int(np.mean([len(r) for r in by_seed.values()])), "heldout_loss": ci.mean,
                             "low": ci.low, "high": ci.high})
     for (t, kk, m), ours in sorted(cells.items()):
-        if m not in (METHOD, CEILING):
-            continue  # InfDist against every baseline; the ceiling against uniform (does any selection pay?)
+        if m != METHOD and m not in REFERENCES:
+            continue  # InfDist against every baseline; the reference rows against uniform
         for b in (baselines if m == METHOD else ("uniform",)):
             theirs = cells.get((t, kk, b))
             if not theirs:

@@ -73,6 +73,9 @@ def test_per_target_weights_are_exact_on_the_landmarks_and_pick_exactly_k():
     assert int((w > 0).sum()) == cfg.selection.k and abs(w.sum() - len(w)) < 1e-6 and (w >= 0).all()
     assert report.checks[0].passed and report.metrics["nonzero_weights"] == cfg.selection.k
     assert weights.sample_ids == emb.sample_ids and not weights.direct
+    weighted = np.flatnonzero(w > 0)
+    assert report.metrics["landmarks_among_weighted"] == len(set(weighted.tolist()) & set(idx.tolist()))
+    assert report.metrics["landmark_share_of_pool"] == len(idx) / len(emb.sample_ids)
 
 
 def test_recovery_report_heads_rows_with_the_partition_and_refuses_too_few_landmarks():
@@ -92,6 +95,32 @@ def test_recovery_report_heads_rows_with_the_partition_and_refuses_too_few_landm
     with pytest.raises(dg.Failure, match="too few landmarks"):
         target_assets.recovery_report(few, LandmarkCandidates([], {}, {}), targets, TargetEmbeddings({}), "grad-head",
                                       fit, weights, cfg, labels)
+
+
+def test_landmarks_method_selects_what_infdist_would_from_the_landmarks_alone():
+    """The ``landmarks`` method is InfDist with the propagated scores removed: when every
+    non-landmark scores below every landmark for every target, InfDist picks the same samples in
+    the same order, with the same weights."""
+    emb, lg, cfg, _, targets, weights, _ = _scored()
+    idx, G_L = lg.used
+    got, report = method_assets.selected_subset("landmarks", emb.sample_ids,
+                                                {"landmark_gradients": lg.used, "target_gradients": targets.vectors}, cfg)
+    assert set(got.pool_index.tolist()) <= set(idx.tolist()) and report.checks[0].passed
+    scores = weights.scores.scores.copy()
+    rest = np.setdiff1d(np.arange(len(scores)), idx)
+    scores[rest] = scores.min() - 1.0
+    buried = pipeline.weigh_scores(scores, cfg.selection.k)
+    want, _ = method_assets.selected_subset("infdist", emb.sample_ids, {"influence": buried}, cfg)
+    assert got.pool_index.tolist() == want.pool_index.tolist()
+    np.testing.assert_allclose(got.weights, want.weights, rtol=1e-9)
+    # the per-target round-robin over the exact landmark scores, by a direct reference
+    from infdist_core.maths.selection import round_robin
+    ref = idx[round_robin(G_L.astype(np.float64) @ targets.vectors.T, cfg.selection.k, seed=cfg.selection.seed)]
+    assert got.pool_index.tolist() == ref.tolist()
+    with pytest.raises(ValueError, match="among the 15 valid landmarks, fewer than k=16"):
+        method_assets.selected_subset("landmarks", emb.sample_ids, {"landmark_gradients": lg.used,
+                                                                    "target_gradients": targets.vectors},
+                                      cfg.with_(k=16))
 
 
 def test_selected_subset_reports_what_entered_and_left_against_the_previous_selection():

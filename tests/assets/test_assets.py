@@ -349,12 +349,13 @@ def test_the_docs_sql_runs_against_the_catalog(world, bench):
 
 @pytest.fixture(scope="module")
 def bench(world):
-    """The quality benchmark on the tiny world (two seeds x two budgets x six methods): once past
+    """The quality benchmark on the tiny world (two seeds x two budgets x seven methods): once past
     its deadline, then twice."""
     from infdist_assets.assets.benchmark import BenchmarkPlan, run_benchmark
     from infdist_assets.resources import SelectionSettings
 
-    plan = BenchmarkPlan("tiny", ["math"], [0, 1], [K, K + 2], ("infdist", "uniform", "mid_ppl", "rds", "grad", "full"),
+    plan = BenchmarkPlan("tiny", ["math"], [0, 1], [K, K + 2],
+                         ("infdist", "uniform", "mid_ppl", "rds", "grad", "full", "landmarks"),
                          {**SETTINGS, "heldout_rows": 0, "task_metrics": False})
     store = world["resources"]["store"]
     import time
@@ -382,9 +383,11 @@ def test_quality_benchmark_fills_the_catalog_and_resumes(world, bench):
                        "WHERE kind = 'gap' ORDER BY k").fetchall()
     per_row = con.execute(f"SELECT count(*) FROM eval_rows WHERE task = 'math' AND method = 'uniform' AND k = {K}").fetchone()[0]
     con.close()
-    assert got == [("full", 2), ("grad", 2), ("infdist", 2), ("mid_ppl", 2), ("rds", 2), ("uniform", 2)]
+    assert got == [("full", 2), ("grad", 2), ("infdist", 2), ("landmarks", 2), ("mid_ppl", 2), ("rds", 2), ("uniform", 2)]
     assert sorted((d[0], d[1], d[2], d[3]) for d in diffs) == (
-        [("grad", "uniform", 2, 4)] * 2 + [(("infdist", b, 2, 4)) for b in ("full", "grad", "rds", "uniform") for _ in range(2)])
+        [("grad", "uniform", 2, 4)] * 2 +
+        [(("infdist", b, 2, 4)) for b in ("full", "grad", "landmarks", "rds", "uniform") for _ in range(2)] +
+        [("landmarks", "uniform", 2, 4)] * 2)
     assert [g[:2] for g in gaps] == [(K, 2), (K + 2, 2)] and all(g[2] == pytest.approx(g[3]) for g in gaps), \
         "gap_closed is InfDist's gain over uniform divided by Grad's"
     assert all(d[5] <= d[4] <= d[6] and d[7] in ("win", "loss", "tie") for d in diffs)
@@ -398,6 +401,23 @@ def test_quality_benchmark_fills_the_catalog_and_resumes(world, bench):
     full_ft = {pq.read_table(p).column("model_path")[0].as_py()
                for p in (world["data"] / "assets" / "full" / "fine_tuned_model" / "tiny" / "math").glob("seed=1/k=*/data.parquet")}
     assert len(full_ft) == 1, "the same samples, order and settings are trained once, whatever k"
+
+
+def test_landmarks_method_picks_landmarks_and_infdists_landmark_picks_are_counted(world, bench):
+    """The landmarks row selects among the seed's landmarks only; ``landmark_picks`` counts how
+    many of InfDist's picks are landmarks, read here from the landmark gradients themselves."""
+    from infdist_assets.assets.benchmark import landmark_picks
+    from infdist_core.config import SelectionConfig
+
+    d = world["data"] / "assets"
+    for seed in (0, 1):
+        landmarks = set(pq.read_table(d / f"landmark_gradients/tiny/seed={seed}/data.parquet").column("pool_index").to_pylist())
+        got = pq.read_table(d / f"landmarks/selected_subset/tiny/math/seed={seed}/k={K}/data.parquet").column("pool_index")
+        assert len(got) == K and set(got.to_pylist()) <= landmarks
+        infdist = pq.read_table(d / f"infdist/selected_subset/tiny/math/seed={seed}/k={K}/data.parquet").column("pool_index")
+        cfg = SelectionConfig.of(**{**SETTINGS, "seed": seed})
+        assert landmark_picks(world["data"], "tiny", "math", cfg) == (len(set(infdist.to_pylist()) & landmarks), K, L / N_POOL)
+    assert landmark_picks(world["data"], "tiny", "code", SelectionConfig.of(**{**SETTINGS, "seed": 1})) is None
 
 
 def test_a_re_made_upstream_makes_its_consumers_stale_and_they_are_refused(world, bench):

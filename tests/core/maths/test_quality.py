@@ -95,6 +95,23 @@ def test_summarize_pairs_only_common_seeds_and_rows():
     assert (d["seeds"], d["rows"]) == (1, 2) and d["delta"] == pytest.approx(-1.0)
 
 
+def test_the_landmarks_row_is_compared_with_uniform_and_infdist_with_it():
+    """The landmarks-only row answers two questions: does it beat uniform (as the ceiling is
+    asked), and does InfDist's propagation add to it (InfDist minus landmarks)."""
+    rng = np.random.default_rng(8)
+    cells = {}
+    for s in range(4):
+        u = rng.normal(2.0, 0.3, size=150)
+        cells[("t", "uniform", s)] = u
+        cells[("t", "landmarks", s)] = u - 0.1 + 0.01 * rng.normal(size=150)
+        cells[("t", "infdist", s)] = u - 0.1 + 0.01 * rng.normal(size=150)
+        cells[("t", "rds", s)] = u + 0.01 * rng.normal(size=150)
+    s = summarize(*_long(cells), baselines=("uniform", "rds", "landmarks"))
+    assert s.verdicts("uniform", method="landmarks") == {"t": "win"}
+    assert s.verdicts("landmarks") == {"t": "tie"} and s.verdicts("uniform") == {"t": "win"}
+    assert s.verdicts("rds", method="landmarks") == {}, "a reference row is compared with uniform only"
+
+
 def test_the_text_plot_places_each_method_on_a_shared_axis():
     from infdist_assets.assets.benchmark import interval_text
 
