@@ -9,6 +9,9 @@ approximation at almost no cost. Metrics on the held-out landmarks, averaged ove
 - ``spearman``: mean over targets of Spearman(p_hat, p), p = G g_t
 - ``top10_overlap``: share of the true top-10% held-out samples found in the predicted top-10%
 
+``calibration_slope``: whether propagated scores are on the exact scores' scale (slope about 1),
+which decides how a top-k mixes exact landmark scores with propagated ones.
+
 Without target gradients (pool-side, task-independent choice) the targets are pseudo-targets:
 means of random groups of training-fold landmark gradients. Single pool gradients are nearly
 orthogonal to each other at this scale (pairwise cosine ~0.03 on SmolLM2-135M), so one of them
@@ -77,6 +80,27 @@ def _top_overlap(pred: np.ndarray, true: np.ndarray, frac: float = 0.1) -> float
 def _rowcos(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     return float(np.mean((a * b).sum(1) / np.maximum(na * nb, 1e-30)))
+
+
+def calibration_slope(E: np.ndarray, P: np.ndarray, setting: KernelSetting, splits: int = 30, seed: int = 0) -> float:
+    """Median over ``splits`` random quarters of the landmarks of the least-squares slope of their
+    exact scores ``P`` (shape (l,)) on the scores the regression fitted on the other landmarks'
+    embeddings ``E`` propagates to them (no direct term). About 1: a propagated score is what the
+    sample's exact score is expected to be given its embedding; above 1: the regression shrinks
+    too much; below: too little."""
+    E, P = np.asarray(E, np.float64), np.asarray(P, np.float64)
+    out = max(2, len(P) // 4)
+    if len(P) - out < 2:
+        raise ValueError(f"{len(P)} landmarks are too few for a calibration slope (need at least {out + 2})")
+    rng = np.random.default_rng(derive_seed(seed, "calibration", len(P)))
+    slopes = []
+    for _ in range(splits):
+        perm = rng.permutation(len(P))
+        test, train = perm[:out], perm[out:]
+        model = krr_fit(E[train], P[train], damping=setting.damping, bandwidth_scale=setting.bandwidth_scale,
+                        center=setting.center)
+        slopes.append(np.polyfit(model.predict(E[test]).ravel(), P[test], 1)[0])
+    return float(np.median(slopes))
 
 
 def cross_validate(

@@ -102,3 +102,20 @@ def test_choose_direct_keeps_the_direct_term_only_when_the_real_targets_gain():
     E_blind = rng.standard_normal((160, 200))  # an embedding unrelated to the gradients: nothing to gain
     setting, rows = choose_direct(E_blind, G, T, DirectTerm(rng.standard_normal((3, 200)), ((0, 200),)), KernelSetting())
     assert setting.direct == (rows[1]["spearman"] > rows[0]["spearman"])
+
+
+def test_calibration_slope_is_one_when_the_regression_recovers_the_scores_and_grows_with_overdamping(low_rank_gradients):
+    """With the gradients as embeddings and little damping the propagated scores are the exact ones
+    (slope about 1); a ridge that shrinks the fit toward the mean leaves the exact scores spread
+    wider than the propagated ones (slope well above 1), which is what the slope is there to show."""
+    from infdist_core.maths.recovery import calibration_slope
+
+    G, T = low_rank_gradients
+    P = (G @ T.T).mean(1)
+    fit = calibration_slope(G, P, KernelSetting(bandwidth_scale=4.0, damping=1e-3))
+    shrunk = calibration_slope(G, P, KernelSetting(bandwidth_scale=4.0, damping=30.0))
+    assert 0.85 < fit < 1.15, fit
+    assert shrunk > 2 * fit, (fit, shrunk)
+    assert calibration_slope(G, P, KernelSetting(), seed=3) == calibration_slope(G, P, KernelSetting(), seed=3)
+    with pytest.raises(ValueError, match="too few"):
+        calibration_slope(G[:3], P[:3], KernelSetting())
