@@ -113,8 +113,12 @@ def recovery_report(landmarks: LandmarkGradients, candidates: LandmarkCandidates
                                                        ["embedding", "bandwidth_scale", "damping", "center", "direct", "spearman",
                                                         "grad_cosine", "mean_cosine", "top10_overlap"])),
           "quality_vs_landmarks": dg.MetadataValue.md(table_md(curve, ["n_landmarks", "spearman", "grad_cosine", "mean_cosine"]))}
+    slope = (recovery.calibration_slope(candidates.rows[embedding], (G_L.astype(np.float64) @ targets.vectors.T).mean(1),
+                                        used, seed=seed) if embedding in candidates.rows else float("nan"))
     return pa.Table.from_pylist(rows), Report(len(rows), {
-        "embedding": embedding, "spearman": mine["spearman"],
+        "embedding": embedding, "spearman": mine["spearman"], "calibration_slope": slope,
+        "calibration_slope_is": "held-out landmarks' exact mean-target scores regressed on the propagated ones (kernel "
+                                "part): about 1 means propagated scores sit on the exact ones' scale",
         "spearman_is": "the selection criterion: the cross-validated Spearman of the setting chosen on these same folds "
                        "(optimistic as an estimate; benchmarks/bench_recovery.py measures on held-out samples)",
         "grad_cosine": mine["grad_cosine"], "mean_landmark_cosine": mine["mean_cosine"],

@@ -90,6 +90,9 @@ def test_recovery_report_heads_rows_with_the_partition_and_refuses_too_few_landm
     assert all(r["chosen"] == (r["embedding"] == "grad-head") for r in rows) and {r["embedding"] for r in rows} == {
         "grad-head", "other"}
     assert report.metrics["n_landmarks"] == len(idx)
+    from infdist_core.maths.recovery import calibration_slope
+    assert report.metrics["calibration_slope"] == calibration_slope(
+        emb.vectors[idx], (lg.used[1].astype(np.float64) @ targets.vectors.T).mean(1), fit.regression.setting, seed=cfg.selection.seed)
 
     few = LandmarkGradients(lg.pool_index[:4], lg.sample_ids[:4], np.ones(4, bool), np.nan_to_num(lg.vectors[:4]))
     with pytest.raises(dg.Failure, match="too few landmarks"):
