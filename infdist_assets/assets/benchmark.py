@@ -34,7 +34,8 @@ from infdist_core.maths.quality import QualitySummary, summarize
 
 BENCH_METHODS = ("infdist", "uniform", "rds", "grad", "full")
 """The default benchmark: InfDist, the two baselines it must beat, and the two ceiling rows (Grad:
-InfDist with exact scores; full: the whole pool). mid_ppl runs on request."""
+InfDist with exact scores; full: the whole pool). mid_ppl and landmarks (InfDist without the
+propagation) run on request."""
 BASELINES = ("uniform", "rds", "grad", "full", "landmarks")
 
 

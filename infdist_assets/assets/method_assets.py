@@ -1,6 +1,7 @@
 """Per-method assets (model x task): ``<method>/selected_subset`` -> ``<method>/fine_tuned_model``
--> ``<method>/eval_scores``, for InfDist and the baselines (uniform, mid_ppl, rds, grad), so any
-of them can be materialised for the same partition and compared in the catalog.
+-> ``<method>/eval_scores``, for InfDist, the baselines (uniform, mid_ppl, rds) and the reference
+rows (grad, landmarks, full), so any of them can be materialised for the same partition and
+compared in the catalog.
 
 Each is a module-level function of typed inputs returning its artefact and ``Report``
 (``selected_subset``, ``fine_tuned_model``, ``eval_scores``); ``build`` wraps each, per method, in
