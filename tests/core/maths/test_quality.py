@@ -69,6 +69,19 @@ def _long(cells):
     return cols
 
 
+def _shifted(seed: int, seeds: int, rows: int, shifts: dict[str, tuple[float, float]]) -> dict:
+    """Task ``t``: per seed, uniform's row losses and each method's as uniform's plus an offset
+    and Gaussian noise (``shifts``: method -> (offset, noise scale))."""
+    rng = np.random.default_rng(seed)
+    cells = {}
+    for s in range(seeds):
+        u = rng.normal(2.0, 0.3, size=rows)
+        cells[("t", "uniform", s)] = u
+        for method, (offset, noise) in shifts.items():
+            cells[("t", method, s)] = u + offset + noise * rng.normal(size=rows)
+    return cells
+
+
 def test_summarize_calls_win_loss_and_tie_from_the_interval():
     rng = np.random.default_rng(4)
     base = rng.normal(2.0, 0.3, size=100)
@@ -98,14 +111,7 @@ def test_summarize_pairs_only_common_seeds_and_rows():
 def test_the_landmarks_row_is_compared_with_uniform_and_infdist_with_it():
     """The landmarks-only row answers two questions: does it beat uniform (as the ceiling is
     asked), and does InfDist's propagation add to it (InfDist minus landmarks)."""
-    rng = np.random.default_rng(8)
-    cells = {}
-    for s in range(4):
-        u = rng.normal(2.0, 0.3, size=150)
-        cells[("t", "uniform", s)] = u
-        cells[("t", "landmarks", s)] = u - 0.1 + 0.01 * rng.normal(size=150)
-        cells[("t", "infdist", s)] = u - 0.1 + 0.01 * rng.normal(size=150)
-        cells[("t", "rds", s)] = u + 0.01 * rng.normal(size=150)
+    cells = _shifted(8, 4, 150, {"landmarks": (-0.1, 0.01), "infdist": (-0.1, 0.01), "rds": (0.0, 0.01)})
     s = summarize(*_long(cells), baselines=("uniform", "rds", "landmarks"))
     assert s.verdicts("uniform", method="landmarks") == {"t": "win"}
     assert s.verdicts("landmarks") == {"t": "tie"} and s.verdicts("uniform") == {"t": "win"}
@@ -158,13 +164,7 @@ def test_gap_closed_is_the_ratio_of_gains_with_fiellers_interval():
     exactly the set of ratios r whose A - rB has a crossed interval containing 0."""
     from infdist_core.maths.quality import ratio_interval
 
-    rng = np.random.default_rng(6)
-    cells = {}
-    for s in range(5):
-        u = rng.normal(2.0, 0.3, size=200)
-        cells[("t", "uniform", s)] = u
-        cells[("t", "grad", s)] = u - 0.2 + 0.02 * rng.normal(size=200)
-        cells[("t", "infdist", s)] = u - 0.1 + 0.02 * rng.normal(size=200)
+    cells = _shifted(6, 5, 200, {"grad": (-0.2, 0.02), "infdist": (-0.1, 0.02)})
     g = summarize(*_long(cells)).gaps[0]
     assert g["gap_closed"] == pytest.approx(0.5, abs=0.02) and g["low"] < 0.5 < g["high"] and g["high"] - g["low"] < 0.1
     U, I, G = (np.array([cells[("t", m, s)] for s in range(5)]) for m in ("uniform", "infdist", "grad"))
@@ -173,7 +173,7 @@ def test_gap_closed_is_the_ratio_of_gains_with_fiellers_interval():
         c = crossed_interval(A - r * B)
         assert (c.low <= 0 <= c.high) == inside, r
     # a ceiling indistinguishable from uniform leaves the ratio unbounded
-    noise = rng.normal(0, 0.3, size=(5, 200))
+    noise = np.random.default_rng(60).normal(0, 0.3, size=(5, 200))
     assert ratio_interval(A, noise - noise.mean()) == (-np.inf, np.inf)
 
 
