@@ -33,47 +33,49 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=30)
     args = ap.parse_args()
 
+    from infdist_assets.assets.benchmark import landmark_picks
     from infdist_assets.store import storage
+    from infdist_assets.store.step import artefact_path, stale_upstream
+    from infdist_core.config import SelectionConfig
+    from infdist_core.maths.influence import landmark_scores
     from infdist_core.maths.recovery import KernelSetting, calibration_slope
 
-    assets = args.data / "assets"
     rows = []
-    for weights_path in sorted(assets.glob(f"per_target_weights/{args.model}/*/seed=*/k={args.k}/data.parquet")):
-        task, seed = weights_path.parts[-4], weights_path.parts[-3]
-        picks_path = assets / "infdist" / "selected_subset" / args.model / task / seed / f"k={args.k}" / "data.parquet"
-        pool_side = {a: assets / a / args.model / seed / "data.parquet" for a in ("pool_embeddings", "landmark_gradients",
-                                                                                 "krr_coefficients")}
-        targets = assets / "target_gradients" / args.model / task / "data.parquet"
-        if not all(storage.sidecar(p).exists() for p in (picks_path, targets, *pool_side.values())):
+    for weights_path in sorted((args.data / "assets").glob(f"per_target_weights/{args.model}/*/seed=*/k={args.k}/data.parquet")):
+        task = weights_path.parts[-4]
+        meta = storage.read_meta(weights_path)
+        cfg = SelectionConfig.of(**meta["config"])  # the settings the selection was made with
+        picked = landmark_picks(args.data, args.model, task, cfg)
+        if picked is None:
             continue
-        made_from = {u["asset"]: u["run_id"] for u in storage.read_meta(weights_path).get("upstream", [])
-                     if u.get("file", "data.parquet") == "data.parquet"}
-        now = {a: storage.read_meta(p)["run_id"] for a, p in {**pool_side, "target_gradients": targets}.items()}
-        if any(made_from.get(a) != run for a, run in now.items()):
-            print(f"{task} {seed}: skipped, its inputs have been re-made since (other settings)", flush=True)
+        if stale_upstream(args.data, meta, cfg) is not None:
+            print(f"{task} seed={cfg.selection.seed}: skipped, its inputs have been re-made since (other settings)", flush=True)
             continue
+        path = {a: artefact_path(args.data, a, args.model, cfg) for a in ("pool_embeddings", "landmark_gradients",
+                                                                          "krr_coefficients")}
         w = pq.read_table(weights_path, columns=["is_landmark", "mean_score"])
         is_landmark = w.column("is_landmark").to_numpy(False)
         mean = w.column("mean_score").to_numpy()
-        picks = pq.read_table(picks_path, columns=["pool_index"]).column("pool_index").to_numpy()
-        lg = pq.read_table(pool_side["landmark_gradients"])
+        lg = pq.read_table(path["landmark_gradients"])
         valid = lg.column("valid").to_numpy(False)
         idx = lg.column("pool_index").to_numpy()[valid]
-        G = storage.column_matrix(lg, "gradient").astype(np.float64)[valid]
-        T = storage.column_matrix(pq.read_table(targets), "gradient").astype(np.float64)
-        E = storage.column_matrix(pq.read_table(pool_side["pool_embeddings"]), "embedding").astype(np.float64)
-        kernel = storage.read_meta(pool_side["krr_coefficients"])["kernel"]
-        row = {"task": task, "seed": int(seed.split("=")[1]), "landmarks": len(idx), "picks": len(picks),
-               "picks_from_landmarks": int(is_landmark[picks].sum()), "landmark_share_of_pool": float(is_landmark.mean()),
+        G = storage.column_matrix(lg, "gradient")[valid]
+        T = storage.column_matrix(pq.read_table(artefact_path(args.data, "target_gradients", f"{args.model}|{task}", cfg)),
+                                  "gradient")
+        E = storage.column_matrix(pq.read_table(path["pool_embeddings"]), "embedding").astype(np.float64)
+        kernel = storage.read_meta(path["krr_coefficients"])["kernel"]
+        row = {"task": task, "seed": cfg.selection.seed, "landmarks": len(idx), "picks": picked[1],
+               "picks_from_landmarks": picked[0], "landmark_share_of_pool": picked[2],
                "spread_propagated_over_exact": float(mean[~is_landmark].std() / mean[is_landmark].std()),
-               "calibration_slope": calibration_slope(E[idx], (G @ T.T).mean(1), KernelSetting(
+               "calibration_slope": calibration_slope(E[idx], landmark_scores(G, T).mean(1), KernelSetting(
                    kernel["bandwidth_scale"], kernel["damping"], kernel["center"]), args.splits)}
         rows.append(row)
-        print(f"{task} {seed}: {row['picks_from_landmarks']}/{row['picks']} picks are landmarks ({row['landmarks']} "
-              f"landmarks, {row['landmark_share_of_pool']:.0%} of the pool); spread of propagated / exact scores "
-              f"{row['spread_propagated_over_exact']:.2f}; calibration slope {row['calibration_slope']:.2f}", flush=True)
+        print(f"{task} seed={row['seed']}: {row['picks_from_landmarks']}/{row['picks']} picks are landmarks "
+              f"({row['landmarks']} landmarks, {row['landmark_share_of_pool']:.0%} of the pool); spread of propagated / "
+              f"exact scores {row['spread_propagated_over_exact']:.2f}; calibration slope {row['calibration_slope']:.2f}",
+              flush=True)
     if not rows:
-        raise SystemExit(f"no InfDist selection at k={args.k} with its pool side under {assets}")
+        raise SystemExit(f"no InfDist selection at k={args.k} with its pool side under {args.data / 'assets'}")
     print(json.dumps({"selections": rows, "k": args.k, "splits": args.splits,
                       "picks_from_landmarks": float(np.mean([r["picks_from_landmarks"] / r["picks"] for r in rows])),
                       "landmark_share_of_pool": float(np.mean([r["landmark_share_of_pool"] for r in rows])),

@@ -27,6 +27,7 @@ from infdist_assets.store.versions import code_version
 from infdist_core import pipeline
 from infdist_core.config import SelectionConfig
 from infdist_core.maths import recovery
+from infdist_core.maths.influence import landmark_scores
 from infdist_core.model.tokenization import tokenize_records
 from infdist_core.proxy_specs import ProxySpec
 
@@ -113,8 +114,8 @@ def recovery_report(landmarks: LandmarkGradients, candidates: LandmarkCandidates
                                                        ["embedding", "bandwidth_scale", "damping", "center", "direct", "spearman",
                                                         "grad_cosine", "mean_cosine", "top10_overlap"])),
           "quality_vs_landmarks": dg.MetadataValue.md(table_md(curve, ["n_landmarks", "spearman", "grad_cosine", "mean_cosine"]))}
-    slope = (recovery.calibration_slope(candidates.rows[embedding], (G_L.astype(np.float64) @ targets.vectors.T).mean(1),
-                                        used, seed=seed) if embedding in candidates.rows else float("nan"))
+    slope = (recovery.calibration_slope(candidates.rows[embedding], landmark_scores(G_L, targets.vectors).mean(1), used,
+                                        seed=seed) if embedding in candidates.rows else float("nan"))
     return pa.Table.from_pylist(rows), Report(len(rows), {
         "embedding": embedding, "spearman": mine["spearman"], "calibration_slope": slope,
         "calibration_slope_is": "held-out landmarks' exact mean-target scores regressed on the propagated ones (kernel "
