@@ -53,13 +53,14 @@ fine-tunes are not reused for the new code's."""
 
 
 def finetune_key(base: Path, sample_ids: list[str], weights: np.ndarray, cfg: SelectionConfig) -> str:
-    """Content address of a fine-tune: the base model (its registered folder), the samples in pick
-    order, the weights when they are used, every training setting and the precision it resolves
-    to, and ``TRAINER_VERSION`` for the training code (not its hash, like every artefact here).
-    Task-independent selections (uniform, mid_ppl) therefore train once per seed and k, whatever
-    the task."""
+    """Content address of a fine-tune: the base model folder's content (``storage.fingerprint``:
+    a copied or moved store keeps its fine-tunes, new weights at the same path train anew), the
+    samples in pick order, the weights when they are used, every training setting and the
+    precision it resolves to, and ``TRAINER_VERSION`` for the training code (not its hash, like
+    every artefact here). Task-independent selections (uniform, mid_ppl) therefore train once per
+    seed and k, whatever the task."""
     flat = cfg.to_dict()
-    doc = {"base": str(base), "samples": sample_ids,
+    doc = {"base": storage.fingerprint(base), "samples": sample_ids,
            "weights": (np.round(np.asarray(weights, np.float64), 12).tolist() if cfg.selection.weighted_training
                        else None),
            "train": {f: flat[f] for f in ("train_lr", "train_epochs", "train_micro_batch", "train_grad_accum", "seed",

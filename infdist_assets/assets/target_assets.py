@@ -6,8 +6,9 @@ Each is a module-level function of typed inputs returning its artefact and ``Rep
 Dagster asset that loads the inputs from the store, calls it and saves."""
 
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -32,17 +33,19 @@ from infdist_core.model.tokenization import tokenize_records
 from infdist_core.proxy_specs import ProxySpec
 
 
-def target_gradients(model, tokenizer, records: Sequence[dict], cfg: SelectionConfig, rows: reuse.Rows,
-                     task: str = "") -> tuple[TargetGradients, TargetEmbeddings, Report]:
+def target_gradients(load_model: Callable[[], Any], tokenizer, records: Sequence[dict], cfg: SelectionConfig,
+                     rows: reuse.Rows, task: str = "") -> tuple[TargetGradients, TargetEmbeddings, Report]:
     """The task's target records tokenised to ``target_max_length``, their projected, normalised
-    gradients at ``model`` (the selection model: same projection as the landmarks; no Adam
+    gradients at ``load_model()`` (the selection model: same projection as the landmarks; no Adam
     preconditioning), and their proxy rows for every gradient-proxy candidate (the direct term).
-    Targets without answer tokens, or whose gradient is not finite, are left out and listed."""
+    Targets without answer tokens, or whose gradient is not finite, are left out and listed. A
+    task none of whose targets fits fails before the model is loaded."""
     ts = tokenize_records(tokenizer, records, cfg.data.target_tokens())
     if not ts.samples:
         raise dg.Failure(description=f"task {task}: no target sample has assistant tokens within "
                                      f"{cfg.data.target_tokens()} tokens (target_max_length, or max_length when "
                                      f"it is 0); excluded: {ts.excluded}")
+    model = load_model()
     g, counts = rows.gradients("target_gradients", model, ts.samples, tokenizer.pad_token_id)
     keep = g.valid
     kept = [s for s, k in zip(ts.samples, keep) if k]
@@ -138,7 +141,7 @@ def build(partitions: dg.PartitionsDefinition) -> list:
     def target_gradients_asset(context: dg.AssetExecutionContext, store: ArtefactStore,
                                settings: SelectionSettings) -> dg.MaterializeResult:
         step = Step.begin(context, store, settings)
-        grads, embeddings, report = target_gradients(selection_model(step), base_tokenizer(step), target_records(step),
+        grads, embeddings, report = target_gradients(lambda: selection_model(step), base_tokenizer(step), target_records(step),
                                                      step.cfg, reuse.CachedRows(step), step.task)
         embeddings.save(step)
         grads.save(step)

@@ -3,6 +3,7 @@ store. Each asset module's functions are what its Dagster asset calls between lo
 inputs and saving its artefact."""
 
 import json
+import shutil
 
 import dagster as dg
 import numpy as np
@@ -144,7 +145,7 @@ def test_target_gradients_are_the_pipelines_and_name_the_targets_left_out(tiny_m
     records = chats + [{"id": "long", "messages": [{"role": "user", "content": " ".join(["explain"] * 80)},
                                                    {"role": "assistant", "content": "Done."}]}]
     cfg = SelectionConfig.of(pool_size=4, n_landmarks=4, k=2, **SMALL)
-    grads, embeddings, report = target_assets.target_gradients(tiny_model, tokenizer, records, cfg, reuse.Rows(cfg), "qa")
+    grads, embeddings, report = target_assets.target_gradients(lambda: tiny_model, tokenizer, records, cfg, reuse.Rows(cfg), "qa")
     assert grads.sample_ids == ["a", "b", "c", "d"] and set(grads.excluded) == {"long"}
     samples = tokenize_records(tokenizer, chats, 64).samples
     want = pipeline.compute_gradients(tiny_model, samples, cfg, tokenizer.pad_token_id)
@@ -153,10 +154,14 @@ def test_target_gradients_are_the_pipelines_and_name_the_targets_left_out(tiny_m
     assert report.metrics == {"targets": 4, "excluded": 1, "rows_computed": 8, "rows_reused": 0}  # 4 gradients + 4 rows
 
     longer = cfg.with_(target_max_length=160)
-    grads, _, _ = target_assets.target_gradients(tiny_model, tokenizer, records, longer, reuse.Rows(longer))
+    grads, _, _ = target_assets.target_gradients(lambda: tiny_model, tokenizer, records, longer, reuse.Rows(longer))
     assert grads.sample_ids == ["a", "b", "c", "d", "long"] and not grads.excluded
+
+    def no_model():
+        raise AssertionError("a task with no usable target must fail before the model is loaded")
+
     with pytest.raises(dg.Failure, match="task qa: no target sample"):
-        target_assets.target_gradients(tiny_model, tokenizer, records[-1:], cfg, reuse.Rows(cfg), "qa")
+        target_assets.target_gradients(no_model, tokenizer, records[-1:], cfg, reuse.Rows(cfg), "qa")
 
 
 def test_landmark_gradients_are_the_pipelines_at_the_landmarks_preconditioned_by_the_moments(tiny_model, tokenizer,
@@ -215,7 +220,10 @@ def test_fine_tuned_model_is_reused_without_loading_the_base_model(tiny_model, t
     samples = tokenize_records(tokenizer, chats, 64).samples
     cfg = SelectionConfig.of(pool_size=4, n_landmarks=4, k=4, train_epochs=1, train_micro_batch=2, train_grad_accum=1,
                              **SMALL)
-    final = tmp_path / "ft" / method_assets.finetune_key(tmp_path / "base", [s.id for s in samples], np.ones(4), cfg)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"weights v1")
+    final = tmp_path / "ft" / method_assets.finetune_key(base, [s.id for s in samples], np.ones(4), cfg)
     model, report = method_assets.fine_tuned_model(lambda: (tiny_model, tokenizer), samples, np.ones(4), cfg, final)
     assert not model.reused and report.metrics["steps"] == 2 and len(model.losses) == 2
     assert json.loads((final / method_assets.FINETUNE_RECORD).read_text())["key"] == final.name
@@ -225,7 +233,13 @@ def test_fine_tuned_model_is_reused_without_loading_the_base_model(tiny_model, t
 
     again, report = method_assets.fine_tuned_model(no_base, samples, np.ones(4), cfg, final)
     assert again.reused and report.metrics["reused"] and (again.sha256, again.losses) == (model.sha256, model.losses)
-    assert method_assets.finetune_key(tmp_path / "base", [s.id for s in samples][::-1], np.ones(4), cfg) != final.name
+    ids = [s.id for s in samples]
+    assert method_assets.finetune_key(base, ids[::-1], np.ones(4), cfg) != final.name
+    moved = tmp_path / "elsewhere" / "base"  # a store and its model moved together keep their fine-tunes
+    shutil.copytree(base, moved)
+    assert method_assets.finetune_key(moved, ids, np.ones(4), cfg) == final.name
+    (moved / "model.safetensors").write_bytes(b"weights v2")  # new weights under the same name train anew
+    assert method_assets.finetune_key(moved, ids, np.ones(4), cfg) != final.name
 
 
 def test_eval_scores_tables_agree_with_each_other(tiny_model, tokenizer, chats, tmp_path):
