@@ -103,6 +103,17 @@ def calibration_slope(E: np.ndarray, P: np.ndarray, setting: KernelSetting, spli
     return float(np.median(slopes))
 
 
+def stretch_propagated(scores: np.ndarray, landmarks: np.ndarray, slope: float) -> np.ndarray:
+    """Per-target scores (n, t) with the propagated rows stretched by ``slope`` about the
+    landmarks' per-target mean, the landmarks' exact rows unchanged: what correcting the
+    regression's shrinkage by its ``calibration_slope`` does to the scores."""
+    out = np.array(scores, dtype=np.float64)
+    rest = np.setdiff1d(np.arange(len(out)), landmarks)
+    mean = out[landmarks].mean(0)
+    out[rest] = mean + slope * (out[rest] - mean)
+    return out
+
+
 def cross_validate(
     E: np.ndarray,
     G: np.ndarray,

@@ -119,3 +119,18 @@ def test_calibration_slope_is_one_when_the_regression_recovers_the_scores_and_gr
     assert calibration_slope(G, P, KernelSetting(), seed=3) == calibration_slope(G, P, KernelSetting(), seed=3)
     with pytest.raises(ValueError, match="too few"):
         calibration_slope(G[:3], P[:3], KernelSetting())
+
+
+def test_stretch_propagated_keeps_the_landmarks_and_scales_the_rest_about_their_mean():
+    from infdist_core.maths.recovery import stretch_propagated
+
+    rng = np.random.default_rng(0)
+    S = rng.normal(size=(10, 3))
+    lm = np.array([1, 4, 7])
+    out = stretch_propagated(S, lm, 2.0)
+    np.testing.assert_array_equal(out[lm], S[lm])
+    rest = np.setdiff1d(np.arange(10), lm)
+    mean = S[lm].mean(0)
+    np.testing.assert_allclose(out[rest] - mean, 2.0 * (S[rest] - mean))
+    np.testing.assert_allclose(stretch_propagated(S, lm, 1.0), S)
+    assert not np.shares_memory(out, S)
