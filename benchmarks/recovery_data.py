@@ -118,3 +118,34 @@ def cached(name: str, setting: RecoverySetting, compute, cache_dir: str | Path =
         np.savez(f, **out)
     log(f"{name}: computed, cached in {path}")
     return out
+
+
+def shipped_recovery(emb: dict[str, np.ndarray], widths: dict[str, tuple[int, ...]], cost: dict[str, float],
+                     directs: dict, G: np.ndarray, T: np.ndarray, ell: int, draws: int,
+                     embedding: str = "auto") -> tuple[list[str], float]:
+    """What the pipeline does with ``ell`` landmarks, through its own policy functions: the proxy
+    chosen among the default candidates (``pipeline.choose_proxy``; or ``embedding`` pinned), the
+    kernel setting (``fit_landmark_regression``), the direct term per task and the scores
+    (``score_targets``); scored against the true influence on the non-landmarks (Spearman of the
+    mean over targets), for landmark draws 0 .. draws-1. Returns the choices and the mean Spearman."""
+    from scipy.stats import spearmanr
+
+    from infdist_core import pipeline
+    from infdist_core.config import SelectionConfig
+    from infdist_core.model import proxies
+
+    spec_of = lambda key: key.partition("@")[0]  # noqa: E731  (keys may carry "@B", the batch they were computed in)
+    cfg = SelectionConfig.of(pool_size=len(G), n_landmarks=ell, k=1, embedding=spec_of(embedding))
+    keys = [c for c in cfg.data.embedding_candidates if c in emb] if embedding == "auto" else [embedding]
+    key_of = {spec_of(k): k for k in keys}
+    picks, rhos = [], []
+    for d in range(draws):
+        lm = np.random.default_rng(d).choice(len(G), ell, replace=False)
+        rest = np.setdiff1d(np.arange(len(G)), lm)
+        on_lm = {spec_of(k): proxies.ProxyEmbedding(spec_of(k), emb[k][lm], cost[k], widths[k]) for k in keys}
+        pick = key_of[pipeline.choose_proxy(on_lm, G[lm], cfg, log_fn=lambda _: None)[0]]
+        reg = pipeline.fit_landmark_regression(emb[pick], lm, G[lm], cfg)
+        scores, setting, _ = pipeline.score_targets(emb[pick], lm, G[lm], T, reg, cfg, directs.get(pick))
+        picks.append(f"{pick}{'+direct' if setting.direct else ''}")
+        rhos.append(spearmanr(scores.scores[rest].mean(1), (G[rest] @ T.T).mean(1)).statistic)
+    return picks, float(np.mean(rhos))

@@ -152,3 +152,28 @@ def test_an_assets_code_version_follows_the_code_it_runs(tmp_path):
     target = "infdist_assets.assets.target_assets"
     assert versions.code_version(target, tmp_path) != before[target]
     versions.code_version.cache_clear()
+
+
+def test_every_name_the_benchmarks_import_from_the_project_exists():
+    """Benchmarks are not run by the suite (hours on 2 cores), so a name removed or renamed in the
+    code, or in a benchmark helper module they share, would only show when someone runs them."""
+    import importlib
+    import importlib.util
+    import sys
+
+    bench = ROOT / "benchmarks"
+    siblings = {p.stem for p in bench.glob("*.py")}
+    sys.path.insert(0, str(bench))
+    try:
+        missing = []
+        for p in sorted(bench.glob("*.py")):
+            for node in ast.walk(ast.parse(p.read_text(), str(p))):
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level and (
+                        node.module.split(".")[0] in {"infdist_core", "infdist_assets"} or node.module in siblings):
+                    module = importlib.import_module(node.module)
+                    missing += [f"{p.name}: {node.module}.{a.name}" for a in node.names
+                                if not hasattr(module, a.name) and not (  # a submodule of a package counts
+                                    hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))]
+        assert not missing, missing
+    finally:
+        sys.path.remove(str(bench))
