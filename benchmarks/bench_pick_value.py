@@ -42,7 +42,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+from scipy.stats import spearmanr
 
 from infdist_core import methods, pipeline, proxy_specs
 from infdist_core.config import SelectionConfig
@@ -51,6 +51,7 @@ from infdist_core.data.records import load_records
 from infdist_core.maths import recovery
 from infdist_core.maths.influence import landmark_scores
 from infdist_core.maths.landmarks import DirectTerm, part_slices
+from infdist_core.maths.statistics import t_interval
 from infdist_core.model.tokenization import tokenize_records
 
 import recovery_data
@@ -62,13 +63,6 @@ def share(picks: np.ndarray, value: np.ndarray, ceiling: np.ndarray) -> float:
     """The picks' mean ``value`` over the pool's mean, as a share of the ceiling's picks' gain."""
     base = value.mean()
     return float((value[picks].mean() - base) / (value[ceiling].mean() - base))
-
-
-def interval(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t-interval."""
-    x = np.asarray(x, float)
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
 
 def main() -> None:
@@ -107,10 +101,10 @@ def main() -> None:
         return {"H": recovery_data.true_gradients(model, samples, args.dim, pad)[0]}
 
     H = recovery_data.cached(f"heldout_gradients_{args.heldout}", setting, heldout)["H"]
-    value = {"objective": (G @ T.T).mean(1), "heldout": (G @ H.T).mean(1)}
+    value = {"objective": landmark_scores(G, T).mean(1), "heldout": landmark_scores(G, H).mean(1)}
     print(f"pool n={n}, {len(T)} targets, {len(H)} held-out rows, k={args.k}, {args.draws} draws, proxy "
           f"{args.embedding} ({float(rows['seconds']):.2f} s/sample when computed); Spearman of the two values over "
-          f"the pool {stats.spearmanr(value['objective'], value['heldout']).statistic:.3f}", flush=True)
+          f"the pool {spearmanr(value['objective'], value['heldout']).statistic:.3f}", flush=True)
 
     names = ("infdist", "calibrated", "landmarks", "uniform")
     results: dict[int, dict] = {}
@@ -137,26 +131,26 @@ def main() -> None:
             got["calibration_slope"].append(slope)
             got["overlap_infdist_grad"].append(len(set(picks["infdist"]) & set(grad)))
             got["overlap_landmarks_grad"].append(len(set(picks["landmarks"]) & set(grad)))
-        diffs = {f"{a}_minus_{b}_{v}": interval(np.subtract(got[f"{a}_{v}"], got[f"{b}_{v}"]))
+        diffs = {f"{a}_minus_{b}_{v}": t_interval(np.subtract(got[f"{a}_{v}"], got[f"{b}_{v}"]))
                  for a, b in (("infdist", "landmarks"), ("calibrated", "infdist")) for v in value}
-        results[ell] = {"means": {key: interval(vals) for key, vals in got.items()}, "diffs": diffs}
+        results[ell] = {"means": {key: t_interval(vals) for key, vals in got.items()}, "diffs": diffs}
         print(f"\n{ell} landmarks ({ell / n:.0%} of the pool), share of Grad's value over random picks, "
               f"mean [95% interval] over {args.draws} draws:")
         print(f"{'selection':12} {'objective (own targets)':>28} {'held-out rows, first order':>28}")
         for m in names:
             cells = [results[ell]["means"][f"{m}_{v}"] for v in value]
-            print(f"{m:12} " + " ".join(f"{c[0]:>8.3f} [{c[1]:+.3f}, {c[2]:+.3f}]".rjust(28) for c in cells))
-        for key, (mu, lo, hi) in diffs.items():
-            print(f"  {key}: {mu:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+            print(f"{m:12} " + " ".join(f"{c.mean:>8.3f} [{c.low:+.3f}, {c.high:+.3f}]".rjust(28) for c in cells))
+        for key, c in diffs.items():
+            print(f"  {key}: {c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}]")
         for key in ("picks_from_landmarks", "calibration_slope", "overlap_infdist_grad", "overlap_landmarks_grad"):
-            print(f"  {key}: mean {results[ell]['means'][key][0]:.2f}")
+            print(f"  {key}: mean {results[ell]['means'][key].mean:.2f}")
 
     summary = {"n": n, "k": args.k, "draws": args.draws, "embedding": args.embedding, "heldout_rows": len(H)}
     for ell, r in results.items():
-        for key, (mu, lo, hi) in {**r["means"], **r["diffs"]}.items():
-            summary[f"{key}_l{ell}"] = round(mu, 4)
+        for key, c in {**r["means"], **r["diffs"]}.items():
+            summary[f"{key}_l{ell}"] = round(c.mean, 4)
             if key in r["diffs"]:
-                summary[f"{key}_l{ell}_ci"] = [round(lo, 4), round(hi, 4)]
+                summary[f"{key}_l{ell}_ci"] = [round(c.low, 4), round(c.high, 4)]
     print(json.dumps(summary))
 
 
