@@ -124,6 +124,33 @@ def compute_gradients(model, samples: list[TokenizedSample], cfg: SelectionConfi
                             batch_size=cfg.data.batch_size, progress=progress)
 
 
+def gradient_pass_proxy(cfg: SelectionConfig) -> str | None:
+    """The embedding spec whose rows the landmark-gradient pass computes from its own forward
+    (``compute_gradients_and_proxy``): the first of ``embedding_specs()`` that is one forward and
+    one partial backward, when gradients run one sample per pass; else None (the plan embeds the
+    landmarks as it embeds every other sample)."""
+    if cfg.data.batch_size != 1:
+        return None
+    return next((s for s in cfg.data.embedding_specs() if ProxySpec.parse(s).partial_backward), None)
+
+
+def compute_gradients_and_proxy(model, samples: list[TokenizedSample], cfg: SelectionConfig, pad_id: int, spec: str,
+                                moments: AdamMoments | None = None, progress: Progress | None = None
+                                ) -> tuple[GradientMatrix, proxies.ProxyEmbedding]:
+    """``compute_gradients`` and, from the same forwards, ``embed_samples``' rows of ``spec`` (a
+    ``gradient_pass_proxy``), both bit for bit what the two passes give apart."""
+    params = [p for _, p in gradient_parameters(model, cfg)]
+    return proxies.gradients_with_proxy(model, samples, params, gradient_projector(model, cfg), pad_id, spec,
+                                        cfg.data.embedding_dim, cfg.data.data_seed, moments=moments, progress=progress)
+
+
+def known_rows(pe: proxies.ProxyEmbedding, positions: np.ndarray, n_pool: int) -> dict[str, KnownRows]:
+    """``pe`` (rows of ``pool[positions]``) as ``known`` rows of a pool of ``n_pool`` samples."""
+    vectors = np.full((n_pool, pe.vectors.shape[1]), np.nan, np.float32)
+    vectors[np.asarray(positions)] = pe.vectors
+    return {pe.spec: KnownRows(vectors, tuple(pe.widths), pe.seconds_per_sample)}
+
+
 def seeded_subset(ids: Sequence[str], n: int, seed: int, name: str, sampling: str) -> list[int]:
     """``n`` seeded random positions of ``ids``: a permutation drawn for ``len(ids)``
     (``permutation``), or the ``n`` ids first in ``seeding.stable_order`` (``stable``: a member

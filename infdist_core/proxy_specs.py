@@ -87,6 +87,16 @@ class ProxySpec:
         return all(KINDS[p.kind].per_sample(list(p.params), grad_batch) for p in self.parts)
 
     @property
+    def partial_backward(self) -> bool:
+        """Is every row one forward and one partial backward (``grad-last``, an exact ``grad-head``,
+        or the two fused), so that a pass computing the full gradient from the same forward can
+        compute it too (``proxies.gradients_with_proxy``)?"""
+        if self.fused:
+            return len(self.parts) == 2
+        return len(self.parts) == 1 and (self.kinds[0] == "grad-last"
+                                         or (self.kinds[0] == "grad-head" and not self.parts[0].params))
+
+    @property
     def fused(self) -> tuple[int, int] | None:
         """The positions of a ``grad-last`` part and an exact ``grad-head`` part, which one forward
         and one partial backward compute together (``proxies.partial_gradients``); else None."""

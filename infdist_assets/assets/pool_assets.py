@@ -35,11 +35,17 @@ from infdist_core.model.tokenization import TokenizedSample
 from infdist_core.model.training import save_adam_state
 
 
+EMBEDDINGS_ROWS = "pool_embeddings"
+"""The row cache of the pool's proxy rows: the landmark-gradient pass adds its landmarks' rows of
+``pipeline.gradient_pass_proxy`` there, and the embedding plan takes them."""
+
+
 def _row_counts(metas: list[dict]) -> dict[str, int]:
     """Rows the shards computed and took from the row cache (none when they do not use it)."""
     if not any("rows_computed" in m for m in metas):
         return {}
-    return {k: int(sidecar_sum(metas, k)) for k in ("rows_computed", "rows_reused")}
+    keys = ("rows_computed", "rows_reused") + (("proxy_rows_computed",) if any("proxy_rows_computed" in m for m in metas) else ())
+    return {k: int(sidecar_sum(metas, k)) for k in keys}
 
 
 # ------------------------------------------------------------------ landmark gradients (sharded)
@@ -53,7 +59,7 @@ def landmark_gradients(model, samples: list[TokenizedSample], landmarks: np.ndar
     (pool indices) at ``model``, Adam-preconditioned with the warm-up's ``moments`` when given;
     one shard's part of the asset, with its timing and row counts."""
     g, counts = rows.gradients("landmark_gradients", model, [samples[i] for i in landmarks], pad_id, moments,
-                               progress=progress)
+                               progress=progress, proxy_kind=EMBEDDINGS_ROWS)
     lg = LandmarkGradients(landmarks, [samples[i].id for i in landmarks], g.valid, g.vectors, g.norms, g.n_label_tokens)
     return lg, {"compute_seconds": g.seconds, "adam_aware": moments is not None, **counts.metrics()}
 
@@ -91,10 +97,10 @@ def _embeddings_plan(step: Step) -> Plan:
     """The embedding choice on the landmarks (not sharded); the shards embed the other rows."""
     samples = SampledPool.load(step).samples
     idx, G = LandmarkGradients.load(step).used
-    known = reuse.known_proxy_rows(step, "pool_embeddings", samples, idx)
+    known = reuse.known_proxy_rows(step, EMBEDDINGS_ROWS, samples, idx)
     plan = pipeline.plan_pool_embedding(selection_model(step), samples, idx, G, step.cfg,
                                         base_tokenizer(step).pad_token_id, log_fn=step.context.log.info, known=known)
-    rows = sum((reuse.remember_proxy_rows(step, "pool_embeddings", samples, idx,
+    rows = sum((reuse.remember_proxy_rows(step, EMBEDDINGS_ROWS, samples, idx,
                                           proxies.ProxyEmbedding(spec, plan.landmark_embeddings[spec], plan.seconds[spec],
                                                                  plan.widths[spec]), known)
                 for spec in plan.landmark_embeddings), reuse.Reuse())
@@ -111,10 +117,10 @@ def _embeddings_compute(step: Step, payload: dict, lo: int, hi: int):
     samples = SampledPool.load(step).samples
     idx, _ = LandmarkGradients.load(step).used
     rows = pipeline.non_landmarks(len(samples), idx)[lo:hi]
-    known = reuse.known_proxy_rows(step, "pool_embeddings", samples, rows)
+    known = reuse.known_proxy_rows(step, EMBEDDINGS_ROWS, samples, rows)
     pe = pipeline.embed_pool_rows(selection_model(step), samples, rows, payload["spec"], step.cfg,
                                   base_tokenizer(step).pad_token_id, known)
-    counts = reuse.remember_proxy_rows(step, "pool_embeddings", samples, rows, pe, known)
+    counts = reuse.remember_proxy_rows(step, EMBEDDINGS_ROWS, samples, rows, pe, known)
     table = pa.table({"pool_index": rows, "embedding": storage.vectors_column(pe.vectors)})
     return table, {"seconds_per_sample": pe.seconds_per_sample, "rows": len(rows), **counts.metrics()}
 

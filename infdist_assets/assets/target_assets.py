@@ -46,7 +46,8 @@ def target_gradients(load_model: Callable[[], Any], tokenizer, records: Sequence
                                      f"{cfg.data.target_tokens()} tokens (target_max_length, or max_length when "
                                      f"it is 0); excluded: {ts.excluded}")
     model = load_model()
-    g, counts = rows.gradients("target_gradients", model, ts.samples, tokenizer.pad_token_id)
+    g, counts = rows.gradients("target_gradients", model, ts.samples, tokenizer.pad_token_id,
+                               proxy_kind="target_embeddings")  # that proxy's rows from the same forwards
     keep = g.valid
     kept = [s for s, k in zip(ts.samples, keep) if k]
     embedded = []
@@ -55,6 +56,7 @@ def target_gradients(load_model: Callable[[], Any], tokenizer, records: Sequence
             pe, more = rows.embed("target_embeddings", model, kept, spec, tokenizer.pad_token_id)
             embedded.append(pe)
             counts += more
+    counts = counts.within_step()
     invalid = {s.id: "non-finite gradient" for s, k in zip(ts.samples, keep) if not k}
     grads = TargetGradients([s.id for s in kept], g.vectors[keep], g.n_label_tokens[keep], {**ts.excluded, **invalid},
                             [e.spec for e in embedded])

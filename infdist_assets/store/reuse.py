@@ -27,12 +27,19 @@ class Reuse:
 
     computed: int = 0
     reused: int = 0
+    proxy_computed: int = 0  # proxy rows a gradient pass computed from its own forwards, for a later step
 
     def __add__(self, other: "Reuse") -> "Reuse":
-        return Reuse(self.computed + other.computed, self.reused + other.reused)
+        return Reuse(self.computed + other.computed, self.reused + other.reused, self.proxy_computed + other.proxy_computed)
+
+    def within_step(self) -> "Reuse":
+        """The counts of a step that later takes the proxy rows its own gradient pass computed:
+        those rows count as computed, not as reused."""
+        return Reuse(self.computed + self.proxy_computed, self.reused - self.proxy_computed)
 
     def metrics(self) -> dict[str, int]:
-        return {"rows_computed": self.computed, "rows_reused": self.reused}
+        extra = {"proxy_rows_computed": self.proxy_computed} if self.proxy_computed else {}
+        return {"rows_computed": self.computed, "rows_reused": self.reused, **extra}
 
 
 def selection_cache(step: Step, kind: str) -> RowCache:
@@ -44,10 +51,13 @@ def selection_cache(step: Step, kind: str) -> RowCache:
 
 
 def gradients(step: Step, kind: str, model, samples: list[TokenizedSample], pad_id: int,
-              moments: AdamMoments | None = None, progress=None) -> tuple[GradientMatrix, Reuse]:
+              moments: AdamMoments | None = None, progress=None, proxy_kind: str = "") -> tuple[GradientMatrix, Reuse]:
     """``pipeline.compute_gradients`` of ``samples``, taking the rows the cache of ``kind`` has
     (only at ``batch_size`` 1: a batched row depends on its neighbours' padding). ``seconds`` is
-    the time of the rows computed now."""
+    the time of the rows computed now. With ``proxy_kind``, the pass also computes the
+    ``pipeline.gradient_pass_proxy`` rows of the samples it differentiates, from its own forwards,
+    into the cache of ``proxy_kind``, where the step that embeds them finds them (the same rows,
+    bit for bit, at the price of a partial backward)."""
     if step.cfg.data.batch_size != 1 or not samples:
         g = pipeline.compute_gradients(model, samples, step.cfg, pad_id, moments, progress=progress)
         return g, Reuse(len(samples), 0)
@@ -56,8 +66,14 @@ def gradients(step: Step, kind: str, model, samples: list[TokenizedSample], pad_
     found, rows = cache.lookup(keys)
     todo = np.flatnonzero(~found)
     n = len(samples)
-    g = pipeline.compute_gradients(model, [samples[i] for i in todo], step.cfg, pad_id, moments,
-                                   progress=progress) if len(todo) else None
+    spec = pipeline.gradient_pass_proxy(step.cfg) if proxy_kind else None
+    g, proxy_rows = None, 0
+    if len(todo) and spec:
+        g, pe = pipeline.compute_gradients_and_proxy(model, [samples[i] for i in todo], step.cfg, pad_id, spec, moments,
+                                                     progress=progress)
+        proxy_rows = _remember_rows(step, f"{proxy_kind}/{spec}", [keys[i] for i in todo], pe)
+    elif len(todo):
+        g = pipeline.compute_gradients(model, [samples[i] for i in todo], step.cfg, pad_id, moments, progress=progress)
     width = g.vectors.shape[1] if g is not None else storage.column_matrix(rows, "vector").shape[1]
     out = GradientMatrix(np.zeros((n, width), np.float32), np.zeros(n), np.zeros(n, bool), np.zeros(n, np.int64),
                          g.seconds if g is not None else 0.0)
@@ -71,7 +87,18 @@ def gradients(step: Step, kind: str, model, samples: list[TokenizedSample], pad_
                                                                                          g.n_label_tokens)
         cache.add([keys[i] for i in todo], g.vectors, norm=g.norms, valid=g.valid, n_label_tokens=g.n_label_tokens,
                   seconds=np.full(len(todo), g.seconds / len(todo)))
-    return out, Reuse(len(todo), int(found.sum()))
+    return out, Reuse(len(todo), int(found.sum()), proxy_rows)
+
+
+def _remember_rows(step: Step, kind: str, keys: list[str], pe: proxies.ProxyEmbedding) -> int:
+    """Add the rows of ``pe`` (one per key) that the cache of ``kind`` lacks; returns how many."""
+    cache = selection_cache(step, kind)
+    found, _ = cache.lookup(keys)
+    new = np.flatnonzero(~found)
+    if len(new):
+        cache.add([keys[i] for i in new], pe.vectors[new], seconds=np.full(len(new), pe.seconds_per_sample),
+                  widths=[list(pe.widths)] * len(new))
+    return len(new)
 
 
 def _proxy_specs(step: Step) -> list[str]:
@@ -132,7 +159,8 @@ class Rows:
         self.cfg = cfg
 
     def gradients(self, kind: str, model, samples: list[TokenizedSample], pad_id: int,
-                  moments: AdamMoments | None = None, progress=None) -> tuple[GradientMatrix, Reuse]:
+                  moments: AdamMoments | None = None, progress=None, proxy_kind: str = "") -> tuple[GradientMatrix, Reuse]:
+        """(Without a cache there is nowhere to keep ``proxy_kind``'s rows: they are not computed.)"""
         return pipeline.compute_gradients(model, samples, self.cfg, pad_id, moments, progress=progress), Reuse(len(samples))
 
     def embed(self, kind: str, model, samples: list[TokenizedSample], spec: str, pad_id: int
@@ -148,8 +176,8 @@ class CachedRows(Rows):
         super().__init__(step.cfg)
         self.step = step
 
-    def gradients(self, kind, model, samples, pad_id, moments=None, progress=None):
-        return gradients(self.step, kind, model, samples, pad_id, moments, progress)
+    def gradients(self, kind, model, samples, pad_id, moments=None, progress=None, proxy_kind=""):
+        return gradients(self.step, kind, model, samples, pad_id, moments, progress, proxy_kind)
 
     def embed(self, kind, model, samples, spec, pad_id):
         return embed(self.step, kind, model, samples, spec, pad_id)

@@ -66,6 +66,44 @@ def _adam_premultiplier(params: list[torch.nn.Parameter], moments: AdamMoments |
     return adam_scale(moments.exp_avg_sq, moments.step, moments.beta1, moments.beta2, moments.eps)
 
 
+class _BackboneCapture:
+    """Forward hooks on the model's backbone (``model.model``): its last output and how long it took."""
+
+    def __init__(self, backbone):
+        self.hidden, self.seconds, self._t0 = None, 0.0, 0.0
+        self._handles = [backbone.register_forward_pre_hook(self._start), backbone.register_forward_hook(self._end)]
+
+    def _start(self, module, args):
+        self._t0 = time.perf_counter()
+
+    def _end(self, module, args, output):
+        self.hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        self.seconds = time.perf_counter() - self._t0
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def _capture_backbone(model) -> _BackboneCapture:
+    return _BackboneCapture(model.model)
+
+
+def _project_sample_gradients(losses: torch.Tensor, params: list[torch.nn.Parameter], projector: HadamardProjector,
+                              premult: torch.Tensor | None, out: np.ndarray, norms: np.ndarray, lo: int, device) -> None:
+    """Each loss's gradient w.r.t. ``params``, projected into ``out[lo + i]`` (norm into ``norms``)."""
+    if len(losses) == 1:
+        per = [torch.autograd.grad(losses[0], params, allow_unused=True)]
+    else:
+        eye = torch.eye(len(losses), device=device, dtype=losses.dtype)
+        stacked = torch.autograd.grad(losses, params, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
+        per = [[None if g is None else g[i] for g in stacked] for i in range(len(losses))]
+    for i, grads in enumerate(per):
+        grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+        vector, norms[lo + i] = projector.project_parts_and_norm([g.detach() for g in grads], premult)
+        out[lo + i] = vector.cpu().numpy()
+
+
 def sample_gradients(
     model,
     samples: list[TokenizedSample],
@@ -76,6 +114,7 @@ def sample_gradients(
     normalize: bool = True,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    tap: Callable[[int, torch.Tensor, dict, float], None] | None = None,
 ) -> GradientMatrix:
     """Projected (and optionally Adam-preconditioned, normalised) gradient of every sample.
 
@@ -86,7 +125,14 @@ def sample_gradients(
     params : the parameters to differentiate (e.g. ``modeling.select_parameters``)
     projector : ``HadamardProjector`` with ``in_dim == sum(p.numel())``; gradients are written
         straight into its workspace (``project_parts``), signed and Adam-scaled in one pass
+    tap : called for each sample (``batch_size`` 1 only) after its forward and before its
+        gradient's backward, with its position, its label-shifted final hidden states (the
+        backbone's output, with their graph), its batch and the backbone forward's seconds: what
+        another computation from the same forward needs (``proxies.gradients_with_proxy``). A tap
+        that differentiates through the hidden states must keep the graph (``retain_graph``).
     """
+    if tap is not None and batch_size != 1:
+        raise ValueError("a tap needs one sample per pass (batch_size=1)")
     device = next(model.parameters()).device
     premult = _adam_premultiplier(params, moments)
     if premult is not None:
@@ -96,22 +142,20 @@ def sample_gradients(
     norms = np.zeros(n)
     counts = np.array([s.n_label_tokens for s in samples])
     t0 = time.perf_counter()
-    for lo in range(0, n, batch_size):
-        chunk = samples[lo : lo + batch_size]
-        batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_id).items()}
-        losses = per_sample_losses(model, batch)
-        if len(chunk) == 1:
-            per = [torch.autograd.grad(losses[0], params, allow_unused=True)]
-        else:
-            eye = torch.eye(len(chunk), device=device, dtype=losses.dtype)
-            stacked = torch.autograd.grad(losses, params, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
-            per = [[None if g is None else g[i] for g in stacked] for i in range(len(chunk))]
-        for i, grads in enumerate(per):
-            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-            vector, norms[lo + i] = projector.project_parts_and_norm([g.detach() for g in grads], premult)
-            out[lo + i] = vector.cpu().numpy()
-        if progress:
-            progress(min(lo + batch_size, n), n)
+    hooks = _capture_backbone(model) if tap is not None else None
+    try:
+        for lo in range(0, n, batch_size):
+            chunk = samples[lo : lo + batch_size]
+            batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_id).items()}
+            losses = per_sample_losses(model, batch)
+            if hooks is not None:
+                tap(lo, hooks.hidden[0, :-1], batch, hooks.seconds)
+            _project_sample_gradients(losses, params, projector, premult, out, norms, lo, device)
+            if progress:
+                progress(min(lo + batch_size, n), n)
+    finally:
+        if hooks is not None:
+            hooks.remove()
     valid = norms > 1e-12
     if normalize:
         pn = np.linalg.norm(out, axis=1, keepdims=True)

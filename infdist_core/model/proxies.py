@@ -39,8 +39,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from infdist_core.maths.preconditioning import unit_rows
+from infdist_core.maths.preconditioning import AdamMoments, unit_rows
 from infdist_core.maths.projection import HadamardProjector, RademacherProjector
+from infdist_core.model.gradients import GradientMatrix, sample_gradients
 from infdist_core.model.jvp import jvp_embeddings
 from infdist_core.model.modeling import block_pattern, decoder_layers, select_parameters
 from infdist_core.model.tokenization import IGNORE, TokenizedSample, pad_batch
@@ -194,38 +195,59 @@ def _hidden_states(model, samples: list[TokenizedSample], pad_id: int, blocks: i
             yield h, b
 
 
+class PartialGradients:
+    """Projected loss gradients of one sample w.r.t. the last ``blocks`` blocks (+ final norm)
+    and/or the LM head, from its final hidden states: the per-sample step of
+    ``partial_gradients``, shared with the landmark-gradient pass (``gradients_with_proxy``), which
+    hands it hidden states its own forward computed, so both give the same rows bit for bit.
+
+    The head enters the graph as a detached copy of its weight, so a tied input embedding is not
+    differentiated (that would need the full backward); the loss is the mean label-token loss
+    (``gradients.per_sample_losses``').
+    """
+
+    def __init__(self, model, blocks: int, head: bool, dim: int, seed: int):
+        device = next(model.parameters()).device
+        self.W, self.head, self.blocks = model.get_output_embeddings().weight, head, blocks
+        self.block_params = []
+        if blocks:
+            pattern = block_pattern(model, f"last:{blocks}") + r"|^model\.norm\."
+            self.block_params = [p for _, p in select_parameters(model, pattern)]
+        sizes = ([sum(p.numel() for p in self.block_params)] if blocks else []) + ([self.W.numel()] if head else [])
+        self.projectors = [HadamardProjector(m, min(dim, m), seed=seed, device=device) for m in sizes]
+
+    def empty(self, n: int) -> list[np.ndarray]:
+        """Zero rows for ``n`` samples, one array per part in the order [blocks, head]."""
+        return [np.zeros((n, pr.out_dim), np.float32) for pr in self.projectors]
+
+    def rows(self, h: torch.Tensor, labels: torch.Tensor, retain_graph: bool = False) -> list[np.ndarray] | None:
+        """The projected parts for hidden states ``h`` (T, H; with their graph when ``blocks`` > 0)
+        and the shifted ``labels`` (T,); None when no label token is left (a zero row)."""
+        keep = labels != IGNORE
+        if not keep.any():
+            return None
+        W_leaf = self.W.detach().requires_grad_(self.head)
+        loss = F.cross_entropy(F.linear(h[keep], W_leaf).float(), labels[keep])
+        wrt = self.block_params + ([W_leaf] if self.head else [])
+        grads = torch.autograd.grad(loss, wrt, allow_unused=True, retain_graph=retain_graph)
+        grads = [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, wrt)]
+        groups = ([grads[: len(self.block_params)]] if self.blocks else []) + ([grads[-1:]] if self.head else [])
+        return [pr.project_parts(g, None).cpu().numpy() for pr, g in zip(self.projectors, groups)]
+
+
 def partial_gradients(model, samples: list[TokenizedSample], pad_id: int, blocks: int, head: bool, dim: int,
                       seed: int, batch_size: int = 1) -> list[np.ndarray]:
     """Projected loss gradients w.r.t. the last ``blocks`` blocks (+ final norm) and/or the LM head,
-    from one forward pass and one backward pass that stops at the earliest of them.
-
-    The head enters the graph as a detached copy of its weight, so a tied input embedding is not
-    differentiated (that would need the full backward). Returns one (n, <=dim) array per part, in
-    the order [blocks, head]; the mean label-token loss is ``gradients.per_sample_losses``'.
+    from one forward pass and one backward pass that stops at the earliest of them
+    (``PartialGradients``). Returns one (n, <=dim) array per part, in the order [blocks, head].
     ``batch_size`` > 1 batches the forward through the earlier blocks (``_hidden_states``).
     """
-    device = next(model.parameters()).device
-    W = model.get_output_embeddings().weight
-    block_params = []
-    if blocks:
-        pattern = block_pattern(model, f"last:{blocks}") + r"|^model\.norm\."
-        block_params = [p for _, p in select_parameters(model, pattern)]
-    sizes = ([sum(p.numel() for p in block_params)] if blocks else []) + ([W.numel()] if head else [])
-    projs = [HadamardProjector(m, min(dim, m), seed=seed, device=device) for m in sizes]
-    out = [np.zeros((len(samples), pr.out_dim), np.float32) for pr in projs]
+    pg = PartialGradients(model, blocks, head, dim, seed)
+    out = pg.empty(len(samples))
     for j, (h, b) in enumerate(_hidden_states(model, samples, pad_id, blocks, batch_size)):
-        labels = b["labels"][0, 1:]
-        keep = labels != IGNORE
-        if not keep.any():
-            continue  # zero row: flagged like a zero gradient
-        W_leaf = W.detach().requires_grad_(head)
-        loss = F.cross_entropy(F.linear(h[keep], W_leaf).float(), labels[keep])
-        wrt = block_params + ([W_leaf] if head else [])
-        grads = torch.autograd.grad(loss, wrt, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, wrt)]
-        groups = ([grads[: len(block_params)]] if blocks else []) + ([grads[-1:]] if head else [])
-        for o, pr, g in zip(out, projs, groups):
-            o[j] = pr.project_parts(g, None).cpu().numpy()
+        parts = pg.rows(h, b["labels"][0, 1:])
+        for o, part in zip(out, parts or []):
+            o[j] = part
     return out
 
 
@@ -302,6 +324,52 @@ def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str,
         if i not in rows:
             rows[i] = COMPUTE[part.kind](model, samples, _Call(pad_id, list(part.params), dim, seed, batch_size, grad_batch,
                                                                jvp, n_layers))
+    return _assemble(parsed, rows, (time.perf_counter() - t0) / len(samples))
+
+
+def _assemble(parsed: ProxySpec, rows: dict[int, np.ndarray], seconds_per_sample: float) -> ProxyEmbedding:
+    """The embedding from each part's rows (keyed by part position): every part L2-normalised,
+    then the concatenation."""
     units = [unit_rows(rows[i]).astype(np.float32) for i in range(len(parsed.parts))]
     vec = unit_rows(np.concatenate(units, axis=1)).astype(np.float32) if len(units) > 1 else units[0]
-    return ProxyEmbedding(str(parsed), vec, (time.perf_counter() - t0) / len(samples), tuple(u.shape[1] for u in units))
+    return ProxyEmbedding(str(parsed), vec, seconds_per_sample, tuple(u.shape[1] for u in units))
+
+
+def _partial_layout(parsed: ProxySpec, n_layers: int) -> tuple[int, bool, list[int]]:
+    """For a ``partial_backward`` spec: its blocks, whether it has the head, and the part position
+    of each of ``PartialGradients``' outputs (in its order [blocks, head])."""
+    if parsed.fused:
+        i, j = parsed.fused
+        return _last_blocks(list(parsed.parts[i].params), n_layers), True, [i, j]
+    if parsed.kinds[0] == "grad-last":
+        return _last_blocks(list(parsed.parts[0].params), n_layers), False, [0]
+    return 0, True, [0]
+
+
+def gradients_with_proxy(model, samples: list[TokenizedSample], params: list[torch.nn.Parameter],
+                         projector: HadamardProjector, pad_id: int, spec: str, dim: int, seed: int,
+                         moments: AdamMoments | None = None, progress=None) -> tuple[GradientMatrix, ProxyEmbedding]:
+    """``gradients.sample_gradients`` of ``samples`` (one at a time) and, from the same forward,
+    their rows of ``spec``, a proxy of one partial backward (``ProxySpec.partial_backward``): the
+    rows ``compute_proxy`` gives one sample at a time, bit for bit on one device, for the price
+    of the partial backward and its projections (the forward, more than half of such a proxy's
+    cost, is the gradient's). The proxy's ``seconds_per_sample`` counts the shared forward too:
+    what ``compute_proxy`` would spend, so an embedding choice that weighs costs sees the same
+    figure whichever pass computed the rows."""
+    parsed = ProxySpec.parse(spec)
+    if not parsed.partial_backward:
+        raise ValueError(f"proxy {spec!r} is not one forward and one partial backward (grad-last, grad-head or both)")
+    blocks, head, positions = _partial_layout(parsed, len(decoder_layers(model)))
+    pg = PartialGradients(model, blocks, head, dim, seed)
+    out = pg.empty(len(samples))
+    seconds = [0.0]
+
+    def tap(j: int, h: torch.Tensor, batch: dict, forward_seconds: float) -> None:
+        t0 = time.perf_counter()
+        parts = pg.rows(h if blocks else h.detach(), batch["labels"][0, 1:], retain_graph=bool(blocks))
+        for o, part in zip(out, parts or []):
+            o[j] = part
+        seconds[0] += forward_seconds + time.perf_counter() - t0
+
+    g = sample_gradients(model, samples, params, projector, pad_id, moments=moments, progress=progress, tap=tap)
+    return g, _assemble(parsed, dict(zip(positions, out)), seconds[0] / max(len(samples), 1))

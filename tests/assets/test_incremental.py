@@ -54,7 +54,9 @@ def test_an_incremental_reselection_equals_a_from_scratch_one_and_computes_only_
     inc.mkdir()
     reg = write_world(inc, pool_rows=30)
     first = _select(inc, reg, {**BASE, "pool_size": 30, "warmup_steps": 0})
-    assert first["pool_embeddings"]["rows_computed"] == 30 and first["pool_embeddings"]["rows_reused"] == 0
+    # the 8 landmarks' proxy rows come from their gradients' forwards, the other 22 from the embedding pass
+    assert first["landmark_gradients"]["proxy_rows_computed"] == 8
+    assert first["pool_embeddings"]["rows_computed"] == 22 and first["pool_embeddings"]["rows_reused"] == 8
     landmarks_before = set(_table(inc, "landmark_gradients").column("sample_id").to_pylist())
 
     _grow(inc / "pool.jsonl", 6)
@@ -63,7 +65,9 @@ def test_an_incremental_reselection_equals_a_from_scratch_one_and_computes_only_
     landmarks = _table(inc, "landmark_gradients").column("sample_id").to_pylist()
     new_landmarks = [i for i in landmarks if i.startswith("new")]
     assert set(landmarks) - set(new_landmarks) <= landmarks_before, "an old sample became a landmark"
-    assert again["pool_embeddings"]["rows_computed"] == 6 and again["pool_embeddings"]["rows_reused"] == 30
+    assert again["landmark_gradients"].get("proxy_rows_computed", 0) == len(new_landmarks)
+    assert again["pool_embeddings"]["rows_computed"] == 6 - len(new_landmarks)
+    assert again["pool_embeddings"]["rows_reused"] == 30 + len(new_landmarks)
     assert again["landmark_gradients"]["rows_computed"] == len(new_landmarks)
     assert again["landmark_gradients"]["rows_reused"] == 8 - len(new_landmarks)
     # the 3 targets' gradients and their proxy rows (the direct term's): all reused
@@ -72,7 +76,8 @@ def test_an_incremental_reselection_equals_a_from_scratch_one_and_computes_only_
     shutil.copytree(inc, fresh, ignore=shutil.ignore_patterns("assets", "cache", "lineage", "checkpoints", "*.duckdb*",
                                                               "dagster*"))
     scratch = _select(fresh, fresh / "registry.yaml", grown)
-    assert scratch["pool_embeddings"]["rows_reused"] == 0 and scratch["landmark_gradients"]["rows_reused"] == 0
+    assert scratch["landmark_gradients"]["rows_reused"] == 0
+    assert scratch["pool_embeddings"]["rows_reused"] == scratch["landmark_gradients"]["proxy_rows_computed"] == 8
     for asset, task, column in (("pool_embeddings", None, "embedding"), ("landmark_gradients", None, "gradient"),
                                 ("per_target_weights", "math", "scores"), ("per_target_weights", "math", "weight"),
                                 ("infdist/selected_subset", "math", "sample_id"), ("infdist/selected_subset", "math", "weight")):
@@ -97,12 +102,14 @@ def test_the_warmup_is_kept_until_the_pool_has_changed_past_pool_refresh(tmp_pat
     kept = _select(data, reg, {**settings, "pool_size": 36})
     assert kept["warmup_checkpoint"]["warmup"] == "kept" and kept["warmup_checkpoint"]["sha256"] == sha
     assert abs(kept["warmup_checkpoint"]["sample_share"] - 30 / 36) < 1e-3
-    assert kept["pool_embeddings"]["rows_computed"] == 6 and kept["target_gradients"]["rows_computed"] == 0
+    new_rows = kept["pool_embeddings"]["rows_computed"] + kept["landmark_gradients"].get("proxy_rows_computed", 0)
+    assert new_rows == 6 and kept["target_gradients"]["rows_computed"] == 0  # (new landmarks': from their gradients)
 
     _grow(data / "pool.jsonl", 12, prefix="more")  # 18 of 48 not trained on: 37.5% > 30%
     retrained = _select(data, reg, {**settings, "pool_size": 48})
     assert retrained["warmup_checkpoint"]["warmup"] == "trained" and retrained["warmup_checkpoint"]["sha256"] != sha
-    assert retrained["pool_embeddings"]["rows_reused"] == 0 and retrained["target_gradients"]["rows_reused"] == 0
+    assert retrained["target_gradients"]["rows_reused"] == 0
+    assert retrained["pool_embeddings"]["rows_reused"] == retrained["landmark_gradients"]["proxy_rows_computed"] == 8
     states = [json.loads(p.read_text()) for p in (data / "cache" / "rows" / "tiny").glob("*/*/state.json")]
     assert states and all(s["weights"] == retrained["warmup_checkpoint"]["sha256"] for s in states if s["warmup"])
     trained_on = _table(data, "warmup_checkpoint", name="trained_on.parquet", variant="").column("sample_id").to_pylist()
@@ -122,9 +129,9 @@ def test_a_permutation_sample_never_keeps_the_warmup_but_reuses_rows_of_unchange
     _grow(data / "pool.jsonl", 6)  # a new shuffle: a warm-up trained on another sample, in its own folder
     grown = _select(data, reg, {**settings, "warmup_steps": 2, "warmup_samples": 6})
     assert grown["warmup_checkpoint"]["sha256"] != again["warmup_checkpoint"]["sha256"]
-    assert grown["pool_embeddings"]["rows_reused"] == 0
+    assert grown["pool_embeddings"]["rows_reused"] == grown["landmark_gradients"]["proxy_rows_computed"] == 8
     none = _select(data, reg, {**settings, "warmup_steps": 0})
     twice = _select(data, reg, {**settings, "warmup_steps": 0})
-    assert none["pool_embeddings"]["rows_computed"] == 20
+    assert none["pool_embeddings"]["rows_computed"] == 12 and none["landmark_gradients"]["proxy_rows_computed"] == 8
     assert twice["pool_embeddings"]["rows_computed"] == 0 and twice["pool_embeddings"]["rows_reused"] == 20
     assert np.isfinite(twice["krr_coefficients"]["bandwidth2"])

@@ -72,11 +72,13 @@ from pathlib import Path
 import dagster as dg
 from infdist_core import pipeline
 
-slow = pipeline.compute_gradients
-def compute_gradients(*args, **kwargs):  # a slow shard, so that the kill lands between shards
-    time.sleep(float(sys.argv[3]))
-    return slow(*args, **kwargs)
-pipeline.compute_gradients = compute_gradients
+def slowed(compute):  # a slow shard, so that the kill lands between shards
+    def slow(*args, **kwargs):
+        time.sleep(float(sys.argv[3]))
+        return compute(*args, **kwargs)
+    return slow
+for name in ("compute_gradients", "compute_gradients_and_proxy"):  # (the second: with the landmarks' proxy rows)
+    setattr(pipeline, name, slowed(getattr(pipeline, name)))
 
 sys.path.insert(0, sys.argv[4])
 from tests.assets.test_sharding import _materialize, SETTINGS
@@ -107,8 +109,9 @@ def test_a_killed_pool_side_resumes_without_recomputing_finished_shards(tmp_path
     from infdist_core import pipeline
 
     calls = []
-    real = pipeline.compute_gradients
-    monkeypatch.setattr(pipeline, "compute_gradients", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    for name in ("compute_gradients", "compute_gradients_and_proxy"):
+        real = getattr(pipeline, name)
+        monkeypatch.setattr(pipeline, name, lambda *a, real=real, **k: calls.append(len(a[1])) or real(*a, **k))
     assert _materialize(data, reg, ["landmark_gradients"], **SETTINGS, pool_shards=4).success
     assert len(calls) == 4 - len(finished), f"only the unfinished shards are recomputed (calls: {calls})"
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items()), "finished shards are never rewritten"
@@ -168,3 +171,30 @@ def test_a_pool_of_landmarks_only_still_gathers_its_embeddings(tmp_path):
     t = pq.read_table(path)
     assert t.num_rows == 12 and t.column("pool_index").to_pylist() == list(range(12))
     assert not list(path.parent.glob("shards/*.parquet")), "no shard file for an empty shard"
+
+
+def test_the_landmarks_proxy_rows_from_their_gradient_pass_equal_the_embedding_pass(tmp_path, monkeypatch):
+    """The landmark-gradient pass computes the landmarks' rows of the partial-backward candidate
+    from its own forwards (warm-up weights, Adam-scaled gradients); the pool embeddings and
+    landmark gradients are the ones a run that embeds the landmarks separately writes, bit for bit."""
+    from infdist_core import pipeline
+
+    pool_side = ["sampled_pool", "warmup_checkpoint", "landmark_gradients", "pool_embeddings"]
+    tables, metadata = [], []
+    for shared in (True, False):
+        data = tmp_path / f"shared{shared}"
+        data.mkdir()
+        reg = write_world(data)
+        if not shared:
+            monkeypatch.setattr(pipeline, "gradient_pass_proxy", lambda cfg: None)
+        res = _materialize(data, reg, pool_side, **SETTINGS)
+        assert res.success
+        metadata.append({e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+                         for e in res.get_asset_materialization_events()})
+        tables.append({a: next((data / "assets" / a / "tiny").rglob("data.parquet")) for a in pool_side[2:]})
+    assert metadata[0]["landmark_gradients"]["proxy_rows_computed"] == 12
+    assert metadata[0]["pool_embeddings"]["rows_computed"] == 18 + 12  # the others, and every landmark's JVP row
+    assert "proxy_rows_computed" not in metadata[1]["landmark_gradients"]
+    assert metadata[1]["pool_embeddings"]["rows_computed"] == 18 + 2 * 12
+    for asset, (a, b) in {k: (tables[0][k], tables[1][k]) for k in tables[0]}.items():
+        assert pq.read_table(a).equals(pq.read_table(b)), f"{asset} differs when the landmarks are embedded apart"

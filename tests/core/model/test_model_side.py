@@ -276,6 +276,34 @@ def test_partial_gradients_equal_autograd_of_blocks_and_untied_head(tokenizer, c
     np.testing.assert_allclose(fused.vectors * np.sqrt(2), np.concatenate(alone, axis=1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("spec", ["grad-last:1+grad-head", "grad-head+grad-last:2", "grad-last:1", "grad-head"])
+def test_the_gradient_pass_gives_the_proxy_rows_of_its_own_pass_bit_for_bit(tokenizer, tiny_model, chats, spec):
+    """The landmark-gradient pass computes a partial-backward proxy from its own forward: its
+    gradients and the proxy's rows are exactly what the two passes give apart (Adam-scaled
+    gradients, a zero-label sample, a tied head), and a proxy that needs more is refused."""
+    from infdist_core.model.proxies import compute_proxy, gradients_with_proxy
+
+    ts = tokenize_records(tokenizer, chats, 128).samples
+    ts[1].labels[:] = IGNORE  # a zero row in both
+    pad = tokenizer.pad_token_id
+    params = _params(tiny_model)
+    d = sum(p.numel() for p in params)
+    moments = AdamMoments(torch.zeros(d), torch.rand(d, generator=torch.Generator().manual_seed(0)) + 0.1, 5, 0.9, 0.999, 1e-8)
+    proj = HadamardProjector(d, 48, seed=3)
+    g, pe = gradients_with_proxy(tiny_model, ts, params, proj, pad, spec, dim=40, seed=7, moments=moments)
+    ref_g = sample_gradients(tiny_model, ts, params, proj, pad, moments=moments)
+    ref = compute_proxy(tiny_model, ts, pad, spec, dim=40, seed=7)
+    for field in ("vectors", "norms", "valid", "n_label_tokens"):
+        assert np.array_equal(getattr(g, field), getattr(ref_g, field)), f"gradients' {field} changed"
+    assert np.array_equal(pe.vectors, ref.vectors) and pe.widths == ref.widths and pe.spec == ref.spec
+    assert not pe.vectors[1].any() and pe.vectors[0].any()
+    assert pe.seconds_per_sample > 0
+    with pytest.raises(ValueError, match="partial backward"):
+        gradients_with_proxy(tiny_model, ts, params, proj, pad, "grad-last:1+jvp-hidden", dim=40, seed=7)
+    with pytest.raises(ValueError, match="batch_size=1"):
+        sample_gradients(tiny_model, ts, params, proj, pad, batch_size=2, tap=lambda *a: None)
+
+
 def test_batched_prefix_gives_the_one_sample_partial_gradients(tokenizer, chats):
     """batch_size > 1 runs the blocks before the differentiated ones batched (padded, no graph) and
     the last ones per sample on the prefix's hidden states: the same gradients up to rounding."""
