@@ -9,10 +9,14 @@ every method's embedding + selection, timed stage by stage:
 - mid-PPL: the pool's per-sample loss, the middle k.
 - Grad (LESS-like): a projected full gradient per pool sample (seconds per sample from the
   true-gradient pass ``recovery_data`` caches: the same computation), round-robin.
-- InfDist as shipped (``embedding: auto``): landmark gradients, ``pipeline.embed_pool`` (candidates
-  on the landmarks, the choice, the rest of the pool), the kernel fit, the target gradients and
-  embeddings, ``pipeline.score_targets`` and the round-robin; and InfDist with each proxy option
-  pinned (``--options``): the same landmarks and target side with that proxy over the pool.
+- InfDist as shipped (``embedding: auto``): landmark gradients (with the landmarks' rows of the
+  partial-backward candidate from the same forwards, ``pipeline.compute_gradients_and_proxy``, as
+  the pipeline computes them), ``pipeline.embed_pool`` (the other candidates on the landmarks,
+  the choice, the rest of the pool), the kernel fit, the target gradients and embeddings (the
+  same way), ``pipeline.score_targets`` and the round-robin; and InfDist with each proxy option
+  pinned (``--options``): the same landmarks and target side with that proxy over the pool (the
+  landmark pass as shipped, so an option's landmark seconds include the shipped proxy's partial
+  backward).
 
 Each InfDist option's recovery is measured with the pipeline's own policy
 (``recovery_data.shipped_recovery``): Spearman of the propagated vs true mean-target influence on
@@ -191,10 +195,23 @@ def main() -> None:
                  "flops": 3 * full * (tokens.sum() + T_tok * t), "note": "pool seconds from the cached true-gradient pass"})
     # ---- InfDist: landmark gradients (seed 0's landmarks) and the target side's gradients
     lm = pipeline.landmark_indices([s.id for s in pool], cfg)
-    GL, s_lm = timed(lambda: pipeline.compute_gradients(model, [pool[i] for i in lm], cfg, pad))
-    GT, s_tg = timed(lambda: pipeline.compute_gradients(model, targets, cfg, pad))
+    shared = pipeline.gradient_pass_proxy(cfg)  # its landmark rows come from the gradients' forwards, as shipped
+    if shared:
+        (GL, pe_lm), s_lm = timed(lambda: pipeline.compute_gradients_and_proxy(model, [pool[i] for i in lm], cfg, pad,
+                                                                              shared))
+        known = pipeline.known_rows(pe_lm, lm, n)
+    else:
+        GL, s_lm = timed(lambda: pipeline.compute_gradients(model, [pool[i] for i in lm], cfg, pad))
+        known = {}
+    if shared:  # the targets' rows of it too (the direct term), as the target side computes them
+        (GT, pe_tg), s_tg = timed(lambda: pipeline.compute_gradients_and_proxy(model, targets, cfg, pad, shared))
+    else:
+        GT, s_tg = timed(lambda: pipeline.compute_gradients(model, targets, cfg, pad))
     GL, GT = GL.vectors.astype(np.float64), GT.vectors.astype(np.float64)
     fl_lm = 3 * full * tokens[lm].sum()
+    if shared:  # the proxy's rows of the landmarks: its pass without the forward through the blocks
+        fl_lm += sum(proxy_flops(shared, shape, tokens[i], labels[i]) - 2 * shape.layers * shape.block * tokens[i]
+                     for i in lm)
     fl_tg = 3 * full * T_tok * t
     print(f"landmark gradients: {s_lm:.1f} s for {len(lm)} ({s_lm / len(lm):.3f} s/sample)", flush=True)
 
@@ -204,24 +221,30 @@ def main() -> None:
         batch = int(option.partition("@")[2] or 1)
         c = cfg.with_(embedding=spec, batch_size=batch) if option != PROXY_AUTO else cfg
         slices = pipeline.embedding_slices(spec, widths)
-        (te, s_te) = timed(lambda: pipeline.embed_samples(model, targets, spec, c, pad)) if slices else (None, 0.0)
+        if slices and spec == shared and batch == 1:  # computed with the target gradients
+            te, s_te = pe_tg, 0.0
+        else:
+            (te, s_te) = timed(lambda: pipeline.embed_samples(model, targets, spec, c, pad)) if slices else (None, 0.0)
         direct = DirectTerm(te.vectors.astype(np.float64), slices) if slices else None
         (reg, s_krr) = timed(lambda: pipeline.fit_landmark_regression(E, lm, GL, c))
         ((scores, setting, _), s_score) = timed(lambda: pipeline.score_targets(E, lm, GL, GT, reg, c, direct))
         _, s_sel = timed(lambda: round_robin(scores.scores, c.selection.k, seed=c.selection.seed))
         fl_te = proxy_flops(spec, shape, T_tok, T_lab) * t if slices else 0.0
+        if slices and spec == shared and batch == 1:
+            fl_te -= 2 * shape.layers * shape.block * T_tok * t  # its forward is the target gradients'
         return {"method": "InfDist", "option": option, "spec": spec,
                 "stages": {"landmark_gradients": s_lm, "pool": s_pool, "targets": s_tg + s_te,
                            "selection": s_krr + s_score + s_sel},
                 "flops": fl_lm + fl_pool + fl_tg + fl_te, "direct": setting.direct, "direct_term": direct}
 
     # ---- InfDist as shipped: embed_pool decides the proxy on the landmarks, then embeds the rest
-    choice, s_auto = timed(lambda: pipeline.embed_pool(model, pool, lm, GL, cfg, pad, log_fn=lambda m: print("  " + m)))
+    choice, s_auto = timed(lambda: pipeline.embed_pool(model, pool, lm, GL, cfg, pad, log_fn=lambda m: print("  " + m),
+                                                       known=known))
     emb = {choice.spec: choice.vectors.astype(np.float64)}
     widths = {choice.spec: choice.widths[choice.spec]}
     cost = {r["embedding"]: r["seconds_per_sample"] for r in choice.candidates}
     fl_auto = sum(proxy_flops(s, shape, float(tokens[lm].mean()), float(labels[lm].mean())) * len(lm)
-                  for s in choice.landmark_embeddings) + \
+                  for s in choice.landmark_embeddings if s != shared) + \
         proxy_flops(choice.spec, shape, T_tok, T_lab) * (n - len(lm))
     default = infdist_row(PROXY_AUTO, choice.spec, emb[choice.spec], widths[choice.spec], s_auto, fl_auto)
     rows.append(default)

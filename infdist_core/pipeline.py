@@ -309,7 +309,8 @@ def embed_pool(model, pool: list[TokenizedSample], landmarks: np.ndarray, G_land
     ``known`` maps a spec to rows computed before (``KnownRows``), e.g. by another selection seed's
     run with the same model, pool and ``data_seed``: proxies computed one sample at a time
     (``ProxySpec.per_sample``) give the same rows whatever the landmarks, so those rows are reused
-    and only the others are computed."""
+    and only the others are computed; or the landmarks' rows that ``compute_gradients_and_proxy``
+    computed with their gradients (``known_rows(pe, landmarks, len(pool))``)."""
     plan = plan_pool_embedding(model, pool, landmarks, G_landmarks, cfg, pad_id, log_fn, known)
     rest = non_landmarks(len(pool), landmarks)
     if not len(rest):

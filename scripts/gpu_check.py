@@ -3,7 +3,8 @@
 1. The CUDA Hadamard path (fast-hadamard-transform) gives the same projection as the CPU path
    for the same seed, and how fast it is against a device memcpy.
 2. Batched per-sample gradients on CUDA (one vmapped backward) equal unbatched ones, and the
-   speed-up. Uses a small random Llama, so it needs no model files.
+   speed-up; the landmark pass's proxy rows from its own forwards equal the proxy pass's, and the
+   time against the two passes. Uses a small random Llama, so it needs no model files.
 3. The sharded pool side on CUDA in bf16 (``dtype=bfloat16``, ``pool_shards`` 1 and 2, the tests'
    tiny world): the gathered artefacts of 1 and 2 shards are identical, and the seconds of each.
    Needs the SmolLM2 tokenizer files (``data/models/smollm2-135m``, or ``$INFDIST_TOKENIZER``: a
@@ -73,9 +74,26 @@ def main() -> None:
     t2 = time.perf_counter()
     out["batched_vs_unbatched_max_abs"] = float(abs(a.vectors - b.vectors).max())
     out["batched_speedup"] = (t1 - t0) / (t2 - t1)
+    out.update(shared_proxy_pass(model, samples, params, proj, a, t1 - t0))
     out.update(trainer_bf16_checkpointing(samples))
     out.update(sharded_pool_side_bf16())
     print(json.dumps(out))
+
+
+def shared_proxy_pass(model, samples, params, proj, apart, gradient_seconds: float) -> dict:
+    """The landmark pass's proxy rows from its own forwards on CUDA: the same gradients and rows
+    as the two passes apart (close: CUDA kernels need not be bitwise deterministic), and the time."""
+    from infdist_core.model.proxies import compute_proxy, gradients_with_proxy
+
+    spec = "grad-last:2+grad-head"
+    t0 = time.perf_counter()
+    rows = compute_proxy(model, samples, 0, spec, dim=1024, seed=0)
+    t1 = time.perf_counter()
+    g, pe = gradients_with_proxy(model, samples, params, proj, 0, spec, dim=1024, seed=0)
+    t2 = time.perf_counter()
+    return {"shared_vs_apart_max_abs_gradients": float(abs(g.vectors - apart.vectors).max()),
+            "shared_vs_apart_max_abs_proxy": float(abs(pe.vectors - rows.vectors).max()),
+            "shared_over_apart_seconds": (t2 - t1) / (gradient_seconds + t1 - t0)}
 
 
 def trainer_bf16_checkpointing(samples) -> dict:

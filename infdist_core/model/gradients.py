@@ -4,7 +4,9 @@ For every sample: the gradient of its mean label-token cross-entropy with respec
 parameters, optionally Adam-preconditioned (``a * g``, Eq. 8-9), written into one reusable flat
 buffer and projected at once, so no full-size gradient outlives its sample. With
 ``batch_size > 1`` a padded batch shares one forward pass and one vmapped backward
-(``is_grads_batched``), which pays on a GPU.
+(``is_grads_batched``), which pays on a GPU. A ``tap`` sees each sample's final hidden states
+between its forward and its backward, so that another gradient from the same forward (a partial
+one: ``proxies.gradients_with_proxy``) does not need a forward of its own.
 """
 
 from __future__ import annotations
@@ -85,10 +87,6 @@ class _BackboneCapture:
             h.remove()
 
 
-def _capture_backbone(model) -> _BackboneCapture:
-    return _BackboneCapture(model.model)
-
-
 def _project_sample_gradients(losses: torch.Tensor, params: list[torch.nn.Parameter], projector: HadamardProjector,
                               premult: torch.Tensor | None, out: np.ndarray, norms: np.ndarray, lo: int, device) -> None:
     """Each loss's gradient w.r.t. ``params``, projected into ``out[lo + i]`` (norm into ``norms``)."""
@@ -142,7 +140,7 @@ def sample_gradients(
     norms = np.zeros(n)
     counts = np.array([s.n_label_tokens for s in samples])
     t0 = time.perf_counter()
-    hooks = _capture_backbone(model) if tap is not None else None
+    hooks = _BackboneCapture(model.model) if tap is not None else None
     try:
         for lo in range(0, n, batch_size):
             chunk = samples[lo : lo + batch_size]
