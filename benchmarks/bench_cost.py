@@ -196,17 +196,15 @@ def main() -> None:
     # ---- InfDist: landmark gradients (seed 0's landmarks) and the target side's gradients
     lm = pipeline.landmark_indices([s.id for s in pool], cfg)
     shared = pipeline.gradient_pass_proxy(cfg)  # its landmark rows come from the gradients' forwards, as shipped
-    if shared:
+    if shared:  # and the targets' rows of it (the direct term), as the target side computes them
         (GL, pe_lm), s_lm = timed(lambda: pipeline.compute_gradients_and_proxy(model, [pool[i] for i in lm], cfg, pad,
                                                                               shared))
+        (GT, pe_tg), s_tg = timed(lambda: pipeline.compute_gradients_and_proxy(model, targets, cfg, pad, shared))
         known = pipeline.known_rows(pe_lm, lm, n)
     else:
         GL, s_lm = timed(lambda: pipeline.compute_gradients(model, [pool[i] for i in lm], cfg, pad))
-        known = {}
-    if shared:  # the targets' rows of it too (the direct term), as the target side computes them
-        (GT, pe_tg), s_tg = timed(lambda: pipeline.compute_gradients_and_proxy(model, targets, cfg, pad, shared))
-    else:
         GT, s_tg = timed(lambda: pipeline.compute_gradients(model, targets, cfg, pad))
+        known = {}
     GL, GT = GL.vectors.astype(np.float64), GT.vectors.astype(np.float64)
     fl_lm = 3 * full * tokens[lm].sum()
     if shared:  # the proxy's rows of the landmarks: its pass without the forward through the blocks
