@@ -29,8 +29,8 @@ Each selection is valued two ways, both as a share of Grad's value over uniform'
   not the held-out loss after fine-tuning (that is ``bench_quality.py``), but it does not reuse
   the selection's targets.
 
-Paired differences over the draws (infdist − landmarks, calibrated − infdist) come with 95%
-t-intervals. True gradients, proxy rows and held-out gradients are cached in ``data/bench_cache``
+Paired differences over the draws (infdist − landmarks, calibrated − infdist, and InfDist at each
+further landmark count − at the first: what more landmarks buy) come with 95% t-intervals. True gradients, proxy rows and held-out gradients are cached in ``data/bench_cache``
 (a rerun recomputes nothing). Last line: one JSON object.
 """
 
@@ -108,6 +108,7 @@ def main() -> None:
 
     names = ("infdist", "calibrated", "landmarks", "uniform")
     results: dict[int, dict] = {}
+    raw: dict[int, dict[str, list]] = {}
     for ell in ells:
         got = {f"{m}_{v}": [] for m in names for v in value} | {"picks_from_landmarks": [], "calibration_slope": [],
                                                                 "overlap_infdist_grad": [], "overlap_landmarks_grad": []}
@@ -133,6 +134,11 @@ def main() -> None:
             got["overlap_landmarks_grad"].append(len(set(picks["landmarks"]) & set(grad)))
         diffs = {f"{a}_minus_{b}_{v}": t_interval(np.subtract(got[f"{a}_{v}"], got[f"{b}_{v}"]))
                  for a, b in (("infdist", "landmarks"), ("calibrated", "infdist")) for v in value}
+        raw[ell] = got
+        if ell != ells[0]:  # what the extra landmarks buy, paired by draw (the same seeds)
+            diffs |= {f"infdist_minus_l{ells[0]}_{v}": t_interval(np.subtract(got[f"infdist_{v}"],
+                                                                              raw[ells[0]][f"infdist_{v}"]))
+                      for v in value}
         results[ell] = {"means": {key: t_interval(vals) for key, vals in got.items()}, "diffs": diffs}
         print(f"\n{ell} landmarks ({ell / n:.0%} of the pool), share of Grad's value over random picks, "
               f"mean [95% interval] over {args.draws} draws:")
