@@ -95,10 +95,16 @@ def _remember_rows(step: Step, kind: str, keys: list[str], pe: proxies.ProxyEmbe
     cache = selection_cache(step, kind)
     found, _ = cache.lookup(keys)
     new = np.flatnonzero(~found)
-    if len(new):
-        cache.add([keys[i] for i in new], pe.vectors[new], seconds=np.full(len(new), pe.seconds_per_sample),
-                  widths=[list(pe.widths)] * len(new))
+    _add_proxy_rows(cache, [keys[i] for i in new], pe, new)
     return len(new)
+
+
+def _add_proxy_rows(cache: RowCache, keys: list[str], pe: proxies.ProxyEmbedding, which: np.ndarray) -> None:
+    """Store ``pe``'s rows ``which`` under ``keys``, with what ``known_proxy_rows`` reads back
+    (the parts' widths and the seconds per sample)."""
+    if len(keys):
+        cache.add(keys, pe.vectors[which], seconds=np.full(len(keys), pe.seconds_per_sample),
+                  widths=[list(pe.widths)] * len(keys))
 
 
 def _proxy_specs(step: Step) -> list[str]:
@@ -134,10 +140,8 @@ def remember_proxy_rows(step: Step, kind: str, samples: list[TokenizedSample], p
     have = known.get(pe.spec)
     new = np.ones(len(positions), bool) if have is None else np.isnan(have.vectors[positions]).any(1)
     if pe.spec in _proxy_specs(step) and new.any():
-        sel = positions[new]
-        selection_cache(step, f"{kind}/{pe.spec}").add(
-            [sample_key(samples[i]) for i in sel], pe.vectors[new], seconds=np.full(len(sel), pe.seconds_per_sample),
-            widths=[list(pe.widths)] * len(sel))
+        _add_proxy_rows(selection_cache(step, f"{kind}/{pe.spec}"), [sample_key(samples[i]) for i in positions[new]],
+                        pe, new)
     return Reuse(int(new.sum()), int((~new).sum()))
 
 

@@ -317,9 +317,8 @@ def compute_proxy(model, samples: list[TokenizedSample], pad_id: int, spec: str,
     n_layers = len(decoder_layers(model))
     rows: dict[int, np.ndarray] = {}
     if parsed.fused:  # grad-last + grad-head: one shared forward and one partial backward
-        i, j = parsed.fused
-        rows[i], rows[j] = partial_gradients(model, samples, pad_id, _last_blocks(list(parsed.parts[i].params), n_layers),
-                                             True, dim, seed, grad_batch)
+        blocks, head, positions = _partial_layout(parsed, n_layers)
+        rows.update(zip(positions, partial_gradients(model, samples, pad_id, blocks, head, dim, seed, grad_batch)))
     for i, part in enumerate(parsed.parts):
         if i not in rows:
             rows[i] = COMPUTE[part.kind](model, samples, _Call(pad_id, list(part.params), dim, seed, batch_size, grad_batch,
