@@ -141,7 +141,8 @@ def main() -> None:
     n_landmarks = SelectionConfig.of(**settings).pool.n_landmarks
     print(f"\nLandmark recovery of the shipped policy on non-landmark samples (Spearman of InfDist's mean-target scores "
           f"with the exact ones, {n_landmarks} landmarks): " +
-          ", ".join(f"{t} seed {sd}: {v:.3f}" for (t, sd), v in sorted(recovery.items()) if v is not None))
+          (", ".join(f"{t} seed {sd}: {v:.3f}" for (t, sd), v in sorted(recovery.items()) if v is not None)
+           or "not measured (it needs the grad method's true gradients of every pool sample)"))
     picks = {(t, seed): landmark_picks(data, args.model, t, SelectionConfig.of(**{**settings, "seed": seed, "k": max(args.k)}))
              for t in args.tasks for seed in args.seeds}
     picks = {key: v for key, v in picks.items() if v is not None}
@@ -150,7 +151,7 @@ def main() -> None:
               "the pool: " + ", ".join(f"{t} seed {sd}: {a}/{b}" for (t, sd), (a, b, _) in sorted(picks.items())) +
               f" (landmarks are {next(iter(picks.values()))[2]:.0%} of the pool)")
     infdist_s, infdist_nowarm = secs.get("infdist", (0.0, 0.0))
-    rds_s = secs.get("rds", (0.0, 0.0))[0]
+    rds_s = secs["rds"][0] if "rds" in secs else None  # None: RDS+ was not run
     out = headline(s, args.tasks, args.seeds)
     for metric, a in by_metric.items():
         out[f"{metric}_wins_vs_uniform"] = sum(v == "win" for v in a.verdicts("uniform").values())
@@ -159,13 +160,13 @@ def main() -> None:
                 "infdist_picks_from_landmarks": float(np.mean([a / b for a, b, _ in picks.values()])) if picks else None,
                 "landmark_share_of_pool": next(iter(picks.values()))[2] if picks else None,
                 "unavailable_tasks": unavailable, "complete": complete, "ks": args.k, "methods": list(plan.methods), "heldout_rows": args.heldout_rows,
-                "selection_seconds_infdist": round(infdist_s, 1), "selection_seconds_rds": round(rds_s, 1),
+                "selection_seconds_infdist": round(infdist_s, 1), "selection_seconds_rds": round(rds_s, 1) if rds_s else None,
                 "selection_seconds_infdist_over_rds": round(infdist_s / rds_s, 3) if rds_s else None,
                 "selection_seconds_infdist_over_rds_without_warmup": round(infdist_nowarm / rds_s, 3) if rds_s else None,
                 "wall_seconds_this_run": round(wall, 1)})
     print(f"\n(selection seconds for {args.tasks[0]}, seed {args.seeds[0]}, k={args.k[0]}, summed over the assets each "
           f"method needs before fine-tuning: InfDist {infdist_s:.0f} s ({infdist_nowarm:.0f} s without the warm-up), "
-          f"RDS+ {rds_s:.0f} s)")
+          + (f"RDS+ {rds_s:.0f} s)" if rds_s else "RDS+ not run)"))
     print(json.dumps(out, default=lambda v: None if isinstance(v, float) and not np.isfinite(v) else v))
 
 
