@@ -30,8 +30,9 @@ Each selection is valued two ways, both as a share of Grad's value over uniform'
   the selection's targets.
 
 Paired differences over the draws (infdist − landmarks, calibrated − infdist, and InfDist at each
-further landmark count − at the first: what more landmarks buy) come with 95% t-intervals. True gradients, proxy rows and held-out gradients are cached in ``data/bench_cache``
-(a rerun recomputes nothing). Last line: one JSON object.
+further landmark count − at the first: what more landmarks buy) come with 95% t-intervals. True
+gradients, proxy rows and held-out gradients are cached in ``data/bench_cache`` (a rerun
+recomputes nothing). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def main() -> None:
 
     names = ("infdist", "calibrated", "landmarks", "uniform")
     results: dict[int, dict] = {}
-    raw: dict[int, dict[str, list]] = {}
+    first: dict[str, list] = {}  # the first landmark count's values, which the others are paired with
     for ell in ells:
         got = {f"{m}_{v}": [] for m in names for v in value} | {"picks_from_landmarks": [], "calibration_slope": [],
                                                                 "overlap_infdist_grad": [], "overlap_landmarks_grad": []}
@@ -134,10 +135,10 @@ def main() -> None:
             got["overlap_landmarks_grad"].append(len(set(picks["landmarks"]) & set(grad)))
         diffs = {f"{a}_minus_{b}_{v}": t_interval(np.subtract(got[f"{a}_{v}"], got[f"{b}_{v}"]))
                  for a, b in (("infdist", "landmarks"), ("calibrated", "infdist")) for v in value}
-        raw[ell] = got
-        if ell != ells[0]:  # what the extra landmarks buy, paired by draw (the same seeds)
-            diffs |= {f"infdist_minus_l{ells[0]}_{v}": t_interval(np.subtract(got[f"infdist_{v}"],
-                                                                              raw[ells[0]][f"infdist_{v}"]))
+        if ell == ells[0]:
+            first = got
+        else:  # what the extra landmarks buy, paired by draw (the same seeds)
+            diffs |= {f"infdist_minus_l{ells[0]}_{v}": t_interval(np.subtract(got[f"infdist_{v}"], first[f"infdist_{v}"]))
                       for v in value}
         results[ell] = {"means": {key: t_interval(vals) for key, vals in got.items()}, "diffs": diffs}
         print(f"\n{ell} landmarks ({ell / n:.0%} of the pool), share of Grad's value over random picks, "
