@@ -15,6 +15,10 @@ samples through the pipeline's own functions and methods:
   ``recovery.calibration_slope``, the slope ``recovery_report`` reports, fitted without the direct
   term), the lever the quality runs left unmeasured;
 - ``landmarks``: the landmarks' exact scores alone (the ``landmarks`` method);
+- ``guided``: InfDist at the same landmark count, but only ``1 - --guided-share`` of the landmarks
+  drawn at random; the rest are the non-landmarks the first round's propagated scores rank highest
+  (``landmarks.guided_landmarks``: the samples the selection would take, scored exactly next),
+  then the regression refitted on all of them;
 - ``grad``: every sample's exact scores (the ceiling); ``uniform``: seeded random.
 
 Each selection is valued two ways, both as a share of Grad's value over uniform's expectation
@@ -29,10 +33,10 @@ Each selection is valued two ways, both as a share of Grad's value over uniform'
   not the held-out loss after fine-tuning (that is ``bench_quality.py``), but it does not reuse
   the selection's targets.
 
-Paired differences over the draws (infdist − landmarks, calibrated − infdist, and InfDist at each
-further landmark count − at the first: what more landmarks buy) come with 95% t-intervals. True
-gradients, proxy rows and held-out gradients are cached in ``data/bench_cache`` (a rerun
-recomputes nothing). Last line: one JSON object.
+Paired differences over the draws (infdist − landmarks, calibrated − infdist, guided − infdist,
+and InfDist at each further landmark count − at the first: what more landmarks buy) come with 95%
+t-intervals. True gradients, proxy rows and held-out gradients are cached in ``data/bench_cache``
+(a rerun recomputes nothing). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from infdist_core.data.evalsets import load_eval_set
 from infdist_core.data.records import load_records
 from infdist_core.maths import recovery
 from infdist_core.maths.influence import landmark_scores
-from infdist_core.maths.landmarks import DirectTerm, part_slices
+from infdist_core.maths.landmarks import DirectTerm, guided_landmarks, part_slices
 from infdist_core.maths.statistics import t_interval
 from infdist_core.model.tokenization import tokenize_records
 
@@ -75,6 +79,7 @@ def main() -> None:
     ap.add_argument("--embedding", default=SelectionConfig().data.embedding_candidates[0])
     ap.add_argument("--eval", default="data/eval/gsm8k_test.jsonl", help="GSM8K test rows (the held-out value)")
     ap.add_argument("--heldout", type=int, default=64, help="held-out rows whose gradients value the picks")
+    ap.add_argument("--guided-share", type=float, default=0.5, help="share of the guided selection's landmarks chosen by score")
     args = ap.parse_args()
     setting = recovery_data.setting(args)
     data = recovery_data.load(setting)
@@ -107,7 +112,7 @@ def main() -> None:
           f"{args.embedding} ({float(rows['seconds']):.2f} s/sample when computed); Spearman of the two values over "
           f"the pool {spearmanr(value['objective'], value['heldout']).statistic:.3f}", flush=True)
 
-    names = ("infdist", "calibrated", "landmarks", "uniform")
+    names = ("infdist", "calibrated", "guided", "landmarks", "uniform")
     results: dict[int, dict] = {}
     first: dict[str, list] = {}  # the first landmark count's values, which the others are paired with
     for ell in ells:
@@ -120,8 +125,16 @@ def main() -> None:
             scores, setting_used, _ = pipeline.score_targets(E, lm, G[lm], T, reg, cfg, direct)
             slope = recovery.calibration_slope(E[lm], landmark_scores(G[lm], T).mean(1), setting_used, seed=d)
             stretched = pipeline.weigh_scores(recovery.stretch_propagated(scores.scores, lm, slope), args.k)
+            drawn = ell - round(ell * args.guided_share)
+            first_round = np.sort(np.random.default_rng(d).choice(n, drawn, replace=False))
+            found = pipeline.score_targets(E, first_round, G[first_round], T, pipeline.fit_landmark_regression(
+                E, first_round, G[first_round], cfg), cfg, direct)[0]
+            guided = np.sort(np.concatenate([first_round, guided_landmarks(found.scores.mean(1), first_round, ell - drawn)]))
+            guided_scores = pipeline.score_targets(E, guided, G[guided], T, pipeline.fit_landmark_regression(
+                E, guided, G[guided], cfg), cfg, direct)[0]
             picks = {"infdist": methods.select("infdist", cfg, n, influence=scores)[0],
                      "calibrated": methods.select("infdist", cfg, n, influence=stretched)[0],
+                     "guided": methods.select("infdist", cfg, n, influence=guided_scores)[0],
                      "landmarks": methods.select("landmarks", cfg, n, landmark_gradients=(lm, G[lm]),
                                                  target_gradients=T)[0],
                      "uniform": methods.select("uniform", cfg, n)[0]}
@@ -134,7 +147,7 @@ def main() -> None:
             got["overlap_infdist_grad"].append(len(set(picks["infdist"]) & set(grad)))
             got["overlap_landmarks_grad"].append(len(set(picks["landmarks"]) & set(grad)))
         diffs = {f"{a}_minus_{b}_{v}": t_interval(np.subtract(got[f"{a}_{v}"], got[f"{b}_{v}"]))
-                 for a, b in (("infdist", "landmarks"), ("calibrated", "infdist")) for v in value}
+                 for a, b in (("infdist", "landmarks"), ("calibrated", "infdist"), ("guided", "infdist")) for v in value}
         if ell == ells[0]:
             first = got
         else:  # what the extra landmarks buy, paired by draw (the same seeds)
@@ -152,7 +165,8 @@ def main() -> None:
         for key in ("picks_from_landmarks", "calibration_slope", "overlap_infdist_grad", "overlap_landmarks_grad"):
             print(f"  {key}: mean {results[ell]['means'][key].mean:.2f}")
 
-    summary = {"n": n, "k": args.k, "draws": args.draws, "embedding": args.embedding, "heldout_rows": len(H)}
+    summary = {"n": n, "k": args.k, "draws": args.draws, "embedding": args.embedding, "heldout_rows": len(H),
+               "guided_share": args.guided_share}
     for ell, r in results.items():
         for key, c in {**r["means"], **r["diffs"]}.items():
             summary[f"{key}_l{ell}"] = round(c.mean, 4)

@@ -268,3 +268,17 @@ LANDMARK_POLICIES = {
     "leverage": leverage_landmarks,
 }
 """Landmark choice by name: ``(E, n_landmarks, seed) -> sorted indices``."""
+
+
+def guided_landmarks(scores: np.ndarray, landmarks: np.ndarray, n_extra: int) -> np.ndarray:
+    """Score-guided landmarks, a second round after a first set of ``landmarks``: the ``n_extra``
+    other samples with the highest propagated ``scores`` (shape (n,), the mean over targets; ties:
+    the lowest index), the ones a selection would take, to be scored exactly next. Returns their
+    indices sorted. Unlike the policies above it depends on the targets, so it is a target-side
+    choice; ``benchmarks/bench_pick_value.py`` measures it against random landmarks at the same count."""
+    scores = np.asarray(scores, dtype=np.float64)
+    others = np.setdiff1d(np.arange(len(scores)), landmarks)
+    if not 0 <= n_extra <= len(others):
+        raise ValueError(f"n_extra must be in [0, {len(others)}] (the samples that are not landmarks), got {n_extra}")
+    order = others[np.lexsort((others, -scores[others]))]
+    return np.sort(order[:n_extra])

@@ -254,3 +254,16 @@ def test_ridge_leverage_scores_are_the_closed_form_and_sampling_is_seeded():
     a, b = leverage_landmarks(E, 12, seed=4), leverage_landmarks(E, 12, seed=4)
     assert np.array_equal(a, b) and len(set(a.tolist())) == 12 and a.tolist() == sorted(a.tolist())
     assert not np.array_equal(a, leverage_landmarks(E, 12, seed=5))
+
+
+def test_guided_landmarks_are_the_top_scored_non_landmarks_ties_by_index():
+    from infdist_core.maths.landmarks import guided_landmarks
+
+    scores = np.array([5.0, 1.0, 3.0, 3.0, 9.0, 0.5, 3.0])
+    landmarks = np.array([4, 1])
+    # highest non-landmarks: 0 (5.0), then the 3.0 ties at 2, 3, 6 in index order
+    assert guided_landmarks(scores, landmarks, 3).tolist() == [0, 2, 3]
+    assert guided_landmarks(scores, landmarks, 0).tolist() == []
+    assert guided_landmarks(scores, landmarks, 5).tolist() == [0, 2, 3, 5, 6]
+    with pytest.raises(ValueError, match="n_extra must be in"):
+        guided_landmarks(scores, landmarks, 6)
