@@ -129,7 +129,8 @@ def main() -> None:
             first_round = np.sort(np.random.default_rng(d).choice(n, drawn, replace=False))
             found = pipeline.score_targets(E, first_round, G[first_round], T, pipeline.fit_landmark_regression(
                 E, first_round, G[first_round], cfg), cfg, direct)[0]
-            guided = np.sort(np.concatenate([first_round, guided_landmarks(found.scores.mean(1), first_round, ell - drawn)]))
+            second_round = guided_landmarks(found.scores.mean(1), first_round, ell - drawn)
+            guided = np.sort(np.concatenate([first_round, second_round]))
             guided_scores = pipeline.score_targets(E, guided, G[guided], T, pipeline.fit_landmark_regression(
                 E, guided, G[guided], cfg), cfg, direct)[0]
             picks = {"infdist": methods.select("infdist", cfg, n, influence=scores)[0],

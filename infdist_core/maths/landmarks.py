@@ -275,7 +275,8 @@ def guided_landmarks(scores: np.ndarray, landmarks: np.ndarray, n_extra: int) ->
     other samples with the highest propagated ``scores`` (shape (n,), the mean over targets; ties:
     the lowest index), the ones a selection would take, to be scored exactly next. Returns their
     indices sorted. Unlike the policies above it depends on the targets, so it is a target-side
-    choice; ``benchmarks/bench_pick_value.py`` measures it against random landmarks at the same count."""
+    choice; ``benchmarks/bench_pick_value.py`` measures it against random landmarks at the same
+    count."""
     scores = np.asarray(scores, dtype=np.float64)
     others = np.setdiff1d(np.arange(len(scores)), landmarks)
     if not 0 <= n_extra <= len(others):
