@@ -112,6 +112,11 @@ def main() -> None:
           f"{args.embedding} ({float(rows['seconds']):.2f} s/sample when computed); Spearman of the two values over "
           f"the pool {spearmanr(value['objective'], value['heldout']).statistic:.3f}", flush=True)
 
+    def propagated(landmarks: np.ndarray, cfg: SelectionConfig):
+        """The pipeline's scores and kernel setting with these landmarks."""
+        reg = pipeline.fit_landmark_regression(E, landmarks, G[landmarks], cfg)
+        return pipeline.score_targets(E, landmarks, G[landmarks], T, reg, cfg, direct)[:2]
+
     names = ("infdist", "calibrated", "guided", "landmarks", "uniform")
     results: dict[int, dict] = {}
     first: dict[str, list] = {}  # the first landmark count's values, which the others are paired with
@@ -121,18 +126,13 @@ def main() -> None:
         for d in range(args.draws):
             cfg = base.with_(n_landmarks=ell, seed=d)
             lm = np.sort(np.random.default_rng(d).choice(n, ell, replace=False))
-            reg = pipeline.fit_landmark_regression(E, lm, G[lm], cfg)
-            scores, setting_used, _ = pipeline.score_targets(E, lm, G[lm], T, reg, cfg, direct)
+            scores, setting_used = propagated(lm, cfg)
             slope = recovery.calibration_slope(E[lm], landmark_scores(G[lm], T).mean(1), setting_used, seed=d)
             stretched = pipeline.weigh_scores(recovery.stretch_propagated(scores.scores, lm, slope), args.k)
             drawn = ell - round(ell * args.guided_share)
             first_round = np.sort(np.random.default_rng(d).choice(n, drawn, replace=False))
-            found = pipeline.score_targets(E, first_round, G[first_round], T, pipeline.fit_landmark_regression(
-                E, first_round, G[first_round], cfg), cfg, direct)[0]
-            second_round = guided_landmarks(found.scores.mean(1), first_round, ell - drawn)
-            guided = np.sort(np.concatenate([first_round, second_round]))
-            guided_scores = pipeline.score_targets(E, guided, G[guided], T, pipeline.fit_landmark_regression(
-                E, guided, G[guided], cfg), cfg, direct)[0]
+            second_round = guided_landmarks(propagated(first_round, cfg)[0].scores.mean(1), first_round, ell - drawn)
+            guided_scores = propagated(np.sort(np.concatenate([first_round, second_round])), cfg)[0]
             picks = {"infdist": methods.select("infdist", cfg, n, influence=scores)[0],
                      "calibrated": methods.select("infdist", cfg, n, influence=stretched)[0],
                      "guided": methods.select("infdist", cfg, n, influence=guided_scores)[0],

@@ -29,6 +29,7 @@ import torch
 
 from infdist_core.data.seeding import generator
 from infdist_core.data.validation import as_numpy
+from infdist_core.maths.selection import top_indices
 
 DEFAULT_CHUNK = 8192
 
@@ -281,5 +282,5 @@ def guided_landmarks(scores: np.ndarray, landmarks: np.ndarray, n_extra: int) ->
     others = np.setdiff1d(np.arange(len(scores)), landmarks)
     if not 0 <= n_extra <= len(others):
         raise ValueError(f"n_extra must be in [0, {len(others)}] (the samples that are not landmarks), got {n_extra}")
-    order = others[np.lexsort((others, -scores[others]))]
-    return np.sort(order[:n_extra])
+    best_first = others[top_indices(scores[others], len(others))]  # others is sorted: ties by pool index
+    return np.sort(best_first[:n_extra])
