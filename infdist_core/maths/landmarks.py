@@ -282,5 +282,4 @@ def guided_landmarks(scores: np.ndarray, landmarks: np.ndarray, n_extra: int) ->
     others = np.setdiff1d(np.arange(len(scores)), landmarks)
     if not 0 <= n_extra <= len(others):
         raise ValueError(f"n_extra must be in [0, {len(others)}] (the samples that are not landmarks), got {n_extra}")
-    best_first = others[top_indices(scores[others], len(others))]  # others is sorted: ties by pool index
-    return np.sort(best_first[:n_extra])
+    return np.sort(others[top_indices(scores[others], n_extra)])  # others is sorted: ties by pool index

@@ -22,6 +22,8 @@ from infdist_core.data.validation import as_numpy, check_k
 def top_indices(col: np.ndarray, m: int) -> np.ndarray:
     """Indices of the ``m`` largest entries of ``col``, by descending value then ascending index."""
     n = len(col)
+    if m == 0:
+        return np.empty(0, dtype=np.intp)
     if m >= n:
         return np.lexsort((np.arange(n), -col))
     kth = np.partition(col, n - m)[n - m]  # the m-th largest value
