@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from infdist_core.maths.landmarks import choose_landmarks, krr_fit, krr_propagate, median_bandwidth, rbf_kernel
-from infdist_core.maths.selection import round_robin, round_robin_reference, top_k
+from infdist_core.maths.selection import round_robin, round_robin_reference, top_indices, top_k
 
 
 def test_all_landmarks_and_no_damping_recovers_p():
@@ -264,7 +264,6 @@ def test_guided_landmarks_are_the_top_scored_non_landmarks_ties_by_index():
     # highest non-landmarks: 0 (5.0), then the 3.0 ties at 2, 3, 6 in index order
     assert guided_landmarks(scores, landmarks, 3).tolist() == [0, 2, 3]
     assert guided_landmarks(scores, landmarks, 0).tolist() == []
-    from infdist_core.maths.selection import top_indices
     assert top_indices(scores, 0).tolist() == []  # no partition at n: the empty pick, not an IndexError
     assert guided_landmarks(scores, landmarks, 5).tolist() == [0, 2, 3, 5, 6]
     with pytest.raises(ValueError, match="n_extra must be in"):
